@@ -1,0 +1,61 @@
+//! `flatnetctl`: inspect a running flatnetd.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use flatnet_wire::{client::Client, Reply, Request};
+use flatnetd::{api::catalog, config::DEFAULT_SOCKET, status};
+
+#[derive(Parser)]
+#[command(version, about = "Inspect and control the local flatnetd")]
+struct Args {
+    /// flatnetd's API socket.
+    #[arg(long, env = "FLATNET_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// This host, its subnet and its containers.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The service catalog this host publishes (what the gateway sees).
+    Catalog,
+    /// Check that flatnetd answers.
+    Ping,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let client = Client::new(&args.socket);
+    match args.cmd {
+        Cmd::Status { json } => {
+            let Reply::Status(st) = client.call(&Request::Status).context("status")? else {
+                bail!("unexpected reply to status");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", status::render(&st));
+            }
+        }
+        Cmd::Catalog => {
+            let Reply::Status(st) = client.call(&Request::Status).context("status")? else {
+                bail!("unexpected reply to status");
+            };
+            let c = catalog::build(&st.node, &st.leases);
+            println!("{}", serde_json::to_string_pretty(&c)?);
+        }
+        Cmd::Ping => {
+            let reply = client.call(&Request::Ping).context("ping")?;
+            println!("{}", serde_json::to_string(&reply)?);
+        }
+    }
+    Ok(())
+}

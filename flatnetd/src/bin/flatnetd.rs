@@ -1,0 +1,100 @@
+//! `flatnetd`: the Flatnet per-host daemon.
+
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::Context;
+use clap::Parser;
+use flatnetd::{
+    api,
+    config::{Config, DEFAULT_CONFIG},
+    hostnet::NftHostSetup,
+    ipam::LeaseStore,
+    service::{HostSetup, NoHostSetup, Service},
+};
+use tracing::{info, warn};
+
+#[derive(Parser)]
+#[command(version, about = "Flatnet per-host daemon")]
+struct Args {
+    /// Configuration file.
+    #[arg(short, long, env = "FLATNETD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Do not touch host forwarding or nftables (for hosts where another
+    /// tool owns them).
+    #[arg(long)]
+    no_host_setup: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLATNET_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let (path, explicit) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let config = Config::load(&path, explicit)?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    let db = config.state_dir.join("ipam.redb");
+    let store = LeaseStore::open(&db).with_context(|| {
+        format!(
+            "opening lease database {} (is another flatnetd running?)",
+            db.display()
+        )
+    })?;
+    let host: Box<dyn HostSetup> = if args.no_host_setup {
+        Box::new(NoHostSetup)
+    } else {
+        Box::new(NftHostSetup)
+    };
+    let service = Arc::new(Service::new(config.clone(), store, host));
+    if let Err(e) = service.ensure_host() {
+        // Not fatal: retried on the next allocation.
+        warn!("{e}");
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = api::unix::bind(&config.socket, config.socket_group.as_deref())
+            .with_context(|| format!("binding {}", config.socket.display()))?;
+        info!(
+            node = %config.node_name,
+            subnet = %config.subnet,
+            socket = %config.socket.display(),
+            "flatnetd ready"
+        );
+        tokio::spawn(api::unix::serve(listener, service.clone()));
+        if let Some(addr) = config.catalog_listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding catalog listener {addr}"))?;
+            info!(%addr, "serving catalog at /v1/catalog");
+            tokio::spawn(api::catalog::serve(l, service.clone()));
+        }
+        shutdown_signal().await;
+        info!("shutting down");
+        let _ = std::fs::remove_file(&config.socket);
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

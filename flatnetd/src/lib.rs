@@ -1,0 +1,17 @@
+//! flatnetd: the per-host Flatnet daemon.
+//!
+//! Layout, from the inside out:
+//! - [`ipam`]: address allocation. [`ipam::pool`] is the pure allocator,
+//!   [`ipam::store`] keeps leases in redb, crash-safe and transactional.
+//! - [`service`]: answers local API [`flatnet_wire::Request`]s; no I/O of its own
+//!   beyond the lease store, so it is tested without sockets.
+//! - [`api`]: the unix-socket server and the HTTP catalog endpoint.
+//! - [`hostnet`]: host-level networking flatnetd owns (forwarding, masquerade).
+//! - [`config`]: `/etc/flatnet/flatnetd.toml`.
+
+pub mod api;
+pub mod config;
+pub mod hostnet;
+pub mod ipam;
+pub mod service;
+pub mod status;

@@ -1,0 +1,270 @@
+//! The local API's request handler.
+//!
+//! [`Service::handle`] turns one [`Request`] into one [`Response`]. It owns
+//! no sockets, so every request path is unit-tested directly; the socket
+//! server in [`crate::api`] only moves lines in and out.
+
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use flatnet_wire::{
+    api::{AllocateRequest, API_VERSION},
+    ApiError, AttachmentKey, ErrorKind, HostStatus, Reply, Request, Response,
+};
+use tracing::{info, warn};
+
+use crate::{
+    config::Config,
+    ipam::{IpamError, LeaseStore, Pool},
+};
+
+/// Hook run before the first allocation is answered, and again until it
+/// succeeds: makes sure the host forwards and masquerades for containers.
+pub trait HostSetup: Send + Sync {
+    fn ensure(&self, config: &Config) -> Result<(), String>;
+}
+
+/// A [`HostSetup`] that does nothing (unit tests, or `masquerade = false`
+/// hosts managed by other tools).
+pub struct NoHostSetup;
+
+impl HostSetup for NoHostSetup {
+    fn ensure(&self, _: &Config) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+pub struct Service {
+    config: Config,
+    pool: Pool,
+    store: LeaseStore,
+    host: Box<dyn HostSetup>,
+    host_ready: std::sync::atomic::AtomicBool,
+}
+
+const MAX_ID: usize = 256;
+
+/// Validate a name coming from a CNI runtime before it reaches the store.
+fn check_field(what: &str, v: &str, max: usize) -> Result<(), ApiError> {
+    if v.is_empty() || v.len() > max || v.chars().any(|c| c.is_control() || c == '/') {
+        return Err(ApiError::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "{what} {v:?} is empty, longer than {max} bytes, or has '/' or control characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_key(k: &AttachmentKey) -> Result<(), ApiError> {
+    check_field("network", &k.network, MAX_ID)?;
+    check_field("container id", &k.container_id, MAX_ID)?;
+    check_field("ifname", &k.ifname, 15)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl From<IpamError> for ApiError {
+    fn from(e: IpamError) -> Self {
+        match e {
+            IpamError::Exhausted(_) => ApiError::new(ErrorKind::Exhausted, e.to_string()),
+            IpamError::Db(_) | IpamError::Corrupt(_) => {
+                ApiError::new(ErrorKind::Internal, e.to_string())
+            }
+        }
+    }
+}
+
+impl Service {
+    pub fn new(config: Config, store: LeaseStore, host: Box<dyn HostSetup>) -> Self {
+        Self {
+            pool: Pool::new(config.subnet),
+            config,
+            store,
+            host,
+            host_ready: false.into(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &LeaseStore {
+        &self.store
+    }
+
+    /// Run the host setup now; remembered once it succeeds.
+    pub fn ensure_host(&self) -> Result<(), ApiError> {
+        use std::sync::atomic::Ordering;
+        if self.host_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.host.ensure(&self.config).map_err(|e| {
+            ApiError::new(ErrorKind::Unavailable, format!("host network setup: {e}"))
+        })?;
+        self.host_ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn handle(&self, req: Request) -> Response {
+        self.dispatch(req).into()
+    }
+
+    fn dispatch(&self, req: Request) -> Result<Reply, ApiError> {
+        match req {
+            Request::Ping => Ok(Reply::Pong {
+                api_version: API_VERSION,
+                version: env!("CARGO_PKG_VERSION").into(),
+            }),
+            Request::Allocate(r) => self.allocate(r),
+            Request::Release(key) => {
+                check_key(&key)?;
+                let lease = self.store.release(&key)?;
+                if let Some(l) = &lease {
+                    info!(ip = %l.ip, container = %key.container_id, ifname = %key.ifname, "released");
+                }
+                Ok(Reply::Released { lease })
+            }
+            Request::Get(key) => {
+                check_key(&key)?;
+                Ok(Reply::Lease {
+                    lease: self.store.get(&key)?,
+                    network: self.config.network_info(),
+                })
+            }
+            Request::Gc { network, valid } => {
+                check_field("network", &network, MAX_ID)?;
+                let released = self.store.gc(&network, &valid)?;
+                for l in &released {
+                    info!(ip = %l.ip, container = %l.key.container_id, "collected stale lease");
+                }
+                Ok(Reply::Collected { released })
+            }
+            Request::Status => Ok(Reply::Status(self.status()?)),
+        }
+    }
+
+    fn allocate(&self, r: AllocateRequest) -> Result<Reply, ApiError> {
+        check_key(&r.key)?;
+        if let Some(n) = &r.container_name {
+            check_field("container name", n, MAX_ID)?;
+        }
+        if let Err(e) = self.ensure_host() {
+            warn!("{e}");
+            return Err(e);
+        }
+        let a = self.store.allocate(&self.pool, &r, now())?;
+        if a.fresh {
+            info!(ip = %a.lease.ip, container = %r.key.container_id, ifname = %r.key.ifname, "leased");
+        }
+        Ok(Reply::Allocated {
+            lease: a.lease,
+            network: self.config.network_info(),
+        })
+    }
+
+    pub fn status(&self) -> Result<HostStatus, ApiError> {
+        Ok(HostStatus {
+            node: self.config.node_name.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            network: self.config.network_info(),
+            leases: self.store.list()?,
+        })
+    }
+}
+
+/// Shared handle used by the servers.
+pub type SharedService = Arc<Service>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service() -> (tempfile::TempDir, Service) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LeaseStore::open(&dir.path().join("ipam.redb")).unwrap();
+        let cfg = Config::parse("node_name = \"t\"").unwrap();
+        (dir, Service::new(cfg, store, Box::new(NoHostSetup)))
+    }
+
+    fn key(id: &str) -> AttachmentKey {
+        AttachmentKey {
+            network: "flatnet".into(),
+            container_id: id.into(),
+            ifname: "eth0".into(),
+        }
+    }
+
+    fn alloc(id: &str) -> Request {
+        Request::Allocate(AllocateRequest {
+            key: key(id),
+            netns: None,
+            container_name: None,
+            ports: vec![],
+        })
+    }
+
+    #[test]
+    fn allocate_get_release() {
+        let (_d, s) = service();
+        let Response::Ok(Reply::Allocated { lease, network }) = s.handle(alloc("a")) else {
+            panic!("allocate failed")
+        };
+        assert!(network.subnet.contains(&lease.ip));
+        let Response::Ok(Reply::Lease { lease: got, .. }) = s.handle(Request::Get(key("a"))) else {
+            panic!("get failed")
+        };
+        assert_eq!(got, Some(lease.clone()));
+        assert_eq!(
+            s.handle(Request::Release(key("a"))),
+            Response::Ok(Reply::Released { lease: Some(lease) })
+        );
+    }
+
+    #[test]
+    fn hostile_fields_rejected_without_state_change() {
+        let (_d, s) = service();
+        for bad in ["", "../../etc", "a\nb", &"x".repeat(300)] {
+            let r = s.handle(alloc(bad));
+            assert!(
+                matches!(&r, Response::Error(e) if e.kind == ErrorKind::InvalidRequest),
+                "{bad:?} -> {r:?}"
+            );
+        }
+        let mut long_if = key("a");
+        long_if.ifname = "sixteen-chars-xx".into();
+        assert!(matches!(
+            s.handle(Request::Get(long_if)),
+            Response::Error(_)
+        ));
+        assert!(s.store().list().unwrap().is_empty());
+    }
+
+    struct FailingHost;
+    impl HostSetup for FailingHost {
+        fn ensure(&self, _: &Config) -> Result<(), String> {
+            Err("nft missing".into())
+        }
+    }
+
+    #[test]
+    fn host_setup_failure_is_unavailable_and_allocates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LeaseStore::open(&dir.path().join("ipam.redb")).unwrap();
+        let cfg = Config::parse("node_name = \"t\"").unwrap();
+        let s = Service::new(cfg, store, Box::new(FailingHost));
+        assert!(
+            matches!(s.handle(alloc("a")), Response::Error(e) if e.kind == ErrorKind::Unavailable)
+        );
+        assert!(s.store().list().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,232 @@
+//! Requests and replies of flatnetd's local API.
+//!
+//! The transport is a unix stream socket (default `/run/flatnet/flatnetd.sock`).
+//! A client writes one [`Request`] as a single JSON line and reads one
+//! [`Response`] line back; see [`crate::framing`].
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// Version of the local API; bumped on incompatible changes.
+pub const API_VERSION: u32 = 1;
+
+/// Identifies one container attachment: the CNI tuple
+/// `(network name, CNI_CONTAINERID, CNI_IFNAME)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AttachmentKey {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// An attachment known to the runtime, as listed in a CNI `GC` request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AttachmentId {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// A port the container publishes (`podman run -p host:container`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub container_port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    pub protocol: String,
+}
+
+/// A persistent address lease held by one attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    #[serde(flatten)]
+    pub key: AttachmentKey,
+    pub ip: Ipv4Addr,
+    /// Network namespace path given at ADD time (informational).
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// Container name (Podman passes it as `K8S_POD_NAME` in `CNI_ARGS`).
+    #[serde(default)]
+    pub container_name: Option<String>,
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    /// Unix seconds at allocation.
+    pub created: u64,
+}
+
+/// How containers on this host are addressed and routed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    /// The whole Flatnet CIDR, e.g. `10.87.0.0/16`.
+    pub cidr: Ipv4Net,
+    /// This host's subnet, e.g. `10.87.1.0/24`.
+    pub subnet: Ipv4Net,
+    /// Gateway address (first host of `subnet`), owned by the host side of every veth.
+    pub gateway: Ipv4Addr,
+    /// MTU for container interfaces, chosen so that tunnelled packets fit.
+    pub mtu: u32,
+}
+
+/// Parameters of an allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocateRequest {
+    #[serde(flatten)]
+    pub key: AttachmentKey,
+    #[serde(default)]
+    pub netns: Option<String>,
+    #[serde(default)]
+    pub container_name: Option<String>,
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+}
+
+/// A request on the local API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Liveness and version check (CNI `STATUS`).
+    Ping,
+    /// Lease an address; idempotent for the same key.
+    Allocate(AllocateRequest),
+    /// Release the lease of a key; succeeds when there is none.
+    Release(AttachmentKey),
+    /// Look up the lease of a key (CNI `CHECK`).
+    Get(AttachmentKey),
+    /// Release every lease of `network` whose attachment is not in `valid`.
+    Gc {
+        network: String,
+        valid: Vec<AttachmentId>,
+    },
+    /// Everything `flatnetctl status` shows.
+    Status,
+}
+
+/// Host-wide status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub node: String,
+    pub version: String,
+    pub network: NetworkInfo,
+    pub leases: Vec<Lease>,
+}
+
+/// The successful payload of a [`Response`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Pong {
+        api_version: u32,
+        version: String,
+    },
+    Allocated {
+        lease: Lease,
+        network: NetworkInfo,
+    },
+    Lease {
+        lease: Option<Lease>,
+        network: NetworkInfo,
+    },
+    Released {
+        lease: Option<Lease>,
+    },
+    Collected {
+        released: Vec<Lease>,
+    },
+    Status(HostStatus),
+}
+
+/// Error classes; clients map these to their own protocol's codes
+/// (the CNI plugin does so in one place).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request was malformed or had invalid fields.
+    InvalidRequest,
+    /// No free address is left in the host subnet.
+    Exhausted,
+    /// The daemon is starting or its state is unavailable; retry later.
+    Unavailable,
+    /// An unexpected failure inside the daemon.
+    Internal,
+}
+
+/// An error returned by flatnetd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// One response line: either `{"ok": …}` or `{"error": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Ok(Reply),
+    Error(ApiError),
+}
+
+impl From<Result<Reply, ApiError>> for Response {
+    fn from(r: Result<Reply, ApiError>) -> Self {
+        match r {
+            Ok(v) => Response::Ok(v),
+            Err(e) => Response::Error(e),
+        }
+    }
+}
+
+impl From<Response> for Result<Reply, ApiError> {
+    fn from(r: Response) -> Self {
+        match r {
+            Response::Ok(v) => Ok(v),
+            Response::Error(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> AttachmentKey {
+        AttachmentKey {
+            network: "flatnet".into(),
+            container_id: "abc".into(),
+            ifname: "eth0".into(),
+        }
+    }
+
+    #[test]
+    fn request_is_tagged_by_op() {
+        let json = serde_json::to_string(&Request::Release(key())).unwrap();
+        assert_eq!(
+            json,
+            r#"{"op":"release","network":"flatnet","container_id":"abc","ifname":"eth0"}"#
+        );
+        let back: Request = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, Request::Release(key()));
+    }
+
+    #[test]
+    fn unknown_op_is_rejected() {
+        assert!(serde_json::from_str::<Request>(r#"{"op":"format_disk"}"#).is_err());
+    }
+
+    #[test]
+    fn response_round_trips() {
+        let r = Response::Error(ApiError::new(ErrorKind::Exhausted, "full"));
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#"{"error":{"kind":"exhausted","message":"full"}}"#);
+        assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), r);
+    }
+}
