@@ -7,7 +7,7 @@
 //!   beyond the lease store, so it is tested without sockets.
 //! - [`api`]: the unix-socket server and the HTTP catalog endpoint.
 //! - [`hostnet`]: host-level networking flatnetd owns (forwarding, masquerade).
-//! - [`config`]: `/etc/flatnet/flatnetd.toml`.
+//! - [`config`] reads `/etc/flatnet/flatnetd.toml`.
 
 pub mod api;
 pub mod config;
