@@ -25,7 +25,7 @@ fn_setup() {
 fn_teardown() {
     local pidfile ns
     for pidfile in "$FN_TMP"/*/flatnetd.pid; do
-        [ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null
+        [ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null || true
     done
     for ns in $(ip netns list | awk '{print $1}' | grep "^$FN_PREFIX-" || true); do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
@@ -64,6 +64,7 @@ host_start() {
     ip netns exec "$(ns "$name")" "$FLATNETD" --config "$FN_TMP/$name/flatnetd.toml" \
         >>"$FN_TMP/$name/flatnetd.log" 2>&1 &
     echo $! > "$FN_TMP/$name/flatnetd.pid"
+    disown $! 2>/dev/null || true   # no job-control noise, and `wait` skips it
     for i in $(seq 100); do
         "$FLATNETCTL" --socket "$FN_TMP/$name/flatnetd.sock" ping >/dev/null 2>&1 && return 0
         sleep 0.05

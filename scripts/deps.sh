@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install the system packages Flatnet's build, demo and tests need on a fresh
+# Debian 12 / Ubuntu 22.04+ machine. Run as root. Idempotent.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+PACKAGES=(
+    # build
+    build-essential pkg-config git curl ca-certificates
+    # networking, used by flatnetd and the tests
+    iproute2 nftables iptables iputils-ping tcpdump iperf3 netcat-openbsd jq python3
+    # containers: Podman with the CNI backend, runc, reference CNI plugins
+    podman runc containernetworking-plugins busybox-static
+    # test runner
+    bats
+    # gateway: nginx + lua-nginx-module, its Lua libraries and test tools
+    nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson
+    lua-busted lua-check openssl wrk chromium
+)
+
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+# nginx is started by the tests themselves, never as a system service.
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now nginx >/dev/null 2>&1 || true
+fi
+
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null; then
+    echo "deps.sh: Rust is not installed. Install it with rustup (https://rustup.rs):" >&2
+    echo "  curl --proto '=https' -sSf https://sh.rustup.rs | sh -s -- -y" >&2
+    exit 1
+fi
+echo "deps.sh: system packages installed; $(cargo --version)"

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Run every Flatnet test: formatting and lints, unit tests, the integration
+# suites (network namespaces, real Podman) and the gateway suites.
+# Run as root from anywhere; prints "N passed, N failed" last.
+#
+#   tests/run.sh                 everything
+#   tests/run.sh --unit          only cargo fmt/clippy/test
+#   tests/run.sh 001 010         only integration suites whose names start so
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+OUT="tests/out"
+mkdir -p "$OUT"
+passed=0
+failed=0
+failures=()
+
+note() { printf '\n==> %s\n' "$*"; }
+fail() { failed=$((failed + 1)); failures+=("$1"); }
+
+[ "$(id -u)" = 0 ] || { echo "tests/run.sh: run as root (network namespaces, Podman)" >&2; exit 2; }
+
+unit_only=0
+filters=()
+for a in "$@"; do
+    case "$a" in
+        --unit) unit_only=1 ;;
+        *) filters+=("$a") ;;
+    esac
+done
+
+note "build (release)"
+cargo build --release --locked --workspace || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+
+if [ ${#filters[@]} -eq 0 ]; then
+    note "cargo fmt --check"
+    if cargo fmt --all -- --check; then passed=$((passed + 1)); else fail "cargo fmt"; fi
+
+    note "cargo clippy -D warnings"
+    if cargo clippy --locked --workspace --all-targets -- -D warnings; then
+        passed=$((passed + 1)); else fail "cargo clippy"; fi
+
+    note "cargo test (unit)"
+    cargo test --locked --workspace 2>&1 | tee "$OUT/cargo-test.log"
+    rc=${PIPESTATUS[0]}
+    p=$(grep -E '^test result:' "$OUT/cargo-test.log" | sed -E 's/.* ([0-9]+) passed.*/\1/' | awk '{s+=$1} END {print s+0}')
+    f=$(grep -E '^test result:' "$OUT/cargo-test.log" | sed -E 's/.* ([0-9]+) failed.*/\1/' | awk '{s+=$1} END {print s+0}')
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+    if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then fail "cargo test (exit $rc)"; fi
+fi
+
+if [ "$unit_only" = 0 ]; then
+    suites=()
+    for s in tests/integration/[0-9]*.bats; do
+        if [ ${#filters[@]} -eq 0 ]; then suites+=("$s"); continue; fi
+        for f in "${filters[@]}"; do
+            case "$(basename "$s")" in "$f"*) suites+=("$s") ;; esac
+        done
+    done
+    for s in "${suites[@]}"; do
+        note "integration: $s"
+        bats --tap "$s" 2>&1 | tee "$OUT/$(basename "$s" .bats).tap"
+        p=$(grep -cE '^ok ' "$OUT/$(basename "$s" .bats).tap")
+        f=$(grep -cE '^not ok ' "$OUT/$(basename "$s" .bats).tap")
+        passed=$((passed + p))
+        failed=$((failed + f))
+        [ "$f" -eq 0 ] || failures+=("$s")
+        if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then fail "$s ran no test"; fi
+    done
+
+    if [ ${#filters[@]} -eq 0 ] && [ -x tests/gateway/run.sh ]; then
+        note "gateway suites"
+        tests/gateway/run.sh 2>&1 | tee "$OUT/gateway.log"
+        rc=${PIPESTATUS[0]}
+        p=$(grep -cE '^ok ' "$OUT/gateway.log")
+        f=$(grep -cE '^not ok ' "$OUT/gateway.log")
+        passed=$((passed + p))
+        failed=$((failed + f))
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then fail "gateway (exit $rc)"; fi
+    fi
+fi
+
+echo
+if [ ${#failures[@]} -gt 0 ]; then printf 'failed: %s\n' "${failures[@]}"; fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
