@@ -11,8 +11,8 @@ PACKAGES=(
     iproute2 nftables iptables iputils-ping tcpdump iperf3 netcat-openbsd jq python3
     # containers: Podman with the CNI backend, runc, reference CNI plugins
     podman runc containernetworking-plugins busybox-static
-    # test runner
-    bats
+    # test runner; protoc builds the test netavark (scripts/netavark.sh)
+    bats protobuf-compiler
     # gateway: nginx + lua-nginx-module, its Lua libraries and test tools
     nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson
     lua-busted lua-check openssl wrk chromium
@@ -33,4 +33,7 @@ if ! command -v cargo >/dev/null; then
     echo "  curl --proto '=https' -sSf https://sh.rustup.rs | sh -s -- -y" >&2
     exit 1
 fi
-echo "deps.sh: system packages installed; $(cargo --version)"
+# Debian 12's netavark 1.4 cannot load plugins: build 1.14 for the tests.
+echo "deps.sh: building netavark >= 1.6 for the netavark-mode tests (once)"
+"$(dirname "$0")/netavark.sh" >/dev/null
+echo "deps.sh: done; $(cargo --version)"

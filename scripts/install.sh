@@ -3,6 +3,7 @@
 #   flatnetd, flatnetctl         -> $PREFIX/bin (default /usr/local/bin)
 #   the CNI plugin `flatnet`     -> every CNI plugin dir that exists
 #                                   (/usr/lib/cni, /opt/cni/bin, /usr/libexec/cni)
+#   the same binary as netavark plugin -> /usr/local/libexec/netavark/flatnet
 #   flatnet.conflist             -> /etc/cni/net.d (Podman 4.x CNI backend)
 #   flatnetd.toml                -> /etc/flatnet (kept if already there)
 #   flatnetd.service             -> /etc/systemd/system (when systemd runs)
@@ -42,6 +43,10 @@ if [ "$installed_cni" = 0 ]; then
     install -D -m 0755 "$T/flatnet" /usr/lib/cni/flatnet
     echo "CNI plugin -> /usr/lib/cni/flatnet"
 fi
+
+# netavark (Podman >= 4.5) looks for plugins here by default.
+install -D -m 0755 "$T/flatnet" /usr/local/libexec/netavark/flatnet
+echo "netavark   -> /usr/local/libexec/netavark/flatnet (podman network create --driver flatnet)"
 
 install -D -m 0644 dist/flatnet.conflist "$CNI_CONF_DIR/flatnet.conflist"
 echo "network    -> $CNI_CONF_DIR/flatnet.conflist"
