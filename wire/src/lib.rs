@@ -13,6 +13,7 @@ pub mod api;
 pub mod catalog;
 pub mod client;
 pub mod framing;
+pub mod lighthouse;
 
 pub use api::{
     ApiError, AttachmentId, AttachmentKey, ErrorKind, HostStatus, Lease, NetworkInfo, PortMapping,

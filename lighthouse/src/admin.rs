@@ -1,0 +1,141 @@
+//! The local admin API on a unix socket (default
+//! `/run/flatnet/lighthouse.sock`, mode 0600): the `lighthouse token …` and
+//! `lighthouse nodes …` commands talk to the running server through it, so
+//! changes take effect at once and reach every node immediately.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::{fs::PermissionsExt, net::UnixStream},
+    path::Path,
+    sync::Arc,
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt},
+    net::UnixListener,
+};
+use tracing::warn;
+
+use crate::{
+    server::{now, Lighthouse},
+    token::Token,
+};
+
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/flatnet/lighthouse.sock";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminRequest {
+    TokenCreate {
+        ttl_secs: Option<u64>,
+        reusable: bool,
+    },
+    TokenList,
+    TokenRevoke {
+        id: String,
+    },
+    NodesList,
+    NodesRemove {
+        name: String,
+    },
+}
+
+/// Handle one admin request against the running Lighthouse.
+pub fn handle(lh: &Lighthouse, req: AdminRequest) -> Result<Value, String> {
+    match req {
+        AdminRequest::TokenCreate { ttl_secs, reusable } => {
+            let t = Token::generate(&lh.public_addr, &lh.identity.fingerprint());
+            lh.mutate(|r| ((), r.add_token(&t, now(), ttl_secs, reusable)));
+            Ok(
+                json!({"token": t.encode(), "id": t.id(), "expires_in_secs": ttl_secs, "reusable": reusable}),
+            )
+        }
+        AdminRequest::TokenList => Ok(lh.view(|r| {
+            let mut v: Vec<_> = r.tokens().cloned().collect();
+            v.sort_by_key(|t| t.created);
+            json!(v)
+        })),
+        AdminRequest::TokenRevoke { id } => {
+            let removed = lh.mutate(|r| match r.revoke_token(&id) {
+                Ok(ch) => {
+                    let n = ch
+                        .iter()
+                        .filter(|c| matches!(c, crate::registry::Change::NodeRemoved(_)))
+                        .count();
+                    (Ok(n), ch)
+                }
+                Err(e) => (Err(e.message), vec![]),
+            })?;
+            Ok(json!({"revoked": id, "nodes_removed": removed}))
+        }
+        AdminRequest::NodesList => Ok(lh.view(|r| {
+            json!(r
+                .nodes()
+                .filter_map(|n| r.peer_info(n.id))
+                .collect::<Vec<_>>())
+        })),
+        AdminRequest::NodesRemove { name } => {
+            lh.mutate(|r| match r.remove_node(&name) {
+                Ok(ch) => (Ok(()), ch),
+                Err(e) => (Err(e.message), vec![]),
+            })?;
+            Ok(json!({"removed": name}))
+        }
+    }
+}
+
+/// Serve the admin socket.
+pub async fn serve(path: &Path, lh: Arc<Lighthouse>) -> std::io::Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let lh = lh.clone();
+        tokio::spawn(async move {
+            let (rd, mut wr) = stream.into_split();
+            let mut line = Vec::new();
+            let mut rd = tokio::io::BufReader::new(rd).take(64 * 1024);
+            if rd.read_until(b'\n', &mut line).await.is_err() {
+                return;
+            }
+            let resp = match serde_json::from_slice::<AdminRequest>(&line) {
+                Ok(req) => match handle(&lh, req) {
+                    Ok(v) => json!({ "ok": v }),
+                    Err(e) => json!({ "error": e }),
+                },
+                Err(e) => json!({ "error": format!("bad request: {e}") }),
+            };
+            if let Err(e) = wr.write_all(format!("{resp}\n").as_bytes()).await {
+                warn!("admin reply: {e}");
+            }
+        });
+    }
+}
+
+/// Client side for the CLI.
+pub fn call(path: &Path, req: &AdminRequest) -> Result<Value, String> {
+    let mut s = UnixStream::connect(path).map_err(|e| {
+        format!(
+            "cannot reach the Lighthouse at {}: {e} (is `lighthouse serve` running?)",
+            path.display()
+        )
+    })?;
+    let body = serde_json::to_string(req).map_err(|e| e.to_string())?;
+    s.write_all(format!("{body}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_str(&line).map_err(|e| format!("bad reply: {e}"))?;
+    if let Some(e) = v.get("error") {
+        return Err(e.as_str().unwrap_or("error").to_string());
+    }
+    Ok(v.get("ok").cloned().unwrap_or(Value::Null))
+}

@@ -1,0 +1,125 @@
+//! The node side of the Lighthouse protocol: QUIC client configuration with
+//! the pinned certificate, and the join handshake. flatnetd drives the
+//! session after [`join`] returns; tests use the same code.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use flatnet_wire::lighthouse::{
+    LhErrorCode, LighthouseMsg, NodeMsg, PeerInfo, PROTOCOL_VERSION, SERVER_NAME,
+};
+use ipnet::Ipv4Net;
+use quinn::{Connection, RecvStream, SendStream};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::{
+    cert::{client_tls, CertError},
+    proof::{answer, encode_key},
+    server::{read_frame, write_frame},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error("connecting to the Lighthouse: {0}")]
+    Connect(String),
+    #[error("the Lighthouse refused: {message} ({code:?})")]
+    Refused { code: LhErrorCode, message: String },
+    #[error("Lighthouse protocol: {0}")]
+    Protocol(String),
+}
+
+/// QUIC client configuration pinned to `fingerprint`.
+pub fn client_config(fingerprint: &str) -> Result<quinn::ClientConfig, JoinError> {
+    let tls = client_tls(fingerprint)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| JoinError::Connect(e.to_string()))?;
+    let mut c = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        15_000,
+    ))));
+    t.datagram_receive_buffer_size(Some(4 << 20));
+    c.transport_config(Arc::new(t));
+    Ok(c)
+}
+
+/// A joined session.
+pub struct Joined {
+    pub conn: Connection,
+    pub send: SendStream,
+    pub recv: RecvStream,
+    pub node_id: u32,
+    pub subnet: Ipv4Net,
+    pub cidr: Ipv4Net,
+    pub observed: SocketAddr,
+    pub peers: Vec<PeerInfo>,
+}
+
+/// Connect and authenticate: Hello, answer the key challenge, read Welcome.
+#[allow(clippy::too_many_arguments)]
+pub async fn join(
+    endpoint: &quinn::Endpoint,
+    lighthouse: SocketAddr,
+    fingerprint: &str,
+    secret: &StaticSecret,
+    name: &str,
+    token: Option<String>,
+    local_addrs: Vec<SocketAddr>,
+) -> Result<Joined, JoinError> {
+    let conn = endpoint
+        .connect_with(client_config(fingerprint)?, lighthouse, SERVER_NAME)
+        .map_err(|e| JoinError::Connect(e.to_string()))?
+        .await
+        .map_err(|e| JoinError::Connect(e.to_string()))?;
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| JoinError::Connect(e.to_string()))?;
+    let proto = JoinError::Protocol;
+    write_frame(
+        &mut send,
+        &NodeMsg::Hello {
+            version: PROTOCOL_VERSION,
+            name: name.to_string(),
+            public_key: encode_key(&PublicKey::from(secret)),
+            token,
+            local_addrs,
+        },
+    )
+    .await
+    .map_err(proto)?;
+    let refused = |m: LighthouseMsg| match m {
+        LighthouseMsg::Error { code, message } => JoinError::Refused { code, message },
+        other => JoinError::Protocol(format!("unexpected {other:?}")),
+    };
+    let (nonce, server_key) = match read_frame(&mut recv).await.map_err(proto)? {
+        LighthouseMsg::Challenge { nonce, server_key } => (nonce, server_key),
+        other => return Err(refused(other)),
+    };
+    let mac = answer(secret, &nonce, &server_key)
+        .ok_or_else(|| JoinError::Protocol("bad challenge".into()))?;
+    write_frame(&mut send, &NodeMsg::Proof { mac })
+        .await
+        .map_err(proto)?;
+    match read_frame(&mut recv).await.map_err(proto)? {
+        LighthouseMsg::Welcome {
+            node_id,
+            subnet,
+            cidr,
+            observed,
+            peers,
+        } => Ok(Joined {
+            conn,
+            send,
+            recv,
+            node_id,
+            subnet,
+            cidr,
+            observed,
+            peers,
+        }),
+        other => Err(refused(other)),
+    }
+}

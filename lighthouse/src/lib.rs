@@ -1,0 +1,19 @@
+//! The Flatnet Lighthouse: where nodes join with a token, get a host subnet,
+//! learn each other's endpoints, get hole-punching brokered, and relay
+//! WireGuard packets when punching fails.
+//!
+//! Sans-IO core first: [`registry`] (membership, subnets, tokens, peer
+//! views), [`token`] (join tokens that pin the certificate), [`proof`]
+//! (proof that a node holds its WireGuard private key, without revealing
+//! it). The I/O edges: [`store`] (redb), [`cert`] (self-signed certificate
+//! and the pinning verifier nodes use), [`server`] (QUIC), [`admin`] (local
+//! unix socket used by the `lighthouse` CLI).
+
+pub mod admin;
+pub mod cert;
+pub mod client;
+pub mod proof;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod token;

@@ -1,0 +1,538 @@
+//! The Lighthouse's membership state, sans I/O: which nodes exist, their
+//! subnets, tokens, what each node may see of the others. Every method takes
+//! the current time as an argument, so tests control time.
+//!
+//! Mutations return [`Change`]s; the server persists them and fans them out
+//! to connected nodes.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{Ipv4Addr, SocketAddr},
+};
+
+use flatnet_wire::lighthouse::{LhErrorCode, PeerInfo, MAX_LOCAL_ADDRS};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::token::{Token, TokenRecord};
+
+/// A node's durable record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: u32,
+    pub name: String,
+    pub public_key: String,
+    pub subnet: Ipv4Net,
+    /// The token it joined with.
+    pub token_id: String,
+    pub joined: u64,
+}
+
+/// A node's live state (not persisted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Live {
+    online: bool,
+    observed: Option<SocketAddr>,
+    local_addrs: Vec<SocketAddr>,
+}
+
+/// What a mutation changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Persist this node and tell the others about it.
+    NodeSaved(NodeRecord),
+    /// Live data (endpoint, online) changed: tell the others.
+    NodeLive(u32),
+    /// Delete this node, disconnect it and tell the others.
+    NodeRemoved(u32),
+    /// Persist this token.
+    TokenSaved(TokenRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryError {
+    pub code: LhErrorCode,
+    pub message: String,
+}
+
+fn err(code: LhErrorCode, message: impl Into<String>) -> RegistryError {
+    RegistryError {
+        code,
+        message: message.into(),
+    }
+}
+
+pub struct Registry {
+    cidr: Ipv4Net,
+    host_prefix: u8,
+    nodes: BTreeMap<u32, NodeRecord>,
+    live: HashMap<u32, Live>,
+    tokens: HashMap<String, TokenRecord>,
+}
+
+/// Node names: 1-63 of `[A-Za-z0-9._-]`.
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+}
+
+impl Registry {
+    pub fn new(cidr: Ipv4Net, host_prefix: u8) -> Self {
+        Self {
+            cidr: cidr.trunc(),
+            host_prefix,
+            nodes: BTreeMap::new(),
+            live: HashMap::new(),
+            tokens: HashMap::new(),
+        }
+    }
+
+    /// Load persisted state.
+    pub fn restore(&mut self, nodes: Vec<NodeRecord>, tokens: Vec<TokenRecord>) {
+        for n in nodes {
+            self.nodes.insert(n.id, n);
+        }
+        for t in tokens {
+            self.tokens.insert(t.id.clone(), t);
+        }
+    }
+
+    pub fn cidr(&self) -> Ipv4Net {
+        self.cidr
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.nodes.values()
+    }
+
+    pub fn node(&self, id: u32) -> Option<&NodeRecord> {
+        self.nodes.get(&id)
+    }
+
+    pub fn tokens(&self) -> impl Iterator<Item = &TokenRecord> {
+        self.tokens.values()
+    }
+
+    pub fn is_online(&self, id: u32) -> bool {
+        self.live.get(&id).is_some_and(|l| l.online)
+    }
+
+    /// Register a token (the server made it; we keep only its id).
+    pub fn add_token(
+        &mut self,
+        token: &Token,
+        now: u64,
+        ttl: Option<u64>,
+        reusable: bool,
+    ) -> Vec<Change> {
+        let rec = TokenRecord {
+            id: token.id(),
+            created: now,
+            expires: ttl.map(|t| now.saturating_add(t)),
+            reusable,
+            revoked: false,
+            uses: 0,
+        };
+        self.tokens.insert(rec.id.clone(), rec.clone());
+        vec![Change::TokenSaved(rec)]
+    }
+
+    /// Revoke a token (by id or id prefix of at least 8 hex digits) and
+    /// remove every node that joined with it.
+    pub fn revoke_token(&mut self, id_prefix: &str) -> Result<Vec<Change>, RegistryError> {
+        let id = self.resolve_token(id_prefix)?;
+        let mut changes = Vec::new();
+        if let Some(t) = self.tokens.get_mut(&id) {
+            t.revoked = true;
+            changes.push(Change::TokenSaved(t.clone()));
+        }
+        let victims: Vec<u32> = self
+            .nodes
+            .values()
+            .filter(|n| n.token_id == id)
+            .map(|n| n.id)
+            .collect();
+        for v in victims {
+            changes.extend(self.remove_id(v));
+        }
+        Ok(changes)
+    }
+
+    fn resolve_token(&self, prefix: &str) -> Result<String, RegistryError> {
+        if prefix.len() < 8 {
+            return Err(err(
+                LhErrorCode::Protocol,
+                "give at least 8 hex digits of the token id",
+            ));
+        }
+        let hits: Vec<&String> = self
+            .tokens
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        match hits.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(err(LhErrorCode::BadToken, format!("no token {prefix}"))),
+            _ => Err(err(
+                LhErrorCode::BadToken,
+                format!("{prefix} matches several tokens"),
+            )),
+        }
+    }
+
+    /// Remove a node by name.
+    pub fn remove_node(&mut self, name: &str) -> Result<Vec<Change>, RegistryError> {
+        let id = self
+            .nodes
+            .values()
+            .find(|n| n.name == name)
+            .map(|n| n.id)
+            .ok_or_else(|| err(LhErrorCode::Protocol, format!("no node named {name:?}")))?;
+        Ok(self.remove_id(id))
+    }
+
+    fn remove_id(&mut self, id: u32) -> Vec<Change> {
+        self.nodes.remove(&id);
+        self.live.remove(&id);
+        vec![Change::NodeRemoved(id)]
+    }
+
+    /// Admit a node whose key proof has already been verified. Known keys
+    /// come back without a token; new keys need a valid one.
+    pub fn admit(
+        &mut self,
+        name: &str,
+        public_key: &str,
+        token: Option<&str>,
+        now: u64,
+    ) -> Result<(u32, Vec<Change>), RegistryError> {
+        if !valid_name(name) {
+            return Err(err(
+                LhErrorCode::Protocol,
+                format!("invalid node name {name:?}"),
+            ));
+        }
+        if let Some(n) = self.nodes.values().find(|n| n.public_key == public_key) {
+            if n.name != name {
+                return Err(err(
+                    LhErrorCode::NameTaken,
+                    format!("this key is registered as {:?}, not {name:?}", n.name),
+                ));
+            }
+            return Ok((n.id, vec![]));
+        }
+        if self.nodes.values().any(|n| n.name == name) {
+            return Err(err(
+                LhErrorCode::NameTaken,
+                format!("the name {name:?} belongs to another node"),
+            ));
+        }
+        let token = token.ok_or_else(|| {
+            err(
+                LhErrorCode::BadToken,
+                "a join token is required for a new node",
+            )
+        })?;
+        let token = Token::decode(token).map_err(|e| err(LhErrorCode::BadToken, e.to_string()))?;
+        let rec = self
+            .tokens
+            .get(&token.id())
+            .ok_or_else(|| err(LhErrorCode::BadToken, "unknown join token"))?;
+        if let Some(why) = rec.refuse(now) {
+            return Err(err(LhErrorCode::BadToken, why));
+        }
+        let subnet = self.free_subnet().ok_or_else(|| {
+            err(
+                LhErrorCode::Exhausted,
+                format!("no free /{} left in {}", self.host_prefix, self.cidr),
+            )
+        })?;
+        let id = self.nodes.keys().next_back().map_or(1, |m| m + 1);
+        let node = NodeRecord {
+            id,
+            name: name.to_string(),
+            public_key: public_key.to_string(),
+            subnet,
+            token_id: rec.id.clone(),
+            joined: now,
+        };
+        let mut rec = rec.clone();
+        rec.uses += 1;
+        self.tokens.insert(rec.id.clone(), rec.clone());
+        self.nodes.insert(id, node.clone());
+        Ok((id, vec![Change::TokenSaved(rec), Change::NodeSaved(node)]))
+    }
+
+    /// The first host subnet not in use. The CIDR's first /N is skipped: its
+    /// `.0.1` gateway is easily mistaken for a router.
+    fn free_subnet(&self) -> Option<Ipv4Net> {
+        let size = 1u64 << (32 - self.host_prefix);
+        let base = u64::from(u32::from(self.cidr.network()));
+        let count = 1u64 << (self.host_prefix.saturating_sub(self.cidr.prefix_len()));
+        (1..count)
+            .filter_map(|i| {
+                let addr = Ipv4Addr::from(u32::try_from(base + i * size).ok()?);
+                Ipv4Net::new(addr, self.host_prefix).ok()
+            })
+            .find(|s| self.nodes.values().all(|n| n.subnet != *s))
+    }
+
+    /// A node connected (or its observed endpoint moved).
+    pub fn connected(
+        &mut self,
+        id: u32,
+        observed: SocketAddr,
+        local: Vec<SocketAddr>,
+    ) -> Vec<Change> {
+        let l = self.live.entry(id).or_default();
+        l.online = true;
+        l.observed = Some(observed);
+        l.local_addrs = local.into_iter().take(MAX_LOCAL_ADDRS).collect();
+        vec![Change::NodeLive(id)]
+    }
+
+    pub fn observed(&mut self, id: u32, observed: SocketAddr) -> Vec<Change> {
+        match self.live.get_mut(&id) {
+            Some(l) if l.observed != Some(observed) => {
+                l.observed = Some(observed);
+                vec![Change::NodeLive(id)]
+            }
+            _ => vec![],
+        }
+    }
+
+    pub fn update_local(&mut self, id: u32, local: Vec<SocketAddr>) -> Vec<Change> {
+        let local: Vec<SocketAddr> = local.into_iter().take(MAX_LOCAL_ADDRS).collect();
+        match self.live.get_mut(&id) {
+            Some(l) if l.local_addrs != local => {
+                l.local_addrs = local;
+                vec![Change::NodeLive(id)]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// A node's connection ended. Its last endpoints are kept (peers may
+    /// still reach it directly), but it is marked offline (no relay).
+    pub fn disconnected(&mut self, id: u32) -> Vec<Change> {
+        match self.live.get_mut(&id) {
+            Some(l) if l.online => {
+                l.online = false;
+                vec![Change::NodeLive(id)]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// How the others see node `id`.
+    pub fn peer_info(&self, id: u32) -> Option<PeerInfo> {
+        let n = self.nodes.get(&id)?;
+        let l = self.live.get(&id).cloned().unwrap_or_default();
+        Some(PeerInfo {
+            node_id: n.id,
+            name: n.name.clone(),
+            public_key: n.public_key.clone(),
+            subnet: n.subnet,
+            observed: l.observed,
+            local_addrs: l.local_addrs,
+            online: l.online,
+        })
+    }
+
+    /// Everyone but `id`.
+    pub fn peers_of(&self, id: u32) -> Vec<PeerInfo> {
+        self.nodes
+            .keys()
+            .filter(|k| **k != id)
+            .filter_map(|k| self.peer_info(*k))
+            .collect()
+    }
+
+    /// Endpoints to punch towards `target` from `from`: its observed public
+    /// endpoint, plus its local addresses when both sit behind the same
+    /// public address (same LAN).
+    pub fn punch_endpoints(&self, from: u32, target: u32) -> Vec<SocketAddr> {
+        let (Some(f), Some(t)) = (self.live.get(&from), self.live.get(&target)) else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        let same_nat = matches!((f.observed, t.observed), (Some(a), Some(b)) if a.ip() == b.ip());
+        if same_nat {
+            out.extend(t.local_addrs.iter().copied());
+        }
+        out.extend(t.observed);
+        if !same_nat {
+            out.extend(t.local_addrs.iter().copied());
+        }
+        out.dedup();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FP: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn reg() -> Registry {
+        Registry::new("10.87.0.0/16".parse().unwrap(), 24)
+    }
+
+    fn tok(r: &mut Registry, ttl: Option<u64>, reusable: bool) -> String {
+        let t = Token::generate("lh:7871", FP);
+        r.add_token(&t, 100, ttl, reusable);
+        t.encode()
+    }
+
+    #[test]
+    fn join_gets_distinct_stable_subnets() {
+        let mut r = reg();
+        let t = tok(&mut r, None, true);
+        let (a, _) = r.admit("a", "KA", Some(&t), 100).unwrap();
+        let (b, _) = r.admit("b", "KB", Some(&t), 100).unwrap();
+        assert_eq!(r.node(a).unwrap().subnet.to_string(), "10.87.1.0/24");
+        assert_eq!(r.node(b).unwrap().subnet.to_string(), "10.87.2.0/24");
+        // Coming back with the same key: same id and subnet, no token needed.
+        let (a2, ch) = r.admit("a", "KA", None, 200).unwrap();
+        assert_eq!(a2, a);
+        assert!(ch.is_empty());
+    }
+
+    #[test]
+    fn single_use_token_admits_once() {
+        let mut r = reg();
+        let t = tok(&mut r, None, false);
+        r.admit("a", "KA", Some(&t), 100).unwrap();
+        let e = r.admit("b", "KB", Some(&t), 100).unwrap_err();
+        assert_eq!(e.code, LhErrorCode::BadToken);
+        assert!(e.message.contains("already used"));
+    }
+
+    #[test]
+    fn expired_unknown_and_missing_tokens_refused_and_nothing_stored() {
+        let mut r = reg();
+        let t = tok(&mut r, Some(60), true);
+        assert!(r
+            .admit("a", "KA", Some(&t), 161)
+            .unwrap_err()
+            .message
+            .contains("expired"));
+        let other = Token::generate("lh:7871", FP).encode();
+        assert!(r
+            .admit("a", "KA", Some(&other), 100)
+            .unwrap_err()
+            .message
+            .contains("unknown"));
+        assert_eq!(
+            r.admit("a", "KA", None, 100).unwrap_err().code,
+            LhErrorCode::BadToken
+        );
+        assert_eq!(
+            r.admit("a", "KA", Some("garbage"), 100).unwrap_err().code,
+            LhErrorCode::BadToken
+        );
+        assert_eq!(r.nodes().count(), 0);
+    }
+
+    #[test]
+    fn cannot_claim_another_nodes_name_or_rename_a_key() {
+        let mut r = reg();
+        let t = tok(&mut r, None, true);
+        r.admit("a", "KA", Some(&t), 100).unwrap();
+        assert_eq!(
+            r.admit("a", "KX", Some(&t), 100).unwrap_err().code,
+            LhErrorCode::NameTaken
+        );
+        assert_eq!(
+            r.admit("z", "KA", Some(&t), 100).unwrap_err().code,
+            LhErrorCode::NameTaken
+        );
+        assert_eq!(
+            r.admit("bad name", "KB", Some(&t), 100).unwrap_err().code,
+            LhErrorCode::Protocol
+        );
+    }
+
+    #[test]
+    fn revoking_a_token_removes_its_nodes() {
+        let mut r = reg();
+        let t1 = tok(&mut r, None, true);
+        let t2 = tok(&mut r, None, true);
+        let (a, _) = r.admit("a", "KA", Some(&t1), 100).unwrap();
+        let (b, _) = r.admit("b", "KB", Some(&t2), 100).unwrap();
+        let id1 = Token::decode(&t1).unwrap().id();
+        let ch = r.revoke_token(&id1[..12]).unwrap();
+        assert!(ch.contains(&Change::NodeRemoved(a)));
+        assert!(r.node(a).is_none() && r.node(b).is_some());
+        assert_eq!(
+            r.admit("c", "KC", Some(&t1), 100).unwrap_err().code,
+            LhErrorCode::BadToken
+        );
+        assert!(r.revoke_token("abc").is_err());
+    }
+
+    #[test]
+    fn removed_node_needs_a_new_token() {
+        let mut r = reg();
+        let t = tok(&mut r, None, false);
+        r.admit("a", "KA", Some(&t), 100).unwrap();
+        r.remove_node("a").unwrap();
+        assert_eq!(
+            r.admit("a", "KA", None, 100).unwrap_err().code,
+            LhErrorCode::BadToken
+        );
+        assert!(r.remove_node("a").is_err());
+    }
+
+    #[test]
+    fn peers_and_punch_endpoints() {
+        let mut r = reg();
+        let t = tok(&mut r, None, true);
+        let (a, _) = r.admit("a", "KA", Some(&t), 100).unwrap();
+        let (b, _) = r.admit("b", "KB", Some(&t), 100).unwrap();
+        r.connected(
+            a,
+            "203.0.113.1:4000".parse().unwrap(),
+            vec!["192.168.1.2:51820".parse().unwrap()],
+        );
+        r.connected(
+            b,
+            "203.0.113.2:5000".parse().unwrap(),
+            vec!["192.168.2.2:51820".parse().unwrap()],
+        );
+        let peers = r.peers_of(a);
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].name, "b");
+        assert!(peers[0].online);
+        // Different NATs: the public mapping first.
+        assert_eq!(
+            r.punch_endpoints(a, b)[0],
+            "203.0.113.2:5000".parse::<SocketAddr>().unwrap()
+        );
+        // Same public IP (same LAN behind one NAT): local addresses first.
+        r.observed(b, "203.0.113.1:5001".parse().unwrap());
+        assert_eq!(
+            r.punch_endpoints(a, b)[0],
+            "192.168.2.2:51820".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(r.disconnected(b), vec![Change::NodeLive(b)]);
+        assert!(!r.peer_info(b).unwrap().online);
+    }
+
+    #[test]
+    fn subnets_run_out() {
+        let mut r = Registry::new("10.87.0.0/22".parse().unwrap(), 24);
+        let t = tok(&mut r, None, true);
+        for i in 0..3 {
+            r.admit(&format!("n{i}"), &format!("K{i}"), Some(&t), 100)
+                .unwrap();
+        }
+        assert_eq!(
+            r.admit("n9", "K9", Some(&t), 100).unwrap_err().code,
+            LhErrorCode::Exhausted
+        );
+    }
+}

@@ -1,0 +1,506 @@
+//! The Lighthouse's QUIC server: one connection per node, one control
+//! stream per connection, relay over QUIC datagrams.
+//!
+//! All membership decisions are made by [`Registry`]; this module moves
+//! frames, keeps the session table, persists changes and fans them out.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use flatnet_wire::lighthouse::{
+    self as proto, check_len, decode_body, encode_frame, relay_decode, relay_encode, LhErrorCode,
+    LighthouseMsg, NodeMsg, PROTOCOL_VERSION,
+};
+use ipnet::Ipv4Net;
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::{
+    cert::{server_tls, CertError, Identity},
+    proof::{parse_key, Challenge},
+    registry::{Change, Registry},
+    store::{Store, StoreError},
+};
+
+/// How long a node has to say Hello and prove its key.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections are dropped after this (nodes ping every few seconds).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a session checks whether the node's NAT mapping moved.
+const OBSERVE_EVERY: Duration = Duration::from_millis(500);
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("QUIC: {0}")]
+    Quic(String),
+    #[error("binding {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+struct Session {
+    conn: Connection,
+    tx: mpsc::UnboundedSender<LighthouseMsg>,
+    serial: u64,
+}
+
+struct Shared {
+    registry: Registry,
+    store: Store,
+    sessions: HashMap<u32, Session>,
+    next_serial: u64,
+}
+
+/// A running Lighthouse.
+pub struct Lighthouse {
+    shared: Mutex<Shared>,
+    pub identity: Identity,
+    /// `host:port` nodes use to reach us; goes into join tokens.
+    pub public_addr: String,
+}
+
+impl Lighthouse {
+    pub fn open(
+        state_dir: &Path,
+        cidr: Ipv4Net,
+        host_prefix: u8,
+        public_addr: String,
+    ) -> Result<Arc<Self>, ServerError> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| CertError::Io(state_dir.display().to_string(), e))?;
+        let identity = Identity::load_or_create(state_dir)?;
+        let store = Store::open(&state_dir.join("lighthouse.redb"))?;
+        let mut registry = Registry::new(cidr, host_prefix);
+        let (nodes, tokens) = store.load()?;
+        registry.restore(nodes, tokens);
+        Ok(Arc::new(Self {
+            shared: Mutex::new(Shared {
+                registry,
+                store,
+                sessions: HashMap::new(),
+                next_serial: 0,
+            }),
+            identity,
+            public_addr,
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` on the registry and apply what it changed.
+    pub fn mutate<T>(&self, f: impl FnOnce(&mut Registry) -> (T, Vec<Change>)) -> T {
+        let mut s = self.lock();
+        let (out, changes) = f(&mut s.registry);
+        apply(&mut s, changes);
+        out
+    }
+
+    /// Read-only access to the registry.
+    pub fn view<T>(&self, f: impl FnOnce(&Registry) -> T) -> T {
+        f(&self.lock().registry)
+    }
+
+    /// The QUIC endpoint configuration.
+    pub fn endpoint(&self, listen: SocketAddr) -> Result<quinn::Endpoint, ServerError> {
+        let tls = server_tls(&self.identity)?;
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+            .map_err(|e| ServerError::Quic(e.to_string()))?;
+        let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut tc = quinn::TransportConfig::default();
+        tc.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().map_err(
+            |e: quinn::VarIntBoundsExceeded| ServerError::Quic(e.to_string()),
+        )?));
+        tc.max_concurrent_uni_streams(0u32.into());
+        tc.max_concurrent_bidi_streams(1u32.into());
+        tc.datagram_receive_buffer_size(Some(4 << 20));
+        sc.transport_config(Arc::new(tc));
+        sc.migration(true);
+        quinn::Endpoint::server(sc, listen).map_err(|e| ServerError::Bind(listen, e))
+    }
+
+    /// Accept nodes forever.
+    pub async fn serve(self: Arc<Self>, endpoint: quinn::Endpoint) {
+        while let Some(incoming) = endpoint.accept().await {
+            let lh = self.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                match incoming.await {
+                    Ok(conn) => lh.session(conn).await,
+                    Err(e) => debug!(%remote, "QUIC handshake failed: {e}"),
+                }
+            });
+        }
+    }
+
+    async fn session(self: Arc<Self>, conn: Connection) {
+        let remote = conn.remote_address();
+        let hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&conn)).await;
+        let (id, serial, send, recv, rx) = match hs {
+            Ok(Ok(v)) => v,
+            Ok(Err((code, msg))) => {
+                info!(%remote, ?code, "refused node: {msg}");
+                linger_then_close(&conn, msg.as_bytes()).await;
+                return;
+            }
+            Err(_) => {
+                info!(%remote, "node did not finish the handshake in time");
+                conn.close(VarInt::from_u32(1), b"handshake timeout");
+                return;
+            }
+        };
+        if let Err(e) = self.clone().run_session(&conn, id, send, recv, rx).await {
+            debug!(node = id, "session ended: {e}");
+        }
+        let mut s = self.lock();
+        if s.sessions.get(&id).is_some_and(|x| x.serial == serial) {
+            s.sessions.remove(&id);
+            let ch = s.registry.disconnected(id);
+            apply(&mut s, ch);
+            info!(node = id, "node went offline");
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn handshake(
+        &self,
+        conn: &Connection,
+    ) -> Result<
+        (
+            u32,
+            u64,
+            SendStream,
+            RecvStream,
+            mpsc::UnboundedReceiver<LighthouseMsg>,
+        ),
+        (LhErrorCode, String),
+    > {
+        let perr = |e: String| (LhErrorCode::Protocol, e);
+        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| perr(e.to_string()))?;
+        let hello = match read_frame(&mut recv).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = refuse(&mut send, &error(LhErrorCode::Protocol, &e)).await;
+                return Err(perr(e));
+            }
+        };
+        let NodeMsg::Hello {
+            version,
+            name,
+            public_key,
+            token,
+            local_addrs,
+        } = hello
+        else {
+            let m = "expected hello".to_string();
+            let _ = refuse(&mut send, &error(LhErrorCode::Protocol, &m)).await;
+            return Err((LhErrorCode::Protocol, m));
+        };
+        let fail = |code: LhErrorCode, m: String| (code, m);
+        if version != PROTOCOL_VERSION {
+            let m =
+                format!("protocol version {version} is not supported (want {PROTOCOL_VERSION})");
+            let _ = refuse(&mut send, &error(LhErrorCode::Version, &m)).await;
+            return Err(fail(LhErrorCode::Version, m));
+        }
+        let Some(key) = parse_key(&public_key) else {
+            let m = "public_key is not a base64 x25519 key".to_string();
+            let _ = refuse(&mut send, &error(LhErrorCode::Protocol, &m)).await;
+            return Err(fail(LhErrorCode::Protocol, m));
+        };
+        let ch = Challenge::new();
+        let (nonce, server_key) = ch.message();
+        write_frame(&mut send, &LighthouseMsg::Challenge { nonce, server_key })
+            .await
+            .map_err(perr)?;
+        let proof_ok = match read_frame(&mut recv).await {
+            Ok(NodeMsg::Proof { mac }) => ch.verify(&key, &mac),
+            Ok(_) => false,
+            Err(e) => return Err(perr(e)),
+        };
+        if !proof_ok {
+            let m =
+                "key proof failed: this node does not hold the private key it claims".to_string();
+            let _ = refuse(&mut send, &error(LhErrorCode::BadProof, &m)).await;
+            return Err(fail(LhErrorCode::BadProof, m));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let admitted = self.admit(conn, &name, &public_key, token.as_deref(), local_addrs, tx);
+        let (id, serial, welcome) = match admitted {
+            Ok(v) => v,
+            Err((code, message)) => {
+                let _ = refuse(&mut send, &error(code, &message)).await;
+                return Err((code, message));
+            }
+        };
+        write_frame(&mut send, &welcome).await.map_err(perr)?;
+        Ok((id, serial, send, recv, rx))
+    }
+
+    /// Admit a proven node, register its session and build its Welcome.
+    fn admit(
+        &self,
+        conn: &Connection,
+        name: &str,
+        public_key: &str,
+        token: Option<&str>,
+        local_addrs: Vec<SocketAddr>,
+        tx: mpsc::UnboundedSender<LighthouseMsg>,
+    ) -> Result<(u32, u64, LighthouseMsg), (LhErrorCode, String)> {
+        let mut s = self.lock();
+        let (id, changes) = s
+            .registry
+            .admit(name, public_key, token, now())
+            .map_err(|e| (e.code, e.message))?;
+        // Live data first, so the first announcement already carries it.
+        let live = s.registry.connected(id, conn.remote_address(), local_addrs);
+        apply(&mut s, changes.into_iter().chain(live).collect());
+        s.next_serial += 1;
+        let serial = s.next_serial;
+        if let Some(old) = s.sessions.insert(
+            id,
+            Session {
+                conn: conn.clone(),
+                tx,
+                serial,
+            },
+        ) {
+            old.conn
+                .close(VarInt::from_u32(3), b"replaced by a newer connection");
+        }
+        let node = s
+            .registry
+            .node(id)
+            .cloned()
+            .ok_or((LhErrorCode::Internal, "node vanished".to_string()))?;
+        info!(node = id, name = %node.name, subnet = %node.subnet, remote = %conn.remote_address(), "node online");
+        let welcome = LighthouseMsg::Welcome {
+            node_id: id,
+            subnet: node.subnet,
+            cidr: s.registry.cidr(),
+            observed: conn.remote_address(),
+            peers: s.registry.peers_of(id),
+        };
+        Ok((id, serial, welcome))
+    }
+
+    async fn run_session(
+        self: Arc<Self>,
+        conn: &Connection,
+        id: u32,
+        mut send: SendStream,
+        mut recv: RecvStream,
+        mut rx: mpsc::UnboundedReceiver<LighthouseMsg>,
+    ) -> Result<(), String> {
+        let mut tick = tokio::time::interval(OBSERVE_EVERY);
+        let (ftx, mut frx) = mpsc::channel::<Result<NodeMsg, String>>(16);
+        // Reading frames is not cancel-safe, so it gets its own task.
+        let reader = tokio::spawn(async move {
+            loop {
+                let r = read_frame(&mut recv).await;
+                let stop = r.is_err();
+                if ftx.send(r).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let result = loop {
+            tokio::select! {
+                f = frx.recv() => match f {
+                    Some(Ok(msg)) => {
+                        if let Some(reply) = self.on_message(conn, id, msg) {
+                            if let LighthouseMsg::Error { .. } = reply {
+                                let _ = write_frame(&mut send, &reply).await;
+                                break Err("protocol error".to_string());
+                            }
+                            write_frame(&mut send, &reply).await?;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let _ = refuse(&mut send, &error(LhErrorCode::Protocol, &e)).await;
+                        break Err(e);
+                    }
+                    None => break Ok(()),
+                },
+                m = rx.recv() => match m {
+                    Some(msg) => write_frame(&mut send, &msg).await?,
+                    None => break Ok(()),
+                },
+                d = conn.read_datagram() => match d {
+                    Ok(d) => self.relay(id, &d),
+                    Err(e) => break Err(e.to_string()),
+                },
+                _ = tick.tick() => {
+                    let observed = conn.remote_address();
+                    self.mutate(|r| ((), r.observed(id, observed)));
+                }
+            }
+        };
+        reader.abort();
+        let _ = send.finish();
+        if result.is_err() {
+            linger_then_close(conn, b"protocol error").await;
+        } else {
+            conn.close(VarInt::from_u32(0), b"bye");
+        }
+        result
+    }
+
+    fn on_message(&self, conn: &Connection, id: u32, msg: NodeMsg) -> Option<LighthouseMsg> {
+        match msg {
+            NodeMsg::Ping => {
+                let observed = conn.remote_address();
+                self.mutate(|r| ((), r.observed(id, observed)));
+                Some(LighthouseMsg::Pong { observed })
+            }
+            NodeMsg::Update { local_addrs } => {
+                self.mutate(|r| ((), r.update_local(id, local_addrs)));
+                None
+            }
+            NodeMsg::Punch { peer } => {
+                let s = self.lock();
+                let other = s.sessions.get(&peer)?;
+                let to_me = s.registry.punch_endpoints(id, peer);
+                let to_peer = s.registry.punch_endpoints(peer, id);
+                let _ = other.tx.send(LighthouseMsg::PunchNow {
+                    peer: id,
+                    endpoints: to_peer,
+                });
+                Some(LighthouseMsg::PunchNow {
+                    peer,
+                    endpoints: to_me,
+                })
+            }
+            NodeMsg::Hello { .. } | NodeMsg::Proof { .. } => {
+                Some(error(LhErrorCode::Protocol, "already authenticated"))
+            }
+        }
+    }
+
+    /// Forward an opaque (still encrypted) WireGuard packet to another node.
+    fn relay(&self, from: u32, datagram: &[u8]) {
+        let Some((to, packet)) = relay_decode(datagram) else {
+            return;
+        };
+        let target = self.lock().sessions.get(&to).map(|s| s.conn.clone());
+        if let Some(c) = target {
+            if let Err(e) = c.send_datagram(relay_encode(from, packet).into()) {
+                debug!(from, to, "relay drop: {e}");
+            }
+        }
+    }
+}
+
+/// Give the peer a moment to read what we wrote (an Error frame) and hang
+/// up itself; closing at once would discard the unsent frame.
+async fn linger_then_close(conn: &Connection, reason: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    conn.close(VarInt::from_u32(1), reason);
+}
+
+fn error(code: LhErrorCode, message: &str) -> LighthouseMsg {
+    LighthouseMsg::Error {
+        code,
+        message: message.to_string(),
+    }
+}
+
+/// Persist and fan out registry changes (called with the lock held).
+fn apply(s: &mut Shared, changes: Vec<Change>) {
+    for c in changes {
+        match c {
+            Change::TokenSaved(t) => {
+                if let Err(e) = s.store.save_token(&t) {
+                    warn!("saving token: {e}");
+                }
+            }
+            Change::NodeSaved(n) => {
+                if let Err(e) = s.store.save_node(&n) {
+                    warn!("saving node {}: {e}", n.name);
+                }
+                upsert(s, n.id);
+            }
+            Change::NodeLive(id) => upsert(s, id),
+            Change::NodeRemoved(id) => {
+                if let Err(e) = s.store.remove_node(id) {
+                    warn!("removing node {id}: {e}");
+                }
+                if let Some(sess) = s.sessions.remove(&id) {
+                    let _ = sess.tx.send(error(
+                        LhErrorCode::Removed,
+                        "this node was removed from the Flatnet",
+                    ));
+                    sess.conn.close(VarInt::from_u32(2), b"removed");
+                }
+                for (_, sess) in s.sessions.iter() {
+                    let _ = sess.tx.send(LighthouseMsg::Peers {
+                        upsert: vec![],
+                        remove: vec![id],
+                    });
+                }
+                info!(node = id, "node removed");
+            }
+        }
+    }
+}
+
+fn upsert(s: &Shared, id: u32) {
+    let Some(info) = s.registry.peer_info(id) else {
+        return;
+    };
+    for (other, sess) in s.sessions.iter() {
+        if *other != id {
+            let _ = sess.tx.send(LighthouseMsg::Peers {
+                upsert: vec![info.clone()],
+                remove: vec![],
+            });
+        }
+    }
+}
+
+/// Write a final Error frame and finish the stream.
+async fn refuse(send: &mut SendStream, msg: &LighthouseMsg) -> Result<(), String> {
+    write_frame(send, msg).await?;
+    send.finish().map_err(|e| e.to_string())
+}
+
+/// Write one length-prefixed frame.
+pub async fn write_frame<T: serde::Serialize>(
+    send: &mut SendStream,
+    msg: &T,
+) -> Result<(), String> {
+    let f = encode_frame(msg).map_err(|e| e.to_string())?;
+    send.write_all(&f).await.map_err(|e| e.to_string())
+}
+
+/// Read one length-prefixed frame, refusing oversized ones before reading
+/// their body.
+pub async fn read_frame<T: serde::de::DeserializeOwned>(
+    recv: &mut RecvStream,
+) -> Result<T, String> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len).await.map_err(|e| e.to_string())?;
+    let n = check_len(len).map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; n];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    decode_body(&body).map_err(|e: proto::FrameError| e.to_string())
+}

@@ -1,0 +1,428 @@
+#![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
+//! The Lighthouse server over real QUIC on loopback: joins, peer fan-out,
+//! hostile input, removal, relay and punching.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use flatnet_lighthouse::{
+    admin::{handle, AdminRequest},
+    client::{client_config, join, JoinError, Joined},
+    proof::{answer, encode_key},
+    server::{read_frame, write_frame, Lighthouse},
+};
+use flatnet_wire::lighthouse::{
+    relay_decode, relay_encode, LhErrorCode, LighthouseMsg, NodeMsg, SERVER_NAME,
+};
+use rand_core::OsRng;
+use tokio::time::timeout;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+struct Lab {
+    _dir: tempfile::TempDir,
+    lh: Arc<Lighthouse>,
+    addr: SocketAddr,
+    client: quinn::Endpoint,
+    server: quinn::Endpoint,
+}
+
+async fn lab() -> Lab {
+    let dir = tempfile::tempdir().unwrap();
+    lab_in(dir).await
+}
+
+async fn lab_in(dir: tempfile::TempDir) -> Lab {
+    let lh = Lighthouse::open(
+        dir.path(),
+        "10.87.0.0/16".parse().unwrap(),
+        24,
+        "127.0.0.1:0".into(),
+    )
+    .unwrap();
+    let ep = lh.endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = ep.local_addr().unwrap();
+    tokio::spawn(lh.clone().serve(ep.clone()));
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    Lab {
+        _dir: dir,
+        lh,
+        addr,
+        client,
+        server: ep,
+    }
+}
+
+impl Lab {
+    fn token(&self, ttl: Option<u64>, reusable: bool) -> String {
+        let v = handle(
+            &self.lh,
+            AdminRequest::TokenCreate {
+                ttl_secs: ttl,
+                reusable,
+            },
+        )
+        .unwrap();
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    async fn join(
+        &self,
+        name: &str,
+        secret: &StaticSecret,
+        token: Option<String>,
+    ) -> Result<Joined, JoinError> {
+        join(
+            &self.client,
+            self.addr,
+            &self.lh.identity.fingerprint(),
+            secret,
+            name,
+            token,
+            vec!["192.0.2.10:51820".parse().unwrap()],
+        )
+        .await
+    }
+
+    fn node_count(&self) -> usize {
+        self.lh.view(|r| r.nodes().count())
+    }
+}
+
+fn key() -> StaticSecret {
+    StaticSecret::random_from_rng(OsRng)
+}
+
+async fn next_msg(j: &mut Joined) -> LighthouseMsg {
+    timeout(Duration::from_secs(5), read_frame(&mut j.recv))
+        .await
+        .expect("no message within 5 s")
+        .unwrap()
+}
+
+/// Wait for a Peers message matching `f`, skipping others.
+async fn wait_peers(j: &mut Joined, f: impl Fn(&LighthouseMsg) -> bool) -> LighthouseMsg {
+    loop {
+        let m = next_msg(j).await;
+        if f(&m) {
+            return m;
+        }
+    }
+}
+
+#[tokio::test]
+async fn nodes_join_get_subnets_and_see_each_other() {
+    let lab = lab().await;
+    let t = lab.token(None, true);
+    let mut a = lab.join("a", &key(), Some(t.clone())).await.unwrap();
+    assert_eq!(a.subnet.to_string(), "10.87.1.0/24");
+    assert!(a.peers.is_empty());
+    assert_eq!(a.observed.ip().to_string(), "127.0.0.1");
+    let b = lab.join("b", &key(), Some(t)).await.unwrap();
+    assert_eq!(b.subnet.to_string(), "10.87.2.0/24");
+    assert_eq!(b.peers.len(), 1);
+    assert_eq!(b.peers[0].name, "a");
+    assert!(b.peers[0].online);
+    let m = wait_peers(&mut a, |m| matches!(m, LighthouseMsg::Peers { upsert, .. } if upsert.iter().any(|p| p.name == "b"))).await;
+    let LighthouseMsg::Peers { upsert, .. } = m else {
+        unreachable!()
+    };
+    assert_eq!(upsert[0].subnet.to_string(), "10.87.2.0/24");
+    assert_eq!(
+        upsert[0].local_addrs,
+        vec!["192.0.2.10:51820".parse::<SocketAddr>().unwrap()]
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_and_nothing_is_stored() {
+    let lab = lab().await;
+    let refused = |r: Result<Joined, JoinError>| match r {
+        Err(JoinError::Refused { code, message }) => (code, message),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("joined"),
+    };
+    let (c, _) = refused(lab.join("a", &key(), None).await);
+    assert_eq!(c, LhErrorCode::BadToken);
+    let (c, m) = refused(lab.join("a", &key(), Some("flatnet1_garbage".into())).await);
+    assert_eq!(c, LhErrorCode::BadToken, "{m}");
+    // A well-formed token this Lighthouse never issued.
+    let foreign =
+        flatnet_lighthouse::token::Token::generate("x:1", &lab.lh.identity.fingerprint()).encode();
+    let (_, m) = refused(lab.join("a", &key(), Some(foreign)).await);
+    assert!(m.contains("unknown"), "{m}");
+    // Expired.
+    let t = lab.token(Some(0), false);
+    let (_, m) = refused(lab.join("a", &key(), Some(t)).await);
+    assert!(m.contains("expired"), "{m}");
+    // Revoked.
+    let t = lab.token(None, false);
+    let id = flatnet_lighthouse::token::Token::decode(&t).unwrap().id();
+    handle(&lab.lh, AdminRequest::TokenRevoke { id }).unwrap();
+    let (_, m) = refused(lab.join("a", &key(), Some(t)).await);
+    assert!(m.contains("revoked"), "{m}");
+    // Single use.
+    let t = lab.token(None, false);
+    lab.join("a", &key(), Some(t.clone())).await.unwrap();
+    let (_, m) = refused(lab.join("b", &key(), Some(t)).await);
+    assert!(m.contains("already used"), "{m}");
+    assert_eq!(lab.node_count(), 1);
+}
+
+#[tokio::test]
+async fn a_node_cannot_claim_another_nodes_key_or_name() {
+    let lab = lab().await;
+    let t = lab.token(None, true);
+    let victim = key();
+    lab.join("victim", &victim, Some(t.clone())).await.unwrap();
+    // Claim the victim's public key, but prove with our own secret.
+    let conn = lab
+        .client
+        .connect_with(
+            client_config(&lab.lh.identity.fingerprint()).unwrap(),
+            lab.addr,
+            SERVER_NAME,
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    write_frame(
+        &mut send,
+        &NodeMsg::Hello {
+            version: 1,
+            name: "victim".into(),
+            public_key: encode_key(&PublicKey::from(&victim)),
+            token: Some(t.clone()),
+            local_addrs: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let LighthouseMsg::Challenge { nonce, server_key } = read_frame(&mut recv).await.unwrap()
+    else {
+        panic!()
+    };
+    let mac = answer(&key(), &nonce, &server_key).unwrap();
+    write_frame(&mut send, &NodeMsg::Proof { mac })
+        .await
+        .unwrap();
+    let m: LighthouseMsg = read_frame(&mut recv).await.unwrap();
+    assert!(
+        matches!(
+            m,
+            LighthouseMsg::Error {
+                code: LhErrorCode::BadProof,
+                ..
+            }
+        ),
+        "{m:?}"
+    );
+    // Its own key under the victim's name.
+    match lab.join("victim", &key(), Some(t)).await {
+        Err(JoinError::Refused {
+            code: LhErrorCode::NameTaken,
+            ..
+        }) => {}
+        other => panic!("{:?}", other.err()),
+    }
+    assert_eq!(lab.node_count(), 1);
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_frames_close_only_that_connection() {
+    let lab = lab().await;
+    let fp = lab.lh.identity.fingerprint();
+    for evil in [
+        vec![0xff, 0xff, 0xff, 0xff],
+        b"\x00\x00\x00\x05{{{{{".to_vec(),
+        b"\x00\x00\x00\x15{\"type\":\"root_shell\"}".to_vec(),
+    ] {
+        let conn = lab
+            .client
+            .connect_with(client_config(&fp).unwrap(), lab.addr, SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&evil).await.unwrap();
+        let m: Result<LighthouseMsg, String> =
+            timeout(Duration::from_secs(5), read_frame(&mut recv))
+                .await
+                .unwrap();
+        assert!(
+            matches!(
+                m,
+                Ok(LighthouseMsg::Error {
+                    code: LhErrorCode::Protocol,
+                    ..
+                })
+            ),
+            "{m:?}"
+        );
+        timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .unwrap();
+    }
+    // A hello whose key is not a key.
+    let conn = lab
+        .client
+        .connect_with(client_config(&fp).unwrap(), lab.addr, SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    write_frame(
+        &mut send,
+        &NodeMsg::Hello {
+            version: 1,
+            name: "x".into(),
+            public_key: "nope".into(),
+            token: None,
+            local_addrs: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let m: LighthouseMsg = read_frame(&mut recv).await.unwrap();
+    assert!(matches!(
+        m,
+        LighthouseMsg::Error {
+            code: LhErrorCode::Protocol,
+            ..
+        }
+    ));
+    // Still serving.
+    let t = lab.token(None, false);
+    lab.join("ok", &key(), Some(t)).await.unwrap();
+    assert_eq!(lab.node_count(), 1);
+}
+
+#[tokio::test]
+async fn wrong_certificate_fingerprint_is_refused_by_the_node() {
+    let lab = lab().await;
+    let r = join(
+        &lab.client,
+        lab.addr,
+        &"00".repeat(32),
+        &key(),
+        "a",
+        None,
+        vec![],
+    )
+    .await;
+    assert!(matches!(r, Err(JoinError::Connect(_))), "{:?}", r.err());
+}
+
+#[tokio::test]
+async fn removal_and_revocation_reach_other_nodes_within_5s() {
+    let lab = lab().await;
+    let t1 = lab.token(None, true);
+    let t2 = lab.token(None, true);
+    let mut a = lab.join("a", &key(), Some(t1.clone())).await.unwrap();
+    let b = lab.join("b", &key(), Some(t1)).await.unwrap();
+    let _c = lab.join("c", &key(), Some(t2.clone())).await.unwrap();
+    handle(&lab.lh, AdminRequest::NodesRemove { name: "b".into() }).unwrap();
+    let b_id = b.node_id;
+    wait_peers(
+        &mut a,
+        |m| matches!(m, LighthouseMsg::Peers { remove, .. } if remove.contains(&b_id)),
+    )
+    .await;
+    timeout(Duration::from_secs(5), b.conn.closed())
+        .await
+        .unwrap();
+    let id2 = flatnet_lighthouse::token::Token::decode(&t2).unwrap().id();
+    let v = handle(
+        &lab.lh,
+        AdminRequest::TokenRevoke {
+            id: id2[..10].to_string(),
+        },
+    )
+    .unwrap();
+    assert_eq!(v["nodes_removed"], 1);
+    wait_peers(
+        &mut a,
+        |m| matches!(m, LighthouseMsg::Peers { remove, .. } if !remove.is_empty()),
+    )
+    .await;
+    assert_eq!(lab.node_count(), 1);
+}
+
+#[tokio::test]
+async fn relay_forwards_opaque_datagrams_and_punch_reaches_both() {
+    let lab = lab().await;
+    let t = lab.token(None, true);
+    let mut a = lab.join("a", &key(), Some(t.clone())).await.unwrap();
+    let mut b = lab.join("b", &key(), Some(t)).await.unwrap();
+    a.conn
+        .send_datagram(relay_encode(b.node_id, b"\x04opaque-wireguard").into())
+        .unwrap();
+    let d = timeout(Duration::from_secs(5), b.conn.read_datagram())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        relay_decode(&d),
+        Some((a.node_id, &b"\x04opaque-wireguard"[..]))
+    );
+    // To a node that does not exist: dropped, nothing breaks.
+    a.conn
+        .send_datagram(relay_encode(999, b"x").into())
+        .unwrap();
+    write_frame(&mut a.send, &NodeMsg::Punch { peer: b.node_id })
+        .await
+        .unwrap();
+    let a_id = a.node_id;
+    let b_id = b.node_id;
+    let m = wait_peers(&mut a, |m| matches!(m, LighthouseMsg::PunchNow { .. })).await;
+    assert!(
+        matches!(m, LighthouseMsg::PunchNow { peer, ref endpoints } if peer == b_id && !endpoints.is_empty())
+    );
+    let m = wait_peers(&mut b, |m| matches!(m, LighthouseMsg::PunchNow { .. })).await;
+    assert!(matches!(m, LighthouseMsg::PunchNow { peer, .. } if peer == a_id));
+    write_frame(&mut a.send, &NodeMsg::Ping).await.unwrap();
+    let m = wait_peers(&mut a, |m| matches!(m, LighthouseMsg::Pong { .. })).await;
+    assert!(matches!(m, LighthouseMsg::Pong { observed } if observed == a.observed));
+}
+
+#[tokio::test]
+async fn subnets_are_stable_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = key();
+    let lab1 = lab_in(dir).await;
+    let t = lab1.token(None, true);
+    lab1.join("filler", &key(), Some(t.clone())).await.unwrap();
+    let first = lab1.join("a", &secret, Some(t)).await.unwrap().subnet;
+    let fp = lab1.lh.identity.fingerprint();
+    // Stop the first Lighthouse completely (its database is single-process).
+    let Lab {
+        _dir,
+        lh,
+        client,
+        server,
+        ..
+    } = lab1;
+    client.close(0u32.into(), b"");
+    server.close(0u32.into(), b"");
+    server.wait_idle().await;
+    let weak = Arc::downgrade(&lh);
+    drop(lh);
+    for _ in 0..50 {
+        if weak.strong_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        weak.strong_count(),
+        0,
+        "sessions must end when the endpoint closes"
+    );
+    let lab2 = lab_in(_dir).await;
+    assert_eq!(
+        lab2.lh.identity.fingerprint(),
+        fp,
+        "certificate must persist (tokens pin it)"
+    );
+    let again = lab2.join("a", &secret, None).await.unwrap();
+    assert_eq!(again.subnet, first);
+}

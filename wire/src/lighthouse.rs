@@ -1,0 +1,215 @@
+//! The Lighthouse protocol: messages between a node (flatnetd) and the
+//! Lighthouse, carried on one bidirectional QUIC stream as length-prefixed
+//! JSON frames, plus the relay datagram header.
+//!
+//! A session goes:
+//! ```text
+//! node                                   lighthouse
+//!  │ Hello {name, public_key, token?, …} ─▶│
+//!  │◀─ Challenge {nonce, server_key}       │  server_key: ephemeral x25519
+//!  │ Proof {mac} ────────────────────────▶ │  mac = HMAC(DH(node, eph), …)
+//!  │◀─ Welcome {node_id, subnet, peers, observed}
+//!  │◀─ Peers {upsert, remove}  (whenever the registry changes)
+//!  │ Update {local_addrs} / Punch {peer} / Ping ─▶
+//!  │◀─ PunchNow {peer, endpoints} / Pong {observed} / Error {…}
+//! ```
+//! Relay: QUIC datagrams `[u32 BE node id][opaque WireGuard packet]`; the
+//! id is the destination going up and the source coming down.
+
+use std::net::SocketAddr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// ALPN of the Lighthouse protocol.
+pub const ALPN: &[u8] = b"flatnet-lh/1";
+/// TLS server name the node asks for (the certificate is pinned, not named).
+pub const SERVER_NAME: &str = "flatnet-lighthouse";
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest control frame either side accepts.
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Most local addresses a node may report.
+pub const MAX_LOCAL_ADDRS: usize = 16;
+
+/// A node as the others see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub node_id: u32,
+    pub name: String,
+    /// WireGuard public key, base64.
+    pub public_key: String,
+    pub subnet: Ipv4Net,
+    /// Its WireGuard socket as the Lighthouse sees it (the NAT mapping).
+    pub observed: Option<SocketAddr>,
+    /// Addresses it reported for same-LAN peers.
+    pub local_addrs: Vec<SocketAddr>,
+    /// Connected to the Lighthouse now (relay possible).
+    pub online: bool,
+}
+
+/// Node → Lighthouse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NodeMsg {
+    Hello {
+        version: u32,
+        name: String,
+        public_key: String,
+        /// Required the first time a key joins.
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        local_addrs: Vec<SocketAddr>,
+    },
+    Proof {
+        mac: String,
+    },
+    Update {
+        local_addrs: Vec<SocketAddr>,
+    },
+    /// Ask the Lighthouse to have both sides punch towards each other now.
+    Punch {
+        peer: u32,
+    },
+    Ping,
+}
+
+/// Lighthouse → node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LighthouseMsg {
+    Challenge {
+        nonce: String,
+        server_key: String,
+    },
+    Welcome {
+        node_id: u32,
+        subnet: Ipv4Net,
+        cidr: Ipv4Net,
+        observed: SocketAddr,
+        peers: Vec<PeerInfo>,
+    },
+    Peers {
+        upsert: Vec<PeerInfo>,
+        remove: Vec<u32>,
+    },
+    PunchNow {
+        peer: u32,
+        endpoints: Vec<SocketAddr>,
+    },
+    Pong {
+        observed: SocketAddr,
+    },
+    Error {
+        code: LhErrorCode,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LhErrorCode {
+    /// Malformed, oversized or out-of-order message.
+    Protocol,
+    /// Unsupported protocol version.
+    Version,
+    /// Token missing, unknown, expired, used or revoked.
+    BadToken,
+    /// The key proof did not verify.
+    BadProof,
+    /// The name belongs to another node.
+    NameTaken,
+    /// This node was removed by an administrator.
+    Removed,
+    /// No subnet left in the CIDR.
+    Exhausted,
+    /// The Lighthouse failed.
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLong(usize),
+    #[error("malformed frame: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Encode a frame: 4-byte big-endian length, then JSON.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLong(body.len()));
+    }
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Validate a frame length prefix before reading the body.
+pub fn check_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
+    let n = u32::from_be_bytes(prefix) as usize;
+    if n > MAX_FRAME {
+        return Err(FrameError::TooLong(n));
+    }
+    Ok(n)
+}
+
+/// Decode a frame body.
+pub fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLong(body.len()));
+    }
+    Ok(serde_json::from_slice(body)?)
+}
+
+/// Relay datagram: prefix a WireGuard packet with a node id.
+pub fn relay_encode(node_id: u32, packet: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + packet.len());
+    v.extend_from_slice(&node_id.to_be_bytes());
+    v.extend_from_slice(packet);
+    v
+}
+
+/// Split a relay datagram into (node id, packet).
+pub fn relay_decode(d: &[u8]) -> Option<(u32, &[u8])> {
+    let (id, rest) = d.split_first_chunk::<4>()?;
+    (!rest.is_empty()).then(|| (u32::from_be_bytes(*id), rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let m = NodeMsg::Hello {
+            version: 1,
+            name: "h1".into(),
+            public_key: "k".into(),
+            token: None,
+            local_addrs: vec!["192.168.1.2:51820".parse().unwrap()],
+        };
+        let f = encode_frame(&m).unwrap();
+        let n = check_len(f[..4].try_into().unwrap()).unwrap();
+        assert_eq!(n, f.len() - 4);
+        assert_eq!(decode_body::<NodeMsg>(&f[4..]).unwrap(), m);
+    }
+
+    #[test]
+    fn hostile_frames() {
+        assert!(matches!(check_len([0xff; 4]), Err(FrameError::TooLong(_))));
+        assert!(decode_body::<NodeMsg>(b"{\"type\":\"root_shell\"}").is_err());
+        assert!(decode_body::<NodeMsg>(b"\x00\x01").is_err());
+        assert!(decode_body::<NodeMsg>(&vec![b' '; MAX_FRAME + 1]).is_err());
+    }
+
+    #[test]
+    fn relay_header() {
+        let d = relay_encode(7, b"wg");
+        assert_eq!(relay_decode(&d), Some((7, &b"wg"[..])));
+        assert_eq!(relay_decode(&[0, 0, 0, 1]), None);
+        assert_eq!(relay_decode(&[1]), None);
+    }
+}
