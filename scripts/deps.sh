@@ -14,7 +14,7 @@ PACKAGES=(
     # test runner; protoc builds the test netavark (scripts/netavark.sh)
     bats protobuf-compiler
     # gateway: nginx + lua-nginx-module, its Lua libraries and test tools
-    nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson
+    nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson lua5.1
     lua-busted lua-check openssl wrk chromium
 )
 
