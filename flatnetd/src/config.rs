@@ -10,7 +10,23 @@
 //! socket_group = "flatnet"           # optional; socket is mode 0660
 //! masquerade = true                  # NAT container egress leaving the Flatnet
 //! catalog_listen = "0.0.0.0:7870"    # optional HTTP service catalog
+//!
+//! [wireguard]                        # the cross-host data plane (optional)
+//! listen_port = 51820
+//! backend = "userspace"              # or "kernel"
+//! keepalive_secs = 25                # 0 disables persistent keepalive
+//! underlay_mtu = 1500                # tunnel MTU = underlay_mtu - 80 = mtu
+//! interface = "flatnet0"
+//! offloads = true                    # TUN TSO + UDP GSO/GRO when the kernel has them
+//!
+//! [[peers]]
+//! name = "wsl-bob"
+//! public_key = "base64…"
+//! endpoint = "192.0.2.7:51820"
+//! subnet = "10.87.2.0/24"
 //! ```
+//!
+//! The data plane runs when a `[wireguard]` table or any `[[peers]]` is present.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -27,6 +43,12 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/flatnet";
 /// WireGuard over IPv6 costs 80 bytes (40 IPv6 + 8 UDP + 32 WireGuard);
 /// 1500 - 80 leaves 1420, which fits every underlay we target.
 pub const DEFAULT_MTU: u32 = 1420;
+
+/// Bytes WireGuard adds around a tunnelled packet on an IPv6 underlay.
+pub const WG_OVERHEAD: u32 = 80;
+pub const DEFAULT_WG_PORT: u16 = 51820;
+pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
+pub const DEFAULT_WG_INTERFACE: &str = "flatnet0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -57,6 +79,83 @@ struct RawConfig {
     socket_group: Option<String>,
     masquerade: Option<bool>,
     catalog_listen: Option<SocketAddr>,
+    wireguard: Option<RawWireguard>,
+    #[serde(default)]
+    peers: Vec<RawPeer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWireguard {
+    listen_port: Option<u16>,
+    backend: Option<WgBackendKind>,
+    keepalive_secs: Option<u16>,
+    underlay_mtu: Option<u32>,
+    interface: Option<String>,
+    offloads: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: String,
+    public_key: String,
+    endpoint: SocketAddr,
+    subnet: Ipv4Net,
+}
+
+/// Which WireGuard implementation carries the overlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WgBackendKind {
+    /// flatnetd's own data plane over a TUN device (the default).
+    #[default]
+    Userspace,
+    /// The kernel's `wireguard` link type, configured over generic netlink.
+    Kernel,
+}
+
+/// The `[wireguard]` table with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireguardConfig {
+    /// Whether the data plane runs at all.
+    pub enabled: bool,
+    pub listen_port: u16,
+    pub backend: WgBackendKind,
+    /// Persistent keepalive interval; 0 turns it off.
+    pub keepalive_secs: u16,
+    pub underlay_mtu: u32,
+    pub interface: String,
+    /// Use TUN segmentation offload and UDP GSO/GRO where available.
+    pub offloads: bool,
+}
+
+/// One static peer (`[[peers]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub name: String,
+    /// The peer's x25519 public key.
+    pub public_key: [u8; 32],
+    pub endpoint: SocketAddr,
+    /// The peer host's subnet: its AllowedIPs.
+    pub subnet: Ipv4Net,
+}
+
+/// Decode a base64 WireGuard key.
+pub fn decode_key(s: &str) -> Result<[u8; 32], String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("a key is 32 bytes, this one is {}", b.len()))
+}
+
+/// Encode a WireGuard key as base64 (the `wg` tool's format).
+pub fn encode_key(k: &[u8; 32]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(k)
 }
 
 /// Validated configuration with defaults applied.
@@ -71,6 +170,8 @@ pub struct Config {
     pub socket_group: Option<String>,
     pub masquerade: bool,
     pub catalog_listen: Option<SocketAddr>,
+    pub wireguard: WireguardConfig,
+    pub peers: Vec<PeerConfig>,
 }
 
 impl Config {
@@ -132,7 +233,19 @@ impl Config {
                 "subnet {subnet} is too small: at least a /29 is needed"
             )));
         }
-        let mtu = raw.mtu.unwrap_or(DEFAULT_MTU);
+        let rwg = raw.wireguard.as_ref();
+        let underlay = rwg.and_then(|w| w.underlay_mtu);
+        let mtu = match (raw.mtu, underlay) {
+            (Some(m), Some(u)) if m + WG_OVERHEAD != u => {
+                return Err(ConfigError::Invalid(format!(
+                    "mtu {m} contradicts [wireguard] underlay_mtu {u}: \
+                     the container MTU must be underlay_mtu - {WG_OVERHEAD}; set only one"
+                )))
+            }
+            (Some(m), _) => m,
+            (None, Some(u)) => u.saturating_sub(WG_OVERHEAD),
+            (None, None) => DEFAULT_MTU,
+        };
         if !(576..=9000).contains(&mtu) {
             return Err(ConfigError::Invalid(format!(
                 "mtu {mtu} out of range 576..=9000"
@@ -155,6 +268,32 @@ impl Config {
                 "node_name {node_name:?} must be 1-63 of [A-Za-z0-9._-]"
             )));
         }
+        let wireguard = WireguardConfig {
+            enabled: rwg.is_some() || !raw.peers.is_empty(),
+            listen_port: rwg.and_then(|w| w.listen_port).unwrap_or(DEFAULT_WG_PORT),
+            backend: rwg.and_then(|w| w.backend).unwrap_or_default(),
+            keepalive_secs: rwg
+                .and_then(|w| w.keepalive_secs)
+                .unwrap_or(DEFAULT_KEEPALIVE_SECS),
+            underlay_mtu: mtu + WG_OVERHEAD,
+            interface: rwg
+                .and_then(|w| w.interface.clone())
+                .unwrap_or_else(|| DEFAULT_WG_INTERFACE.into()),
+            offloads: rwg.and_then(|w| w.offloads).unwrap_or(true),
+        };
+        if wireguard.interface.is_empty()
+            || wireguard.interface.len() > 15
+            || !wireguard
+                .interface
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return Err(ConfigError::Invalid(format!(
+                "[wireguard] interface {:?} must be 1-15 of [A-Za-z0-9_-]",
+                wireguard.interface
+            )));
+        }
+        let peers = validate_peers(raw.peers, cidr, subnet)?;
         Ok(Config {
             node_name,
             cidr,
@@ -167,6 +306,8 @@ impl Config {
             socket_group: raw.socket_group,
             masquerade: raw.masquerade.unwrap_or(true),
             catalog_listen: raw.catalog_listen,
+            wireguard,
+            peers,
         })
     }
 
@@ -183,6 +324,48 @@ impl Config {
             mtu: self.mtu,
         }
     }
+}
+
+fn validate_peers(
+    raw: Vec<RawPeer>,
+    cidr: Ipv4Net,
+    subnet: Ipv4Net,
+) -> Result<Vec<PeerConfig>, ConfigError> {
+    let mut peers: Vec<PeerConfig> = Vec::with_capacity(raw.len());
+    for p in raw {
+        let bad = |m: String| ConfigError::Invalid(format!("peer {:?}: {m}", p.name));
+        if p.name.is_empty() || p.name.len() > 63 || p.name.chars().any(char::is_control) {
+            return Err(bad("name must be 1-63 printable characters".into()));
+        }
+        let public_key = decode_key(&p.public_key).map_err(|e| bad(format!("public_key {e}")))?;
+        if p.subnet != p.subnet.trunc() || !cidr.contains(&p.subnet) {
+            return Err(bad(format!(
+                "subnet {} must be a network inside cidr {cidr}",
+                p.subnet
+            )));
+        }
+        if p.subnet.contains(&subnet) || subnet.contains(&p.subnet) {
+            return Err(bad(format!(
+                "subnet {} overlaps this host's subnet {subnet}",
+                p.subnet
+            )));
+        }
+        for q in &peers {
+            if q.name == p.name || q.public_key == public_key {
+                return Err(bad(format!("same name or key as peer {:?}", q.name)));
+            }
+            if q.subnet.contains(&p.subnet) || p.subnet.contains(&q.subnet) {
+                return Err(bad(format!("subnet overlaps peer {:?}", q.name)));
+            }
+        }
+        peers.push(PeerConfig {
+            name: p.name,
+            public_key,
+            endpoint: p.endpoint,
+            subnet: p.subnet,
+        });
+    }
+    Ok(peers)
 }
 
 #[cfg(test)]
@@ -240,6 +423,60 @@ mod tests {
         assert!(Config::parse("node_name=\"a\"\nsubnett = \"10.87.1.0/24\"").is_err());
         assert!(Config::parse("node_name=\"a\"\nmtu = \"big\"").is_err());
         assert!(Config::parse("node_name=\"a b\"").is_err());
+    }
+
+    const KEY_B: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+
+    #[test]
+    fn wireguard_defaults_and_disabled_without_section() {
+        let c = Config::parse("node_name = \"h1\"").unwrap();
+        assert!(!c.wireguard.enabled);
+        assert_eq!(c.wireguard.listen_port, 51820);
+        assert_eq!(c.wireguard.underlay_mtu, 1500);
+        assert_eq!(c.wireguard.backend, WgBackendKind::Userspace);
+        let c = Config::parse("node_name = \"h1\"\n[wireguard]\nunderlay_mtu = 9000").unwrap();
+        assert!(c.wireguard.enabled);
+        assert_eq!(c.mtu, 8920);
+        assert_eq!(c.network_info().mtu, 8920);
+    }
+
+    #[test]
+    fn peers_parse_and_validate() {
+        let text = format!(
+            r#"
+            node_name = "h1"
+            subnet = "10.87.1.0/24"
+            [wireguard]
+            backend = "kernel"
+            keepalive_secs = 0
+            [[peers]]
+            name = "h2"
+            public_key = "{KEY_B}"
+            endpoint = "192.168.77.2:51820"
+            subnet = "10.87.2.0/24"
+            "#
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.wireguard.backend, WgBackendKind::Kernel);
+        assert_eq!(c.wireguard.keepalive_secs, 0);
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.peers[0].public_key[0], 1);
+        assert_eq!(encode_key(&c.peers[0].public_key), KEY_B);
+        for (from, to) in [
+            ("10.87.2.0/24", "10.87.1.0/24"),
+            ("10.87.2.0/24", "10.88.2.0/24"),
+            ("10.87.2.0/24", "10.87.2.1/24"),
+            (KEY_B, "AQID"),
+            ("192.168.77.2:51820", "nowhere"),
+        ] {
+            assert!(Config::parse(&text.replace(from, to)).is_err(), "{to}");
+        }
+        let twice = format!("{text}\n[[peers]]\nname=\"h3\"\npublic_key=\"{KEY_B}\"\nendpoint=\"1.2.3.4:1\"\nsubnet=\"10.87.3.0/24\"");
+        assert!(Config::parse(&twice).is_err());
+        assert!(Config::parse(&text.replace("keepalive_secs", "keepalive")).is_err());
+        assert!(Config::parse(&format!("mtu = 1400\n{text}")).is_ok());
+        let clash = text.replace("keepalive_secs = 0", "underlay_mtu = 1500");
+        assert!(Config::parse(&format!("mtu = 1400\n{clash}")).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dataplane;
 pub mod hostnet;
 pub mod ipam;
 pub mod service;

@@ -5,7 +5,7 @@
 //! server in [`crate::api`] only moves lines in and out.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::{
     config::Config,
+    dataplane::Backend,
     ipam::{IpamError, LeaseStore, Pool},
 };
 
@@ -42,6 +43,8 @@ pub struct Service {
     store: LeaseStore,
     host: Box<dyn HostSetup>,
     host_ready: std::sync::atomic::AtomicBool,
+    public_key: OnceLock<String>,
+    overlay: OnceLock<Arc<dyn Backend>>,
 }
 
 const MAX_ID: usize = 256;
@@ -91,7 +94,23 @@ impl Service {
             store,
             host,
             host_ready: false.into(),
+            public_key: OnceLock::new(),
+            overlay: OnceLock::new(),
         }
+    }
+
+    /// Report this node's WireGuard public key (base64) in status.
+    pub fn set_public_key(&self, key: String) {
+        let _ = self.public_key.set(key);
+    }
+
+    /// Attach the running data plane; its peers show up in status.
+    pub fn set_overlay(&self, overlay: Arc<dyn Backend>) {
+        let _ = self.overlay.set(overlay);
+    }
+
+    pub fn overlay(&self) -> Option<&Arc<dyn Backend>> {
+        self.overlay.get()
     }
 
     pub fn config(&self) -> &Config {
@@ -178,6 +197,8 @@ impl Service {
             version: env!("CARGO_PKG_VERSION").into(),
             network: self.config.network_info(),
             leases: self.store.list()?,
+            public_key: self.public_key.get().cloned(),
+            peers: self.overlay.get().map(|o| o.peers()).unwrap_or_default(),
         })
     }
 }

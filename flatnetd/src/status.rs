@@ -46,12 +46,64 @@ pub fn render(st: &HostStatus) -> String {
         "Subnet:   {}  gateway {}  mtu {}",
         n.subnet, n.gateway, n.mtu
     );
+    if let Some(k) = &st.public_key {
+        let _ = writeln!(out, "Key:      {k}");
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "Containers ({}):", st.leases.len());
     if st.leases.is_empty() {
         out.push_str("  none\n");
-        return out;
+    } else {
+        containers(st, &mut out);
     }
+    if !st.peers.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Peers ({}):", st.peers.len());
+        peers(st, &mut out);
+    }
+    out
+}
+
+/// Human form of a byte count: `0 B`, `1.5 KiB`, `12.0 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn peers(st: &HostStatus, out: &mut String) {
+    let rows: Vec<Vec<String>> = st
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.subnet.to_string(),
+                p.endpoint.clone(),
+                p.last_handshake_secs
+                    .map(|s| format!("{s}s ago"))
+                    .unwrap_or_else(|| "never".into()),
+                bytes(p.rx_bytes),
+                bytes(p.tx_bytes),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["NAME", "SUBNET", "ENDPOINT", "HANDSHAKE", "RX", "TX"],
+        &rows,
+    ));
+}
+
+fn containers(st: &HostStatus, out: &mut String) {
     let rows: Vec<Vec<String>> = st
         .leases
         .iter()
@@ -76,12 +128,11 @@ pub fn render(st: &HostStatus) -> String {
         &["NAME", "IP", "CONTAINER", "IFNAME", "NETWORK", "PORTS"],
         &rows,
     ));
-    out
 }
 
 #[cfg(test)]
 mod tests {
-    use flatnet_wire::{AttachmentKey, Lease, NetworkInfo};
+    use flatnet_wire::{AttachmentKey, Lease, NetworkInfo, PeerStatus};
 
     use super::*;
 
@@ -108,6 +159,8 @@ mod tests {
                 ports: vec![],
                 created: 0,
             }],
+            public_key: None,
+            peers: vec![],
         };
         let s = render(&st);
         assert!(s.contains("Node:     host1"));
@@ -115,5 +168,60 @@ mod tests {
         assert!(s.contains("Containers (1):"));
         let row = s.lines().find(|l| l.contains("10.87.1.2")).unwrap();
         assert!(row.contains("web") && row.contains("0123456789ab") && !row.contains("cdef"));
+        assert!(!s.contains("Peers"));
+    }
+
+    #[test]
+    fn renders_key_and_peers() {
+        let st = HostStatus {
+            node: "h1".into(),
+            version: "0.1.0".into(),
+            network: NetworkInfo {
+                cidr: "10.87.0.0/16".parse().unwrap(),
+                subnet: "10.87.1.0/24".parse().unwrap(),
+                gateway: "10.87.1.1".parse().unwrap(),
+                mtu: 1420,
+            },
+            leases: vec![],
+            public_key: Some("KEY=".into()),
+            peers: vec![
+                PeerStatus {
+                    name: "h2".into(),
+                    public_key: "K2=".into(),
+                    subnet: "10.87.2.0/24".parse().unwrap(),
+                    endpoint: "192.168.77.2:51820".into(),
+                    last_handshake_secs: Some(7),
+                    handshakes: 1,
+                    rx_bytes: 1536,
+                    tx_bytes: 10,
+                },
+                PeerStatus {
+                    name: "h3".into(),
+                    public_key: "K3=".into(),
+                    subnet: "10.87.3.0/24".parse().unwrap(),
+                    endpoint: "192.168.77.3:51820".into(),
+                    last_handshake_secs: None,
+                    handshakes: 0,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                },
+            ],
+        };
+        let s = render(&st);
+        assert!(s.contains("Node:     h1"));
+        assert!(s.contains("Key:      KEY="));
+        assert!(s.contains("Containers (0):\n  none"));
+        assert!(s.contains("Peers (2):"));
+        let h2 = s.lines().find(|l| l.contains("h2")).unwrap();
+        for want in [
+            "10.87.2.0/24",
+            "192.168.77.2:51820",
+            "7s ago",
+            "1.5 KiB",
+            "10 B",
+        ] {
+            assert!(h2.contains(want), "{want} in {h2}");
+        }
+        assert!(s.lines().any(|l| l.contains("h3") && l.contains("never")));
     }
 }

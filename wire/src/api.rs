@@ -109,6 +109,35 @@ pub struct HostStatus {
     pub version: String,
     pub network: NetworkInfo,
     pub leases: Vec<Lease>,
+    /// This node's WireGuard public key (base64), once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// The overlay's peers; empty when the data plane is off.
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One WireGuard peer as the data plane sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    /// The peer's public key (base64).
+    pub public_key: String,
+    /// The peer host's subnet (its AllowedIPs).
+    pub subnet: Ipv4Net,
+    /// Where its packets are sent: `ip:port`.
+    pub endpoint: String,
+    /// Seconds since the current session's handshake; `None` before the first.
+    #[serde(default)]
+    pub last_handshake_secs: Option<u64>,
+    /// Handshakes completed since the peer was configured.
+    #[serde(default)]
+    pub handshakes: u64,
+    /// UDP payload bytes received from / sent to the peer.
+    #[serde(default)]
+    pub rx_bytes: u64,
+    #[serde(default)]
+    pub tx_bytes: u64,
 }
 
 /// The successful payload of a [`Response`].
@@ -220,6 +249,14 @@ mod tests {
     #[test]
     fn unknown_op_is_rejected() {
         assert!(serde_json::from_str::<Request>(r#"{"op":"format_disk"}"#).is_err());
+    }
+
+    #[test]
+    fn old_status_without_peers_still_parses() {
+        let old = r#"{"node":"h1","version":"0.1.0","network":{"cidr":"10.87.0.0/16",
+            "subnet":"10.87.1.0/24","gateway":"10.87.1.1","mtu":1420},"leases":[]}"#;
+        let st: HostStatus = serde_json::from_str(old).unwrap();
+        assert!(st.peers.is_empty() && st.public_key.is_none());
     }
 
     #[test]

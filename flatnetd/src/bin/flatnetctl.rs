@@ -29,6 +29,8 @@ enum Cmd {
     Catalog,
     /// Check that flatnetd answers.
     Ping,
+    /// This node's WireGuard public key (base64), for peers' `[[peers]]`.
+    Pubkey,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +53,15 @@ fn main() -> anyhow::Result<()> {
             };
             let c = catalog::build(&st.node, &st.leases);
             println!("{}", serde_json::to_string_pretty(&c)?);
+        }
+        Cmd::Pubkey => {
+            let Reply::Status(st) = client.call(&Request::Status).context("status")? else {
+                bail!("unexpected reply to status");
+            };
+            let Some(k) = st.public_key else {
+                bail!("flatnetd reported no public key (too old?)");
+            };
+            println!("{k}");
         }
         Cmd::Ping => {
             let reply = client.call(&Request::Ping).context("ping")?;

@@ -1,12 +1,16 @@
 //! `flatnetd`: the Flatnet per-host daemon.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use anyhow::Context;
 use clap::Parser;
 use flatnetd::{
     api,
     config::{Config, DEFAULT_CONFIG},
+    dataplane::{self, Identity},
     hostnet::NftHostSetup,
     ipam::LeaseStore,
     service::{HostSetup, NoHostSetup, Service},
@@ -54,10 +58,16 @@ fn main() -> anyhow::Result<()> {
     } else {
         Box::new(NftHostSetup)
     };
+    let identity = Identity::load_or_create(&config.state_dir)?;
     let service = Arc::new(Service::new(config.clone(), store, host));
+    service.set_public_key(identity.public_base64());
     if let Err(e) = service.ensure_host() {
         // Not fatal: retried on the next allocation.
         warn!("{e}");
+    }
+    if config.wireguard.enabled {
+        let dp = dataplane::start(&config, &identity).context("starting the data plane")?;
+        service.set_overlay(Arc::from(dp));
     }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -81,21 +91,68 @@ fn main() -> anyhow::Result<()> {
             info!(%addr, "serving catalog at /v1/catalog");
             tokio::spawn(api::catalog::serve(l, service.clone()));
         }
-        shutdown_signal().await;
+        run_until_shutdown(&path, explicit, &service, &identity).await;
         info!("shutting down");
         let _ = std::fs::remove_file(&config.socket);
         anyhow::Ok(())
     })
 }
 
-async fn shutdown_signal() {
+/// Wait for SIGTERM/SIGINT; on SIGHUP re-read the config and apply what
+/// can change live (the peer list), keeping running sessions.
+async fn run_until_shutdown(path: &Path, explicit: bool, service: &Service, identity: &Identity) {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => {
+                if let Err(e) = reload(path, explicit, service, identity) {
+                    warn!("reload failed, keeping the running configuration: {e:#}");
+                }
+            }
+        }
     }
+}
+
+fn reload(
+    path: &Path,
+    explicit: bool,
+    service: &Service,
+    identity: &Identity,
+) -> anyhow::Result<()> {
+    let new = Config::load(path, explicit)?;
+    let old = service.config();
+    if (new.cidr, new.subnet, new.mtu, &new.state_dir, &new.socket)
+        != (old.cidr, old.subnet, old.mtu, &old.state_dir, &old.socket)
+        || (
+            new.wireguard.listen_port,
+            new.wireguard.backend,
+            &new.wireguard.interface,
+        ) != (
+            old.wireguard.listen_port,
+            old.wireguard.backend,
+            &old.wireguard.interface,
+        )
+    {
+        warn!(
+            "reload: only [[peers]] and keepalive_secs change live; restart flatnetd for the rest"
+        );
+    }
+    match service.overlay() {
+        Some(o) => o.update_peers(&new.peers, new.wireguard.keepalive_secs)?,
+        None if new.wireguard.enabled => {
+            let dp = dataplane::start(&new, identity).context("starting the data plane")?;
+            service.set_overlay(Arc::from(dp));
+        }
+        None => {}
+    }
+    info!(peers = new.peers.len(), "configuration reloaded");
+    Ok(())
 }

@@ -1,0 +1,470 @@
+//! One WireGuard peer: a boringtun [`Tunn`] plus what Flatnet keeps about it
+//! (endpoint, AllowedIPs, counters). Sans-IO: callers hand in datagrams and
+//! packets and get back what to send where, so tests run two peers against
+//! each other in memory.
+//!
+//! Time: `Tunn` reads its own monotonic clock; the data plane drives it by
+//! calling [`Peer::tick`] every [`TICK`]. Unit tests build boringtun with its
+//! `mock-instant` feature and move that clock by hand.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    time::Duration,
+};
+
+use std::sync::Arc;
+
+use boringtun::{
+    noise::{errors::WireGuardError, rate_limiter::RateLimiter, Tunn, TunnResult},
+    x25519::PublicKey,
+};
+use flatnet_wire::PeerStatus;
+use ipnet::Ipv4Net;
+
+use super::{classify::WgKind, keys::Identity};
+use crate::config::{encode_key, PeerConfig};
+
+/// How often the data plane calls [`Peer::tick`].
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// WireGuard's data message overhead: 16 header + 16 tag.
+pub const DATA_OVERHEAD: usize = 32;
+/// The largest handshake message; output buffers must be at least this big.
+pub const MIN_OUT: usize = 148;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("wireguard: {0:?}")]
+    Wg(WireGuardError),
+    #[error("inner source {0} is outside the peer's AllowedIPs {1}")]
+    NotAllowed(Ipv4Addr, Ipv4Net),
+    #[error("IPv6 is not carried")]
+    Ipv6,
+}
+
+/// Something a peer wants done with a buffer it filled.
+#[derive(Debug)]
+pub enum Output<'a> {
+    /// Send this datagram to the peer's endpoint.
+    Network(&'a [u8]),
+    /// Write this decrypted IPv4 packet to the TUN device.
+    Tunnel(&'a [u8]),
+}
+
+pub struct Peer {
+    pub name: String,
+    pub public_key: [u8; 32],
+    pub subnet: Ipv4Net,
+    pub endpoint: SocketAddr,
+    pub keepalive: u16,
+    /// Our 24-bit index; boringtun puts it in the top bits of every
+    /// receiver index it hands out, so `receiver_index >> 8` finds us.
+    pub index: u32,
+    tunn: Tunn,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub handshakes: u64,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("name", &self.name)
+            .field("subnet", &self.subnet)
+            .field("endpoint", &self.endpoint)
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Peer {
+    /// A peer with no session yet. `index` must be unique per data plane
+    /// and below 2^24.
+    pub fn new(me: &Identity, cfg: &PeerConfig, keepalive: u16, index: u32) -> Self {
+        Self::with_limiter(me, cfg, keepalive, index, None)
+    }
+
+    /// Like [`Peer::new`], sharing the data plane's handshake rate limiter
+    /// (whose counter the caller then resets every second).
+    pub fn with_limiter(
+        me: &Identity,
+        cfg: &PeerConfig,
+        keepalive: u16,
+        index: u32,
+        limiter: Option<Arc<RateLimiter>>,
+    ) -> Self {
+        let tunn = Tunn::new(
+            me.secret.clone(),
+            PublicKey::from(cfg.public_key),
+            None,
+            (keepalive > 0).then_some(keepalive),
+            index & 0x00ff_ffff,
+            limiter,
+        );
+        Self {
+            name: cfg.name.clone(),
+            public_key: cfg.public_key,
+            subnet: cfg.subnet,
+            endpoint: cfg.endpoint,
+            keepalive,
+            index: index & 0x00ff_ffff,
+            tunn,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            handshakes: 0,
+        }
+    }
+
+    /// Whether a new config for this peer can keep the running session.
+    pub fn compatible(&self, cfg: &PeerConfig, keepalive: u16) -> bool {
+        self.public_key == cfg.public_key && self.keepalive == keepalive
+    }
+
+    /// Take over changed fields that do not need a new session.
+    pub fn update(&mut self, cfg: &PeerConfig) {
+        self.name.clone_from(&cfg.name);
+        self.subnet = cfg.subnet;
+        if self.endpoint != cfg.endpoint {
+            self.endpoint = cfg.endpoint;
+        }
+    }
+
+    /// Encrypt one IP packet from the TUN device into `out`. Returns the
+    /// datagram length to send to [`Peer::endpoint`], if any (with no
+    /// session yet the packet is queued and a handshake initiation is
+    /// returned instead). `out` needs `packet.len() + 32` and at least 148 bytes.
+    pub fn encapsulate(&mut self, packet: &[u8], out: &mut [u8]) -> Option<usize> {
+        match self.tunn.encapsulate(packet, out) {
+            TunnResult::WriteToNetwork(d) => {
+                self.tx_bytes += d.len() as u64;
+                Some(d.len())
+            }
+            _ => None,
+        }
+    }
+
+    /// Start a handshake now rather than on the first packet.
+    pub fn initiate(&mut self, out: &mut [u8]) -> Option<usize> {
+        match self.tunn.format_handshake_initiation(out, false) {
+            TunnResult::WriteToNetwork(d) => {
+                self.tx_bytes += d.len() as u64;
+                Some(d.len())
+            }
+            _ => None,
+        }
+    }
+
+    /// Drive timers: retransmit handshakes, rekey, persistent keepalive.
+    /// Returns the length of a datagram to send, if one is due.
+    pub fn tick(&mut self, out: &mut [u8]) -> Option<usize> {
+        match self.tunn.update_timers(out) {
+            TunnResult::WriteToNetwork(d) => {
+                self.tx_bytes += d.len() as u64;
+                Some(d.len())
+            }
+            _ => None,
+        }
+    }
+
+    /// Process one datagram that arrived from `from`. Calls `emit` for
+    /// every resulting output (handshake replies, queued packets now
+    /// sendable, the decrypted packet). Authenticated datagrams move the
+    /// peer's endpoint to `from` (roaming), as WireGuard does.
+    pub fn decapsulate(
+        &mut self,
+        from: SocketAddr,
+        kind: WgKind,
+        datagram: &[u8],
+        out: &mut [u8],
+        mut emit: impl FnMut(&Peer, Output<'_>),
+    ) -> Result<(), PeerError> {
+        let res = self.tunn.decapsulate(Some(from.ip()), datagram, out);
+        let mut replies = false;
+        let result = match res {
+            TunnResult::Done => Ok(()),
+            TunnResult::Err(e) => Err(PeerError::Wg(e)),
+            TunnResult::WriteToNetwork(d) => {
+                let n = d.len();
+                replies = true;
+                self.tx_bytes += n as u64;
+                emit(self, Output::Network(&out[..n]));
+                Ok(())
+            }
+            TunnResult::WriteToTunnelV4(p, src) => {
+                if self.subnet.contains(&src) {
+                    let n = p.len();
+                    emit(self, Output::Tunnel(&out[..n]));
+                    Ok(())
+                } else {
+                    Err(PeerError::NotAllowed(src, self.subnet))
+                }
+            }
+            TunnResult::WriteToTunnelV6(..) => Err(PeerError::Ipv6),
+        };
+        if let Err(PeerError::Wg(_)) = result {
+            return result;
+        }
+        // Authenticated: count it and follow the peer to its new address.
+        self.rx_bytes += datagram.len() as u64;
+        self.endpoint = from;
+        match kind {
+            WgKind::HandshakeInit if replies => self.handshakes += 1,
+            WgKind::HandshakeResponse => self.handshakes += 1,
+            _ => {}
+        }
+        if replies {
+            // Packets queued while the handshake ran go out now.
+            while let TunnResult::WriteToNetwork(d) = self.tunn.decapsulate(None, &[], out) {
+                let n = d.len();
+                self.tx_bytes += n as u64;
+                emit(self, Output::Network(&out[..n]));
+            }
+        }
+        result
+    }
+
+    /// Time since the current session's handshake.
+    pub fn last_handshake(&self) -> Option<Duration> {
+        self.tunn.time_since_last_handshake()
+    }
+
+    pub fn status(&self) -> PeerStatus {
+        PeerStatus {
+            name: self.name.clone(),
+            public_key: encode_key(&self.public_key),
+            subnet: self.subnet,
+            endpoint: self.endpoint.to_string(),
+            last_handshake_secs: self.last_handshake().map(|d| d.as_secs()),
+            handshakes: self.handshakes,
+            rx_bytes: self.rx_bytes,
+            tx_bytes: self.tx_bytes,
+        }
+    }
+}
+
+/// The IPv4 destination of a packet read from the TUN device.
+#[inline]
+pub fn ipv4_dst(packet: &[u8]) -> Option<Ipv4Addr> {
+    if packet.len() < 20 || packet[0] >> 4 != 4 {
+        return None;
+    }
+    let b: [u8; 4] = packet[16..20].try_into().ok()?;
+    Some(Ipv4Addr::from(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use mock_instant::MockClock;
+
+    use super::*;
+    use crate::dataplane::classify::{classify, Datagram};
+
+    struct Pair {
+        a: Peer,
+        b: Peer,
+    }
+
+    const A_ADDR: &str = "192.168.77.1:51820";
+    const B_ADDR: &str = "192.168.77.2:51820";
+
+    fn cfg(name: &str, key: &Identity, subnet: &str, ep: &str) -> PeerConfig {
+        PeerConfig {
+            name: name.into(),
+            public_key: key.public_bytes(),
+            endpoint: ep.parse().unwrap(),
+            subnet: subnet.parse().unwrap(),
+        }
+    }
+
+    /// Host A (10.87.1.0/24) and host B (10.87.2.0/24), each holding the
+    /// other as a peer.
+    fn pair(keepalive: u16) -> Pair {
+        let ka = Identity::generate().unwrap();
+        let kb = Identity::generate().unwrap();
+        Pair {
+            a: Peer::new(&ka, &cfg("b", &kb, "10.87.2.0/24", B_ADDR), keepalive, 1),
+            b: Peer::new(&kb, &cfg("a", &ka, "10.87.1.0/24", A_ADDR), keepalive, 2),
+        }
+    }
+
+    fn kind(d: &[u8]) -> WgKind {
+        match classify(d) {
+            Datagram::WireGuard(k) => k,
+            other => panic!("not wireguard: {other:?}"),
+        }
+    }
+
+    type Delivered = (Result<(), PeerError>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+    /// Deliver a datagram to `to`, collecting what it emits.
+    fn deliver(to: &mut Peer, from: &str, d: &[u8]) -> Delivered {
+        let mut out = vec![0u8; 2048];
+        let (mut net, mut tun) = (vec![], vec![]);
+        let r = to.decapsulate(
+            from.parse::<SocketAddr>().unwrap(),
+            kind(d),
+            d,
+            &mut out,
+            |_, o| match o {
+                Output::Network(x) => net.push(x.to_vec()),
+                Output::Tunnel(x) => tun.push(x.to_vec()),
+            },
+        );
+        (r, net, tun)
+    }
+
+    fn ipv4(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; 20];
+        p[0] = 0x45;
+        let len = (20 + payload.len()) as u16;
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&src.parse::<Ipv4Addr>().unwrap().octets());
+        p[16..20].copy_from_slice(&dst.parse::<Ipv4Addr>().unwrap().octets());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// Handshake A -> B; returns the data packet that was queued behind it.
+    fn handshake(p: &mut Pair) -> Vec<u8> {
+        let mut out = vec![0u8; 2048];
+        let pkt = ipv4("10.87.1.2", "10.87.2.2", b"first");
+        let n = p.a.encapsulate(&pkt, &mut out).unwrap();
+        let init = out[..n].to_vec();
+        assert_eq!(kind(&init), WgKind::HandshakeInit);
+        let (r, net, tun) = deliver(&mut p.b, A_ADDR, &init);
+        r.unwrap();
+        assert!(tun.is_empty());
+        assert_eq!(net.len(), 1);
+        assert_eq!(kind(&net[0]), WgKind::HandshakeResponse);
+        let (r, net, _) = deliver(&mut p.a, B_ADDR, &net[0]);
+        r.unwrap();
+        // A keepalive confirms the session, then the queued packet leaves.
+        assert_eq!(net.len(), 2, "keepalive and the queued packet");
+        assert_eq!(net[0].len(), DATA_OVERHEAD);
+        assert_eq!(kind(&net[1]), WgKind::Data);
+        net[1].clone()
+    }
+
+    #[test]
+    fn handshake_then_data_both_ways() {
+        let mut p = pair(0);
+        let first = handshake(&mut p);
+        let (r, _, tun) = deliver(&mut p.b, A_ADDR, &first);
+        r.unwrap();
+        assert_eq!(tun, vec![ipv4("10.87.1.2", "10.87.2.2", b"first")]);
+        assert_eq!((p.a.handshakes, p.b.handshakes), (1, 1));
+        assert!(p.a.last_handshake().is_some() && p.b.last_handshake().is_some());
+
+        let mut out = vec![0u8; 2048];
+        let back = ipv4("10.87.2.2", "10.87.1.2", b"reply");
+        let n = p.b.encapsulate(&back, &mut out).unwrap();
+        assert!(n >= back.len() + DATA_OVERHEAD);
+        assert!(
+            !out[..n].windows(5).any(|w| w == b"reply"),
+            "ciphertext leaks plaintext"
+        );
+        let (r, _, tun) = deliver(&mut p.a, B_ADDR, &out[..n]);
+        r.unwrap();
+        assert_eq!(tun, vec![back]);
+        assert!(p.a.rx_bytes > 0 && p.a.tx_bytes > 0);
+    }
+
+    #[test]
+    fn replayed_data_is_rejected() {
+        let mut p = pair(0);
+        let first = handshake(&mut p);
+        deliver(&mut p.b, A_ADDR, &first).0.unwrap();
+        let rx = p.b.rx_bytes;
+        let (r, net, tun) = deliver(&mut p.b, "203.0.113.9:4444", &first);
+        assert!(matches!(r, Err(PeerError::Wg(_))), "{r:?}");
+        assert!(net.is_empty() && tun.is_empty());
+        assert_eq!(p.b.rx_bytes, rx, "rejected datagrams are not counted");
+        assert_eq!(
+            p.b.endpoint,
+            A_ADDR.parse().unwrap(),
+            "replay must not move the endpoint"
+        );
+    }
+
+    #[test]
+    fn garbage_and_tampering_are_rejected() {
+        let mut p = pair(0);
+        let first = handshake(&mut p);
+        let mut bad = first.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(deliver(&mut p.b, A_ADDR, &bad).0.is_err());
+        let mut junk = vec![0x55u8; 148];
+        junk[0] = 1;
+        junk[1..4].fill(0);
+        assert!(deliver(&mut p.b, A_ADDR, &junk).0.is_err());
+        // The session still works after the garbage.
+        let (r, _, tun) = deliver(&mut p.b, A_ADDR, &first);
+        r.unwrap();
+        assert_eq!(tun.len(), 1);
+    }
+
+    #[test]
+    fn inner_source_outside_allowed_ips_is_dropped() {
+        let mut p = pair(0);
+        let first = handshake(&mut p);
+        deliver(&mut p.b, A_ADDR, &first).0.unwrap();
+        let mut out = vec![0u8; 2048];
+        let spoof = ipv4("10.87.9.9", "10.87.2.2", b"spoof");
+        let n = p.a.encapsulate(&spoof, &mut out).unwrap();
+        let (r, _, tun) = deliver(&mut p.b, A_ADDR, &out[..n]);
+        assert!(matches!(r, Err(PeerError::NotAllowed(..))), "{r:?}");
+        assert!(tun.is_empty());
+    }
+
+    #[test]
+    fn authenticated_packets_move_the_endpoint() {
+        let mut p = pair(0);
+        let first = handshake(&mut p);
+        deliver(&mut p.b, "192.168.77.50:6000", &first).0.unwrap();
+        assert_eq!(p.b.endpoint, "192.168.77.50:6000".parse().unwrap());
+    }
+
+    #[test]
+    fn persistent_keepalive_fires_on_the_timer() {
+        let mut p = pair(25);
+        let first = handshake(&mut p);
+        deliver(&mut p.b, A_ADDR, &first).0.unwrap();
+        let mut out = vec![0u8; 2048];
+        // Quiet period shorter than the interval: nothing to send.
+        MockClock::advance(Duration::from_secs(5));
+        assert_eq!(p.a.tick(&mut out), None);
+        MockClock::advance(Duration::from_secs(21));
+        let n = p.a.tick(&mut out).expect("keepalive due after 25 s");
+        assert_eq!(n, DATA_OVERHEAD, "a keepalive is an empty data message");
+        let ka = out[..n].to_vec();
+        let (r, net, tun) = deliver(&mut p.b, A_ADDR, &ka);
+        r.unwrap();
+        assert!(net.is_empty() && tun.is_empty(), "keepalives carry nothing");
+    }
+
+    #[test]
+    fn unanswered_handshake_is_retransmitted() {
+        let mut p = pair(0);
+        let mut out = vec![0u8; 2048];
+        p.a.initiate(&mut out).unwrap();
+        assert_eq!(p.a.tick(&mut out), None);
+        MockClock::advance(Duration::from_secs(6));
+        let n = p.a.tick(&mut out).expect("retransmit after REKEY_TIMEOUT");
+        assert_eq!(kind(&out[..n]), WgKind::HandshakeInit);
+    }
+
+    #[test]
+    fn ipv4_dst_parses_only_ipv4() {
+        assert_eq!(
+            ipv4_dst(&ipv4("10.87.1.2", "10.87.2.3", b"")),
+            Some(Ipv4Addr::new(10, 87, 2, 3))
+        );
+        assert_eq!(ipv4_dst(&[0x60; 40]), None);
+        assert_eq!(ipv4_dst(&[0x45; 10]), None);
+    }
+}

@@ -1,0 +1,492 @@
+//! flatnetd's own WireGuard data plane: a TUN device, one UDP socket and
+//! three threads.
+//!
+//! - `flatnet-tun`: TUN → route by destination → encrypt → UDP;
+//! - `flatnet-udp`: UDP → classify → find the peer → decrypt → TUN;
+//! - `flatnet-timers`: every [`TICK`] drives each peer's timers.
+//!
+//! The hot paths are plain blocking loops on dedicated threads: no async
+//! runtime, no allocation per packet (buffers live for the thread's life).
+//! With offloads on, one TUN read is a TCP super-packet of up to 64 KiB
+//! that [`segment`] cuts to MTU size; the encrypted datagrams are laid end
+//! to end and leave in one `sendmsg` (UDP GSO). The receive side gets runs
+//! of datagrams in one `recvmsg` (UDP GRO).
+//! The peer set is swapped atomically on reload; each thread notices by a
+//! generation counter and picks up the new set between packets.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering},
+        Arc, RwLock,
+    },
+};
+
+use boringtun::noise::{rate_limiter::RateLimiter, TunnResult};
+use flatnet_wire::PeerStatus;
+use tracing::{debug, info, warn};
+
+use super::{
+    classify::{classify, receiver_index, Datagram, WgKind},
+    keys::Identity,
+    link,
+    offload::{segment, Coalescer, VnetHdr, VNET_HDR_LEN},
+    peer::{ipv4_dst, Output, PeerError, MIN_OUT, TICK},
+    peers::{lock, PeerRef, PeerSet},
+    tun::Tun,
+    udp, Backend, DataplaneError, QuicHandler,
+};
+use crate::config::{Config, PeerConfig};
+
+/// Largest packet the TUN device hands us (its MTU is at most 9000).
+const BUF: usize = 65536;
+/// Handshake messages per second (all peers) before cookies are demanded.
+/// Each initiation is counted twice (here and in its `Tunn`).
+const HANDSHAKES_PER_SEC: u64 = 2 * 100;
+
+struct Shared {
+    identity: Identity,
+    tun: Tun,
+    udp: UdpSocket,
+    set: RwLock<Arc<PeerSet>>,
+    generation: AtomicU64,
+    next_index: AtomicU32,
+    quic: Box<dyn QuicHandler>,
+    junk: AtomicU64,
+    /// Checks MAC1 of handshakes before any Diffie-Hellman and answers
+    /// floods with cookies; shared by every peer's `Tunn`.
+    limiter: Arc<RateLimiter>,
+    gso: std::sync::atomic::AtomicBool,
+    gro: bool,
+}
+
+impl Shared {
+    fn current(&self) -> Arc<PeerSet> {
+        self.set.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A thread's cached view of the peer set, refreshed when it changes.
+struct View {
+    generation: u64,
+    set: Arc<PeerSet>,
+}
+
+impl View {
+    fn new(sh: &Shared) -> Self {
+        View {
+            generation: sh.generation.load(Ordering::Acquire),
+            set: sh.current(),
+        }
+    }
+    #[inline]
+    fn get(&mut self, sh: &Shared) -> &PeerSet {
+        let g = sh.generation.load(Ordering::Acquire);
+        if g != self.generation {
+            self.generation = g;
+            self.set = sh.current();
+        }
+        &self.set
+    }
+}
+
+pub struct Userspace {
+    shared: Arc<Shared>,
+}
+
+impl Userspace {
+    /// Create the TUN device, address and route it, bind the socket and
+    /// start the threads. Peers are added by [`Backend::update_peers`].
+    pub fn start(
+        config: &Config,
+        identity: Identity,
+        quic: Box<dyn QuicHandler>,
+    ) -> Result<Self, DataplaneError> {
+        let wg = &config.wireguard;
+        let tun = Tun::open(&wg.interface, wg.offloads).map_err(DataplaneError::io(format!(
+            "creating TUN device {}",
+            wg.interface
+        )))?;
+        let name = tun.name().to_owned();
+        link::set_mtu(&name, config.mtu).map_err(DataplaneError::io(format!(
+            "setting mtu {} on {name}",
+            config.mtu
+        )))?;
+        link::set_address(&name, config.gateway()).map_err(DataplaneError::io(format!(
+            "adding {} to {name}",
+            config.gateway()
+        )))?;
+        link::set_up(&name).map_err(DataplaneError::io(format!("bringing {name} up")))?;
+        link::add_route(config.cidr, &name).map_err(DataplaneError::io(format!(
+            "route {} dev {name}",
+            config.cidr
+        )))?;
+        link::add_unreachable(config.subnet).map_err(DataplaneError::io(format!(
+            "route unreachable {}",
+            config.subnet
+        )))?;
+        let udp = udp::bind(wg.listen_port).map_err(DataplaneError::io(format!(
+            "binding UDP port {}",
+            wg.listen_port
+        )))?;
+        let gro = wg.offloads && udp::enable_gro(&udp).is_ok();
+        let mut seed = [0u8; 4];
+        getrandom(&mut seed);
+        let limiter = Arc::new(RateLimiter::new(&identity.public, HANDSHAKES_PER_SEC));
+        let shared = Arc::new(Shared {
+            identity,
+            limiter,
+            tun,
+            udp,
+            set: RwLock::new(Arc::new(PeerSet::default())),
+            generation: AtomicU64::new(0),
+            next_index: AtomicU32::new(u32::from_le_bytes(seed) & 0x00ff_ffff),
+            quic,
+            junk: AtomicU64::new(0),
+            gso: wg.offloads.into(),
+            gro,
+        });
+        for (n, f) in [
+            ("flatnet-tun", tun_loop as fn(Arc<Shared>)),
+            ("flatnet-udp", udp_loop),
+            ("flatnet-timers", timer_loop),
+        ] {
+            let sh = shared.clone();
+            std::thread::Builder::new()
+                .name(n.into())
+                .spawn(move || f(sh))
+                .map_err(DataplaneError::io(format!("spawning {n}")))?;
+        }
+        info!(
+            interface = %name,
+            port = wg.listen_port,
+            mtu = config.mtu,
+            route = %config.cidr,
+            tso = shared.tun.vnet_hdr(),
+            gro,
+            "userspace WireGuard data plane up"
+        );
+        Ok(Userspace { shared })
+    }
+
+    /// Datagrams dropped before decryption (junk, unknown peer).
+    pub fn junk(&self) -> u64 {
+        self.shared.junk.load(Ordering::Relaxed)
+    }
+}
+
+fn getrandom(b: &mut [u8]) {
+    use std::io::Read;
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(b);
+    }
+}
+
+impl Backend for Userspace {
+    fn kind(&self) -> &'static str {
+        "userspace"
+    }
+
+    fn update_peers(&self, peers: &[PeerConfig], keepalive: u16) -> Result<(), DataplaneError> {
+        let sh = &self.shared;
+        let (set, fresh, changes) = {
+            let old = sh.current();
+            old.rebuild(&sh.identity, peers, keepalive, Some(&sh.limiter), || {
+                sh.next_index.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff
+            })
+        };
+        *sh.set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        sh.generation.fetch_add(1, Ordering::AcqRel);
+        info!(
+            kept = ?changes.kept, added = ?changes.added, removed = ?changes.removed,
+            "peers updated"
+        );
+        // Handshake with new peers now, not on their first packet.
+        let mut out = [0u8; MIN_OUT];
+        for p in fresh {
+            let mut g = lock(&p);
+            if let Some(n) = g.initiate(&mut out) {
+                send(&sh.udp, &out[..n], g.endpoint);
+            }
+        }
+        Ok(())
+    }
+
+    fn peers(&self) -> Vec<PeerStatus> {
+        self.shared
+            .current()
+            .peers()
+            .iter()
+            .map(|p| lock(p).status())
+            .collect()
+    }
+}
+
+#[inline]
+fn send(udp: &UdpSocket, d: &[u8], to: SocketAddr) {
+    if let Err(e) = udp.send_to(d, to) {
+        debug!(%to, "udp send: {e}");
+    }
+}
+
+/// Encrypted datagrams of one TUN read, laid end to end in `buf` and sent
+/// in as few GSO `sendmsg`s as the kernel allows: a run breaks when a
+/// datagram is longer than the run's first, follows a shorter one, or the
+/// run would pass [`udp::MAX_GSO_BYTES`] / [`udp::MAX_SEGMENTS`].
+struct GsoBatch {
+    start: usize,
+    end: usize,
+    seg: usize,
+    count: usize,
+    short: bool,
+}
+
+impl GsoBatch {
+    fn new() -> Self {
+        GsoBatch {
+            start: 0,
+            end: 0,
+            seg: 0,
+            count: 0,
+            short: false,
+        }
+    }
+
+    /// A datagram of `len` bytes was written at `buf[self.end..]`.
+    #[inline]
+    fn push(&mut self, len: usize, mut flush: impl FnMut(usize, usize, usize)) {
+        let fits = self.count > 0
+            && !self.short
+            && len <= self.seg
+            && self.end + len - self.start <= udp::MAX_GSO_BYTES
+            && self.count < udp::MAX_SEGMENTS;
+        if self.count > 0 && !fits {
+            flush(self.start, self.end, self.seg);
+            self.start = self.end;
+            self.count = 0;
+        }
+        if self.count == 0 {
+            self.seg = len;
+            self.short = false;
+        } else if len < self.seg {
+            self.short = true;
+        }
+        self.count += 1;
+        self.end += len;
+    }
+
+    fn finish(&mut self, mut flush: impl FnMut(usize, usize, usize)) {
+        if self.count > 0 {
+            flush(self.start, self.end, self.seg);
+        }
+        *self = GsoBatch::new();
+    }
+}
+
+fn send_batch(sh: &Shared, d: &[u8], seg: usize, to: SocketAddr) {
+    if sh.gso.load(Ordering::Relaxed) && d.len() > seg {
+        match udp::send_gso(&sh.udp, d, seg as u16, to) {
+            Ok(_) => return,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
+                ) =>
+            {
+                warn!("UDP GSO unavailable ({e}); sending datagrams one by one");
+                sh.gso.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                debug!(%to, "udp gso send: {e}");
+                return;
+            }
+        }
+    }
+    for c in d.chunks(seg) {
+        send(&sh.udp, c, to);
+    }
+}
+
+fn tun_loop(sh: Arc<Shared>) {
+    let mut view = View::new(&sh);
+    let vnet = sh.tun.vnet_hdr();
+    let skip = if vnet { VNET_HDR_LEN } else { 0 };
+    let mut buf = vec![0u8; BUF + VNET_HDR_LEN];
+    let mut scratch = vec![0u8; BUF];
+    // Room for a 64 KiB super-packet's segments plus 32 bytes each.
+    let mut out = vec![0u8; 2 * BUF];
+    loop {
+        let n = match sh.tun.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                warn!("reading {}: {e}", sh.tun.name());
+                std::thread::sleep(TICK);
+                continue;
+            }
+        };
+        if n <= skip {
+            continue;
+        }
+        let hdr = if vnet {
+            match VnetHdr::parse(&buf[..n]) {
+                Some(h) => h,
+                None => continue,
+            }
+        } else {
+            VnetHdr::plain()
+        };
+        let pkt = &mut buf[skip..n];
+        let Some(dst) = ipv4_dst(pkt) else { continue };
+        let Some(peer) = view.get(&sh).route(dst) else {
+            continue;
+        };
+        let mut g = lock(peer);
+        let ep = g.endpoint;
+        let mut batch = GsoBatch::new();
+        let r = segment(&hdr, pkt, &mut scratch, |seg| {
+            if batch.end + seg.len() + 64 > out.len() {
+                batch.finish(|a, b, s| send_batch(&sh, &out[a..b], s, ep));
+            }
+            if let Some(len) = g.encapsulate(seg, &mut out[batch.end..]) {
+                batch.push(len, |a, b, s| send_batch(&sh, &out[a..b], s, ep));
+            }
+        });
+        drop(g);
+        batch.finish(|a, b, s| send_batch(&sh, &out[a..b], s, ep));
+        if let Err(e) = r {
+            debug!("dropping TUN packet: {e}");
+        }
+    }
+}
+
+fn find_peer<'a>(set: &'a PeerSet, me: &Identity, kind: WgKind, d: &[u8]) -> Option<&'a PeerRef> {
+    match kind {
+        WgKind::HandshakeInit => set.by_handshake(me, d),
+        _ => receiver_index(kind, d).and_then(|i| set.by_receiver(i)),
+    }
+}
+
+fn udp_loop(sh: Arc<Shared>) {
+    let mut view = View::new(&sh);
+    let mut buf = vec![0u8; BUF];
+    let mut out = vec![0u8; BUF];
+    // Merge decrypted TCP segments when the TUN device takes GSO writes.
+    let mut gro = sh.tun.vnet_hdr().then(Coalescer::new);
+    loop {
+        let (n, from, seg) = if sh.gro {
+            match udp::recv_gro(&sh.udp, &mut buf) {
+                Ok(r) => r,
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        debug!("udp recv: {e}");
+                    }
+                    continue;
+                }
+            }
+        } else {
+            match sh.udp.recv_from(&mut buf) {
+                Ok((n, from)) => (n, from, None),
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        debug!("udp recv: {e}");
+                    }
+                    continue;
+                }
+            }
+        };
+        for d in buf[..n].chunks(seg.unwrap_or(n).max(1)) {
+            datagram(&sh, &mut view, from, d, &mut out, &mut gro);
+        }
+        if let Some(c) = gro.as_mut() {
+            c.flush(|f| tun_write(&sh, f));
+        }
+    }
+}
+
+#[inline]
+fn tun_write(sh: &Shared, frame: &[u8]) {
+    if let Err(e) = sh.tun.send_raw(frame) {
+        debug!("writing to tun: {e}");
+    }
+}
+
+/// Handle one received datagram.
+#[inline]
+fn datagram(
+    sh: &Shared,
+    view: &mut View,
+    from: SocketAddr,
+    d: &[u8],
+    out: &mut [u8],
+    gro: &mut Option<Coalescer>,
+) {
+    {
+        let kind = match classify(d) {
+            Datagram::WireGuard(k) => k,
+            Datagram::Quic => {
+                sh.quic.datagram(from, d);
+                return;
+            }
+            Datagram::Junk => {
+                sh.junk.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if kind == WgKind::HandshakeInit {
+            // MAC1 (and under load, a cookie) before the expensive lookup.
+            let mut cookie = [0u8; 64];
+            match sh.limiter.verify_packet(Some(from.ip()), d, &mut cookie) {
+                Ok(_) => {}
+                Err(TunnResult::WriteToNetwork(c)) => {
+                    send(&sh.udp, c, from);
+                    return;
+                }
+                Err(_) => {
+                    sh.junk.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        let set = view.get(sh);
+        let Some(peer) = find_peer(set, &sh.identity, kind, d) else {
+            sh.junk.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut g = lock(peer);
+        let r = g.decapsulate(from, kind, d, out, |_, o| match o {
+            Output::Network(x) => send(&sh.udp, x, from),
+            Output::Tunnel(x) => match gro.as_mut() {
+                Some(c) => c.push(x, |f| tun_write(sh, f)),
+                None => tun_write(sh, x),
+            },
+        });
+        match r {
+            Ok(()) => {}
+            Err(PeerError::Wg(e)) => debug!(peer = %g.name, %from, "dropped: {e:?}"),
+            Err(e) => debug!(peer = %g.name, %from, "dropped: {e}"),
+        }
+    }
+}
+
+fn timer_loop(sh: Arc<Shared>) {
+    let mut view = View::new(&sh);
+    let mut out = vec![0u8; BUF];
+    let mut ticks = 0u32;
+    loop {
+        std::thread::sleep(TICK);
+        ticks += 1;
+        if ticks >= 10 {
+            ticks = 0;
+            sh.limiter.reset_count();
+        }
+        for p in view.get(&sh).peers() {
+            let mut g = lock(p);
+            if let Some(n) = g.tick(&mut out) {
+                let ep = g.endpoint;
+                drop(g);
+                send(&sh.udp, &out[..n], ep);
+            }
+        }
+    }
+}

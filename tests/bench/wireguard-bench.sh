@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Flatnet data plane benchmark (not a test): iperf3 TCP and ping RTT between
+# two "hosts" (network namespaces on a bridged LAN), side by side in one run:
+#   1. raw veth/bridge, no tunnel (the ceiling),
+#   2. Flatnet: container to container across the two hosts' flatnetd,
+#   3. Flatnet host to host (no container veth hops, as rows 1 and 5),
+#   4. Flatnet with [wireguard] offloads = false (daemons restarted),
+#   5. boringtun-cli between the same two namespaces (the reference).
+# Prints a markdown table. Needs root, iperf3, jq, and for row 3
+# boringtun-cli + wg (wireguard-tools); row 3 is skipped if they are missing.
+#
+#   cargo build --release
+#   apt-get install -y iperf3 wireguard-tools
+#   cargo install --locked boringtun-cli --root /work/.bench-tools
+#   FLATNET_TARGET=target/release BORINGTUN=/work/.bench-tools/bin/boringtun-cli \
+#       tests/bench/wireguard-bench.sh
+#
+# All traffic stays inside the namespaces this script creates.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SECS="${SECS:-5}"
+BORINGTUN="${BORINGTUN:-$(command -v boringtun-cli || echo /work/.bench-tools/bin/boringtun-cli)}"
+BATS_SUITE_TEST_NUMBER=bench
+# shellcheck source=../integration/helpers.bash
+source "$HERE/../integration/helpers.bash"
+# shellcheck source=../integration/helpers-wg.bash
+source "$HERE/../integration/helpers-wg.bash"
+
+cleanup() {
+    set +e
+    for p in "${BG_PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+    fn_teardown
+    rm -f /var/run/wireguard/fnbt1.sock /var/run/wireguard/fnbt2.sock
+}
+BG_PIDS=()
+trap cleanup EXIT
+
+fn_setup
+wg_pair >/dev/null
+wg_wait_ping h1-a "$IPB" >/dev/null
+
+# iperf NS_SERVER NS_CLIENT IP: Gbit/s received, TCP, $SECS seconds.
+iperf() {
+    local srv="$1" cli="$2" ip="$3" pid bps
+    ip netns exec "$(ns "$srv")" iperf3 -s -1 -B "$ip" >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 50); do
+        in_ns "$srv" ss -ltn 2>/dev/null | grep -q ":5201 " && break
+        sleep 0.05
+    done
+    bps="$(in_ns "$cli" iperf3 -c "$ip" -t "$SECS" -J | jq '.end.sum_received.bits_per_second')"
+    wait "$pid" 2>/dev/null || true
+    awk -v b="$bps" 'BEGIN { printf "%.2f", b / 1e9 }'
+}
+
+# rtt NS IP: average ping RTT in ms over 50 pings.
+rtt() {
+    in_ns "$1" ping -q -c 50 -i 0.02 "$2" | awk -F/ '/^rtt/ { print $5 }'
+}
+
+declare -A GBPS RTT
+GBPS[raw]="$(iperf h2 h1 192.168.77.2)"; RTT[raw]="$(rtt h1 192.168.77.2)"
+GBPS[flatnet]="$(iperf h2-b h1-a "$IPB")"; RTT[flatnet]="$(rtt h1-a "$IPB")"
+# Host to host through the tunnel (h2's gateway address), like rows 1 and 5.
+GBPS[hosts]="$(iperf h2 h1 10.87.2.1)"; RTT[hosts]="$(rtt h1 10.87.2.1)"
+
+# The same daemons restarted with offloads = false (containers untouched):
+# what TSO/GSO/GRO buy.
+for h in h1 h2; do
+    sed -i 's/^\[wireguard\]$/[wireguard]\noffloads = false/' "$FN_TMP/$h/flatnetd.toml"
+    host_kill "$h"
+    host_start "$h" >/dev/null
+done
+wg_wait_ping h1-a "$IPB" 15 >/dev/null
+GBPS[plain]="$(iperf h2-b h1-a "$IPB")"; RTT[plain]="$(rtt h1-a "$IPB")"
+
+if [ -x "$BORINGTUN" ] && command -v wg >/dev/null; then
+    # boringtun-cli on its own port and interfaces, same namespaces and LAN.
+    mkdir -p /var/run/wireguard
+    k1="$(wg genkey)"; k2="$(wg genkey)"
+    for i in 1 2; do
+        ip netns exec "$(ns "h$i")" env WG_SUDO=1 "$BORINGTUN" --foreground \
+            --disable-drop-privileges "fnbt$i" >"$FN_TMP/boringtun$i.log" 2>&1 &
+        BG_PIDS+=($!)
+        disown $!
+        for _ in $(seq 100); do [ -S "/var/run/wireguard/fnbt$i.sock" ] && break; sleep 0.05; done
+    done
+    in_ns h1 wg set fnbt1 private-key <(echo "$k1") listen-port 51821 \
+        peer "$(echo "$k2" | wg pubkey)" allowed-ips 10.99.0.2/32 endpoint 192.168.77.2:51821
+    in_ns h2 wg set fnbt2 private-key <(echo "$k2") listen-port 51821 \
+        peer "$(echo "$k1" | wg pubkey)" allowed-ips 10.99.0.1/32 endpoint 192.168.77.1:51821
+    for i in 1 2; do
+        in_ns "h$i" ip addr add "10.99.0.$i/24" dev "fnbt$i"
+        in_ns "h$i" ip link set "fnbt$i" mtu 1420 up
+    done
+    wg_wait_ping h1 10.99.0.2 >/dev/null
+    GBPS[boringtun]="$(iperf h2 h1 10.99.0.2)"; RTT[boringtun]="$(rtt h1 10.99.0.2)"
+else
+    echo "boringtun-cli or wg missing: skipping the boringtun row" >&2
+fi
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }
+echo "| path | TCP throughput (${SECS} s) | vs boringtun-cli | ping RTT avg |"
+echo "| --- | --- | --- | --- |"
+for k in raw flatnet hosts plain boringtun; do
+    [ -n "${GBPS[$k]:-}" ] || continue
+    case "$k" in
+        raw) name="raw veth + bridge, no tunnel" ;;
+        flatnet) name="Flatnet container to container (offloads on)" ;;
+        hosts) name="Flatnet host to host (h1 -> h2's gateway IP)" ;;
+        plain) name="Flatnet with offloads = false (container to container)" ;;
+        boringtun) name="boringtun-cli 0.7 (default threads)" ;;
+    esac
+    echo "| $name | ${GBPS[$k]} Gbit/s | $(ratio "${GBPS[$k]}" "${GBPS[boringtun]:-0}") | ${RTT[$k]} ms |"
+done
