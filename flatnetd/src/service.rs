@@ -11,7 +11,7 @@ use std::{
 
 use flatnet_wire::{
     api::{AllocateRequest, API_VERSION},
-    ApiError, AttachmentKey, ErrorKind, HostStatus, Reply, Request, Response,
+    ApiError, AttachmentKey, ErrorKind, HostStatus, LighthouseStatus, Reply, Request, Response,
 };
 use tracing::{info, warn};
 
@@ -45,7 +45,11 @@ pub struct Service {
     host_ready: std::sync::atomic::AtomicBool,
     public_key: OnceLock<String>,
     overlay: OnceLock<Arc<dyn Backend>>,
+    lighthouse: OnceLock<LighthouseProbe>,
 }
+
+/// Reports the Lighthouse session for status.
+pub type LighthouseProbe = Arc<dyn Fn() -> LighthouseStatus + Send + Sync>;
 
 const MAX_ID: usize = 256;
 
@@ -96,6 +100,7 @@ impl Service {
             host_ready: false.into(),
             public_key: OnceLock::new(),
             overlay: OnceLock::new(),
+            lighthouse: OnceLock::new(),
         }
     }
 
@@ -107,6 +112,11 @@ impl Service {
     /// Attach the running data plane; its peers show up in status.
     pub fn set_overlay(&self, overlay: Arc<dyn Backend>) {
         let _ = self.overlay.set(overlay);
+    }
+
+    /// Attach the Lighthouse client; its state shows up in status.
+    pub fn set_lighthouse(&self, probe: LighthouseProbe) {
+        let _ = self.lighthouse.set(probe);
     }
 
     pub fn overlay(&self) -> Option<&Arc<dyn Backend>> {
@@ -199,6 +209,7 @@ impl Service {
             leases: self.store.list()?,
             public_key: self.public_key.get().cloned(),
             peers: self.overlay.get().map(|o| o.peers()).unwrap_or_default(),
+            lighthouse: self.lighthouse.get().map(|f| f()),
         })
     }
 }

@@ -49,6 +49,27 @@ pub fn render(st: &HostStatus) -> String {
     if let Some(k) = &st.public_key {
         let _ = writeln!(out, "Key:      {k}");
     }
+    if let Some(lh) = &st.lighthouse {
+        let mut extra = Vec::new();
+        if let Some(id) = lh.node_id {
+            extra.push(format!("node {id}"));
+        }
+        if let Some(o) = &lh.observed {
+            extra.push(format!("observed {o}"));
+        }
+        extra.push(format!("{}s", lh.since_secs));
+        let _ = write!(
+            out,
+            "Lighthouse: {} {} ({})",
+            lh.address,
+            lh.state,
+            extra.join(", ")
+        );
+        if let (Some(e), true) = (&lh.last_error, lh.state != "connected") {
+            let _ = write!(out, ": {e}");
+        }
+        out.push('\n');
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "Containers ({}):", st.leases.len());
     if st.leases.is_empty() {
@@ -88,7 +109,11 @@ fn peers(st: &HostStatus, out: &mut String) {
             vec![
                 p.name.clone(),
                 p.subnet.to_string(),
-                p.endpoint.clone(),
+                match p.path.as_deref() {
+                    None => p.endpoint.clone(),
+                    Some("relay") => "relay".into(),
+                    Some(path) => format!("{path} {}", p.endpoint),
+                },
                 p.last_handshake_secs
                     .map(|s| format!("{s}s ago"))
                     .unwrap_or_else(|| "never".into()),
@@ -161,6 +186,7 @@ mod tests {
             }],
             public_key: None,
             peers: vec![],
+            lighthouse: None,
         };
         let s = render(&st);
         assert!(s.contains("Node:     host1"));
@@ -194,6 +220,8 @@ mod tests {
                     handshakes: 1,
                     rx_bytes: 1536,
                     tx_bytes: 10,
+                    path: None,
+                    node_id: None,
                 },
                 PeerStatus {
                     name: "h3".into(),
@@ -204,14 +232,56 @@ mod tests {
                     handshakes: 0,
                     rx_bytes: 0,
                     tx_bytes: 0,
+                    path: None,
+                    node_id: None,
+                },
+                PeerStatus {
+                    name: "h4".into(),
+                    public_key: "K4=".into(),
+                    subnet: "10.87.4.0/24".parse().unwrap(),
+                    endpoint: "203.0.113.4:40000".into(),
+                    last_handshake_secs: Some(1),
+                    handshakes: 1,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                    path: Some("direct".into()),
+                    node_id: Some(4),
+                },
+                PeerStatus {
+                    name: "h5".into(),
+                    public_key: "K5=".into(),
+                    subnet: "10.87.5.0/24".parse().unwrap(),
+                    endpoint: "203.0.113.5:40000".into(),
+                    last_handshake_secs: Some(1),
+                    handshakes: 1,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                    path: Some("relay".into()),
+                    node_id: Some(5),
                 },
             ],
+            lighthouse: Some(flatnet_wire::LighthouseStatus {
+                address: "203.0.113.1:7871".into(),
+                state: "connected".into(),
+                node_id: Some(1),
+                observed: Some("203.0.113.10:51820".into()),
+                last_error: None,
+                since_secs: 3,
+            }),
         };
         let s = render(&st);
         assert!(s.contains("Node:     h1"));
         assert!(s.contains("Key:      KEY="));
         assert!(s.contains("Containers (0):\n  none"));
-        assert!(s.contains("Peers (2):"));
+        assert!(s.contains("Peers (4):"));
+        assert!(s.contains(
+            "Lighthouse: 203.0.113.1:7871 connected (node 1, observed 203.0.113.10:51820, 3s)"
+        ));
+        assert!(s
+            .lines()
+            .any(|l| l.contains("h4") && l.contains("direct 203.0.113.4:40000")));
+        let h5 = s.lines().find(|l| l.contains("h5")).unwrap();
+        assert!(h5.contains("relay") && !h5.contains("203.0.113.5"));
         let h2 = s.lines().find(|l| l.contains("h2")).unwrap();
         for want in [
             "10.87.2.0/24",

@@ -306,21 +306,11 @@ impl Lighthouse {
         conn: &Connection,
         id: u32,
         mut send: SendStream,
-        mut recv: RecvStream,
+        recv: RecvStream,
         mut rx: mpsc::UnboundedReceiver<LighthouseMsg>,
     ) -> Result<(), String> {
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
-        let (ftx, mut frx) = mpsc::channel::<Result<NodeMsg, String>>(16);
-        // Reading frames is not cancel-safe, so it gets its own task.
-        let reader = tokio::spawn(async move {
-            loop {
-                let r = read_frame(&mut recv).await;
-                let stop = r.is_err();
-                if ftx.send(r).await.is_err() || stop {
-                    break;
-                }
-            }
-        });
+        let (reader, mut frx) = spawn_frame_reader::<NodeMsg>(recv);
         let result = loop {
             tokio::select! {
                 f = frx.recv() => match f {
@@ -488,6 +478,28 @@ pub async fn write_frame<T: serde::Serialize>(
 ) -> Result<(), String> {
     let f = encode_frame(msg).map_err(|e| e.to_string())?;
     send.write_all(&f).await.map_err(|e| e.to_string())
+}
+
+/// Read frames in a task of their own (reading is not cancel-safe, so it
+/// cannot sit in a `select!`): they arrive on the returned channel, which
+/// ends after the first error. Abort the handle to stop reading.
+pub fn spawn_frame_reader<T: serde::de::DeserializeOwned + Send + 'static>(
+    mut recv: RecvStream,
+) -> (
+    tokio::task::JoinHandle<()>,
+    mpsc::Receiver<Result<T, String>>,
+) {
+    let (tx, rx) = mpsc::channel(16);
+    let task = tokio::spawn(async move {
+        loop {
+            let r = read_frame(&mut recv).await;
+            let stop = r.is_err();
+            if tx.send(r).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    (task, rx)
 }
 
 /// Read one length-prefixed frame, refusing oversized ones before reading

@@ -115,6 +115,30 @@ pub struct HostStatus {
     /// The overlay's peers; empty when the data plane is off.
     #[serde(default)]
     pub peers: Vec<PeerStatus>,
+    /// The Lighthouse session, when this node has joined one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lighthouse: Option<LighthouseStatus>,
+}
+
+/// This node's session with the Lighthouse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LighthouseStatus {
+    /// `host:port` from the join token.
+    pub address: String,
+    /// `connected`, `connecting` or `reconnecting`.
+    pub state: String,
+    /// This node's id in the Lighthouse registry, once known.
+    #[serde(default)]
+    pub node_id: Option<u32>,
+    /// Our WireGuard socket as the Lighthouse sees it (the NAT mapping).
+    #[serde(default)]
+    pub observed: Option<String>,
+    /// Why the last connection attempt failed or ended.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Seconds in the current state.
+    #[serde(default)]
+    pub since_secs: u64,
 }
 
 /// One WireGuard peer as the data plane sees it.
@@ -138,6 +162,13 @@ pub struct PeerStatus {
     pub rx_bytes: u64,
     #[serde(default)]
     pub tx_bytes: u64,
+    /// How packets reach the peer: `direct`, `relay` or `connecting`
+    /// (Lighthouse peers); `None` for static peers (always direct).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The peer's node id, for peers learnt from the Lighthouse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u32>,
 }
 
 /// The successful payload of a [`Response`].
@@ -198,6 +229,8 @@ impl ApiError {
 }
 
 /// One response line: either `{"ok": …}` or `{"error": …}`.
+// One short-lived value per request: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {

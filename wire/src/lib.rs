@@ -16,6 +16,6 @@ pub mod framing;
 pub mod lighthouse;
 
 pub use api::{
-    ApiError, AttachmentId, AttachmentKey, ErrorKind, HostStatus, Lease, NetworkInfo, PeerStatus,
-    PortMapping, Reply, Request, Response,
+    ApiError, AttachmentId, AttachmentKey, ErrorKind, HostStatus, Lease, LighthouseStatus,
+    NetworkInfo, PeerStatus, PortMapping, Reply, Request, Response,
 };

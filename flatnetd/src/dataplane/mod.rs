@@ -63,11 +63,17 @@ pub trait Backend: Send + Sync {
     fn peers(&self) -> Vec<PeerStatus>;
 }
 
-/// Where QUIC datagrams that arrive on the data plane's socket go. The
-/// Lighthouse client will implement this; until then they are counted and
-/// dropped.
+/// Where QUIC datagrams that arrive on the data plane's socket go: the
+/// Lighthouse client's socket adapter (`lighthouse::socket`), or
+/// [`DropQuic`] when the node has not joined a Lighthouse.
 pub trait QuicHandler: Send + Sync {
     fn datagram(&self, from: std::net::SocketAddr, datagram: &[u8]);
+}
+
+/// Where WireGuard datagrams for relayed peers go: the Lighthouse client
+/// wraps them in QUIC datagrams (`relay_encode`).
+pub trait RelaySink: Send + Sync {
+    fn send(&self, node_id: u32, datagram: &[u8]);
 }
 
 /// The placeholder [`QuicHandler`].

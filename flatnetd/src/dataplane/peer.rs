@@ -64,6 +64,43 @@ pub struct Peer {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub handshakes: u64,
+    /// The Lighthouse node id of a peer learnt from it.
+    pub node_id: Option<u32>,
+    /// Send through the Lighthouse relay instead of to [`Peer::endpoint`].
+    pub relayed: bool,
+    /// Whether the hole-punching logic has seen a direct path yet
+    /// (`None` for static peers, which are always direct).
+    pub path: Option<PathState>,
+    /// Authenticated datagrams that arrived straight over UDP, and through
+    /// the relay: the punching logic watches these counters.
+    pub direct_rx: u64,
+    pub relay_rx: u64,
+}
+
+/// How a Lighthouse peer is reached, as shown in status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathState {
+    Connecting,
+    Direct,
+    Relay,
+}
+
+impl PathState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathState::Connecting => "connecting",
+            PathState::Direct => "direct",
+            PathState::Relay => "relay",
+        }
+    }
+}
+
+/// Where a peer's datagrams go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dest {
+    Udp(SocketAddr),
+    /// Through the Lighthouse to this node id.
+    Relay(u32),
 }
 
 impl std::fmt::Debug for Peer {
@@ -112,6 +149,43 @@ impl Peer {
             rx_bytes: 0,
             tx_bytes: 0,
             handshakes: 0,
+            node_id: cfg.node_id,
+            relayed: false,
+            path: cfg.node_id.map(|_| PathState::Connecting),
+            direct_rx: 0,
+            relay_rx: 0,
+        }
+    }
+
+    /// Where datagrams for this peer go now.
+    #[inline]
+    pub fn dest(&self) -> Dest {
+        match (self.relayed, self.node_id) {
+            (true, Some(id)) => Dest::Relay(id),
+            _ => Dest::Udp(self.endpoint),
+        }
+    }
+
+    /// Whether a session is established (keepalives can be sent).
+    pub fn has_session(&self) -> bool {
+        self.last_handshake().is_some()
+    }
+
+    /// A datagram that proves our key to the peer at a new address: a
+    /// keepalive when a session exists, else a handshake initiation
+    /// (re-sent even when one is in flight, so every candidate gets it).
+    pub fn probe(&mut self, out: &mut [u8]) -> Option<usize> {
+        let r = if self.has_session() {
+            self.tunn.encapsulate(&[], out)
+        } else {
+            self.tunn.format_handshake_initiation(out, true)
+        };
+        match r {
+            TunnResult::WriteToNetwork(d) => {
+                self.tx_bytes += d.len() as u64;
+                Some(d.len())
+            }
+            _ => None,
         }
     }
 
@@ -124,7 +198,10 @@ impl Peer {
     pub fn update(&mut self, cfg: &PeerConfig) {
         self.name.clone_from(&cfg.name);
         self.subnet = cfg.subnet;
-        if self.endpoint != cfg.endpoint {
+        self.node_id = cfg.node_id;
+        // A Lighthouse peer's endpoint is found by punching and roaming,
+        // not by the peer list.
+        if cfg.node_id.is_none() && self.endpoint != cfg.endpoint {
             self.endpoint = cfg.endpoint;
         }
     }
@@ -176,9 +253,32 @@ impl Peer {
         kind: WgKind,
         datagram: &[u8],
         out: &mut [u8],
+        emit: impl FnMut(&Peer, Output<'_>),
+    ) -> Result<(), PeerError> {
+        self.decapsulate_from(Some(from), kind, datagram, out, emit)
+    }
+
+    /// [`Peer::decapsulate`] for a datagram that came through the
+    /// Lighthouse relay: same checks, but the endpoint stays put.
+    pub fn decapsulate_relayed(
+        &mut self,
+        kind: WgKind,
+        datagram: &[u8],
+        out: &mut [u8],
+        emit: impl FnMut(&Peer, Output<'_>),
+    ) -> Result<(), PeerError> {
+        self.decapsulate_from(None, kind, datagram, out, emit)
+    }
+
+    fn decapsulate_from(
+        &mut self,
+        from: Option<SocketAddr>,
+        kind: WgKind,
+        datagram: &[u8],
+        out: &mut [u8],
         mut emit: impl FnMut(&Peer, Output<'_>),
     ) -> Result<(), PeerError> {
-        let res = self.tunn.decapsulate(Some(from.ip()), datagram, out);
+        let res = self.tunn.decapsulate(from.map(|f| f.ip()), datagram, out);
         let mut replies = false;
         let result = match res {
             TunnResult::Done => Ok(()),
@@ -206,7 +306,13 @@ impl Peer {
         }
         // Authenticated: count it and follow the peer to its new address.
         self.rx_bytes += datagram.len() as u64;
-        self.endpoint = from;
+        match from {
+            Some(from) => {
+                self.endpoint = from;
+                self.direct_rx += 1;
+            }
+            None => self.relay_rx += 1,
+        }
         match kind {
             WgKind::HandshakeInit if replies => self.handshakes += 1,
             WgKind::HandshakeResponse => self.handshakes += 1,
@@ -238,6 +344,8 @@ impl Peer {
             handshakes: self.handshakes,
             rx_bytes: self.rx_bytes,
             tx_bytes: self.tx_bytes,
+            path: self.path.map(|p| p.as_str().to_string()),
+            node_id: self.node_id,
         }
     }
 }
@@ -275,6 +383,7 @@ mod tests {
             public_key: key.public_bytes(),
             endpoint: ep.parse().unwrap(),
             subnet: subnet.parse().unwrap(),
+            node_id: None,
         }
     }
 

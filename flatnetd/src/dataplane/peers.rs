@@ -22,6 +22,20 @@ pub fn lock(p: &PeerRef) -> MutexGuard<'_, Peer> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Persistent keepalive of Lighthouse peers: short, so NAT mappings stay
+/// open and a dead direct path is noticed within a few intervals.
+pub const LIGHTHOUSE_KEEPALIVE: u16 = 5;
+
+/// The keepalive a peer runs with: the configured one, capped at
+/// [`LIGHTHOUSE_KEEPALIVE`] (and never off) for peers behind NATs.
+pub fn effective_keepalive(c: &PeerConfig, configured: u16) -> u16 {
+    match c.node_id {
+        Some(_) if configured == 0 => LIGHTHOUSE_KEEPALIVE,
+        Some(_) => configured.min(LIGHTHOUSE_KEEPALIVE),
+        None => configured,
+    }
+}
+
 #[derive(Default)]
 pub struct PeerSet {
     peers: Vec<PeerRef>,
@@ -67,6 +81,7 @@ impl PeerSet {
         let mut fresh = Vec::new();
         let mut ch = Changes::default();
         for c in cfgs {
+            let keepalive = effective_keepalive(c, keepalive);
             match self.by_key(&c.public_key) {
                 Some(p) if lock(p).compatible(c, keepalive) => {
                     lock(p).update(c);
@@ -138,6 +153,7 @@ mod tests {
             public_key: key.public_bytes(),
             endpoint: "192.168.77.2:51820".parse().unwrap(),
             subnet: subnet.parse().unwrap(),
+            node_id: None,
         }
     }
 

@@ -31,10 +31,10 @@ use super::{
     keys::Identity,
     link,
     offload::{segment, Coalescer, VnetHdr, VNET_HDR_LEN},
-    peer::{ipv4_dst, Output, PeerError, MIN_OUT, TICK},
+    peer::{ipv4_dst, Dest, Output, PathState, PeerError, MIN_OUT, TICK},
     peers::{lock, PeerRef, PeerSet},
     tun::Tun,
-    udp, Backend, DataplaneError, QuicHandler,
+    udp, Backend, DataplaneError, QuicHandler, RelaySink,
 };
 use crate::config::{Config, PeerConfig};
 
@@ -58,6 +58,7 @@ struct Shared {
     limiter: Arc<RateLimiter>,
     gso: std::sync::atomic::AtomicBool,
     gro: bool,
+    relay: RwLock<Option<Arc<dyn RelaySink>>>,
 }
 
 impl Shared {
@@ -145,6 +146,7 @@ impl Userspace {
             junk: AtomicU64::new(0),
             gso: wg.offloads.into(),
             gro,
+            relay: RwLock::new(None),
         });
         for (n, f) in [
             ("flatnet-tun", tun_loop as fn(Arc<Shared>)),
@@ -172,6 +174,125 @@ impl Userspace {
     /// Datagrams dropped before decryption (junk, unknown peer).
     pub fn junk(&self) -> u64 {
         self.shared.junk.load(Ordering::Relaxed)
+    }
+
+    /// Another handle on the data plane's UDP socket (same socket, so the
+    /// same port and NAT mapping): the Lighthouse's QUIC sends through it.
+    pub fn socket(&self) -> std::io::Result<UdpSocket> {
+        self.shared.udp.try_clone()
+    }
+
+    /// Where relayed peers' datagrams go.
+    pub fn set_relay_sink(&self, sink: Arc<dyn RelaySink>) {
+        *self.shared.relay.write().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+    }
+
+    /// A WireGuard datagram that came through the Lighthouse relay from
+    /// node `src`: handled like one from the network, except that it does
+    /// not move the peer's endpoint, and replies go back through the relay.
+    pub fn relay_in(&self, src: u32, d: &[u8]) {
+        let sh = &self.shared;
+        let Datagram::WireGuard(kind) = classify(d) else {
+            sh.junk.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let set = sh.current();
+        let Some(peer) = find_peer(&set, &sh.identity, kind, d) else {
+            sh.junk.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut g = lock(peer);
+        if g.node_id != Some(src) {
+            debug!(peer = %g.name, src, "relayed datagram from another node; dropped");
+            return;
+        }
+        let mut out = vec![0u8; BUF];
+        let r = g.decapsulate_relayed(kind, d, &mut out, |_, o| match o {
+            Output::Network(x) => relay_send(sh, src, x),
+            Output::Tunnel(x) => tun_write_one(sh, x),
+        });
+        if let Err(e) = r {
+            debug!(peer = %g.name, src, "relayed datagram dropped: {e}");
+        }
+    }
+
+    /// Send one probe (keepalive, or handshake initiation before the first
+    /// session) straight over UDP to each candidate address of a
+    /// Lighthouse peer, whatever its current path.
+    pub fn probe(&self, node_id: u32, candidates: &[SocketAddr]) {
+        let sh = &self.shared;
+        let set = sh.current();
+        let Some(p) = set
+            .peers()
+            .iter()
+            .find(|p| lock(p).node_id == Some(node_id))
+        else {
+            return;
+        };
+        let mut out = [0u8; MIN_OUT];
+        let n = lock(p).probe(&mut out);
+        if let Some(n) = n {
+            for c in candidates {
+                send(&sh.udp, &out[..n], *c);
+            }
+        }
+    }
+
+    /// Counters the hole-punching logic samples, per Lighthouse peer.
+    pub fn path_samples(&self) -> Vec<PathSample> {
+        self.shared
+            .current()
+            .peers()
+            .iter()
+            .filter_map(|p| {
+                let g = lock(p);
+                Some(PathSample {
+                    node_id: g.node_id?,
+                    direct_rx: g.direct_rx,
+                    relay_rx: g.relay_rx,
+                    endpoint: g.endpoint,
+                })
+            })
+            .collect()
+    }
+
+    /// Switch a Lighthouse peer between direct and relayed sending.
+    pub fn set_path(&self, node_id: u32, state: PathState, relayed: bool) {
+        for p in self.shared.current().peers() {
+            let mut g = lock(p);
+            if g.node_id == Some(node_id) {
+                if g.relayed != relayed {
+                    info!(peer = %g.name, relayed, endpoint = %g.endpoint, "path changed");
+                }
+                g.path = Some(state);
+                g.relayed = relayed;
+            }
+        }
+    }
+}
+
+/// What [`Userspace::path_samples`] reports for one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathSample {
+    pub node_id: u32,
+    pub direct_rx: u64,
+    pub relay_rx: u64,
+    pub endpoint: SocketAddr,
+}
+
+fn relay_send(sh: &Shared, node_id: u32, d: &[u8]) {
+    let sink = sh.relay.read().unwrap_or_else(|e| e.into_inner()).clone();
+    match sink {
+        Some(s) => s.send(node_id, d),
+        None => debug!(node_id, "no relay available; dropped"),
+    }
+}
+
+#[inline]
+fn send_dest(sh: &Shared, d: &[u8], to: Dest) {
+    match to {
+        Dest::Udp(a) => send(&sh.udp, d, a),
+        Dest::Relay(id) => relay_send(sh, id, d),
     }
 }
 
@@ -206,7 +327,7 @@ impl Backend for Userspace {
         for p in fresh {
             let mut g = lock(&p);
             if let Some(n) = g.initiate(&mut out) {
-                send(&sh.udp, &out[..n], g.endpoint);
+                send_dest(sh, &out[..n], g.dest());
             }
         }
         Ok(())
@@ -283,7 +404,16 @@ impl GsoBatch {
     }
 }
 
-fn send_batch(sh: &Shared, d: &[u8], seg: usize, to: SocketAddr) {
+fn send_batch(sh: &Shared, d: &[u8], seg: usize, to: Dest) {
+    let to = match to {
+        Dest::Udp(a) => a,
+        Dest::Relay(id) => {
+            for c in d.chunks(seg.max(1)) {
+                relay_send(sh, id, c);
+            }
+            return;
+        }
+    };
     if sh.gso.load(Ordering::Relaxed) && d.len() > seg {
         match udp::send_gso(&sh.udp, d, seg as u16, to) {
             Ok(_) => return,
@@ -342,7 +472,7 @@ fn tun_loop(sh: Arc<Shared>) {
             continue;
         };
         let mut g = lock(peer);
-        let ep = g.endpoint;
+        let ep = g.dest();
         let mut batch = GsoBatch::new();
         let r = segment(&hdr, pkt, &mut scratch, |seg| {
             if batch.end + seg.len() + 64 > out.len() {
@@ -408,6 +538,18 @@ fn udp_loop(sh: Arc<Shared>) {
 fn tun_write(sh: &Shared, frame: &[u8]) {
     if let Err(e) = sh.tun.send_raw(frame) {
         debug!("writing to tun: {e}");
+    }
+}
+
+/// Write one decrypted IPv4 packet outside the receive loop's coalescer:
+/// with the "no offload" vnet header first when the TUN expects one.
+fn tun_write_one(sh: &Shared, packet: &[u8]) {
+    if sh.tun.vnet_hdr() {
+        let mut c = Coalescer::new();
+        c.push(packet, |f| tun_write(sh, f));
+        c.flush(|f| tun_write(sh, f));
+    } else {
+        tun_write(sh, packet);
     }
 }
 
@@ -483,9 +625,9 @@ fn timer_loop(sh: Arc<Shared>) {
         for p in view.get(&sh).peers() {
             let mut g = lock(p);
             if let Some(n) = g.tick(&mut out) {
-                let ep = g.endpoint;
+                let ep = g.dest();
                 drop(g);
-                send(&sh.udp, &out[..n], ep);
+                send_dest(&sh, &out[..n], ep);
             }
         }
     }
