@@ -19,7 +19,10 @@
 //! interface = "flatnet0"
 //! offloads = true                    # TUN TSO + UDP GSO/GRO when the kernel has them
 //!
-//! [[peers]]
+//! [lighthouse]                       # optional: join a Lighthouse at first start
+//! token = "flatnet1_…"               # used until the first successful join
+//!
+//! [[peers]]                          # static peers (coexist with Lighthouse peers)
 //! name = "wsl-bob"
 //! public_key = "base64…"
 //! endpoint = "192.0.2.7:51820"
@@ -80,8 +83,15 @@ struct RawConfig {
     masquerade: Option<bool>,
     catalog_listen: Option<SocketAddr>,
     wireguard: Option<RawWireguard>,
+    lighthouse: Option<RawLighthouse>,
     #[serde(default)]
     peers: Vec<RawPeer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLighthouse {
+    token: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +149,10 @@ pub struct PeerConfig {
     pub endpoint: SocketAddr,
     /// The peer host's subnet: its AllowedIPs.
     pub subnet: Ipv4Net,
+    /// Set for peers learnt from the Lighthouse: their node id. Their
+    /// endpoint then belongs to the hole-punching logic, so a peer-list
+    /// update does not overwrite it.
+    pub node_id: Option<u32>,
 }
 
 /// Decode a base64 WireGuard key.
@@ -172,6 +186,8 @@ pub struct Config {
     pub catalog_listen: Option<SocketAddr>,
     pub wireguard: WireguardConfig,
     pub peers: Vec<PeerConfig>,
+    /// `[lighthouse] token`: join with it when not joined yet.
+    pub lighthouse_token: Option<String>,
 }
 
 impl Config {
@@ -308,7 +324,39 @@ impl Config {
             catalog_listen: raw.catalog_listen,
             wireguard,
             peers,
+            lighthouse_token: raw
+                .lighthouse
+                .and_then(|l| l.token)
+                .filter(|t| !t.is_empty()),
         })
+    }
+
+    /// Take the subnet (and CIDR) the Lighthouse allocated, replacing the
+    /// configured fallback, and re-check the static peers against it.
+    pub fn with_lighthouse_subnet(
+        mut self,
+        cidr: Ipv4Net,
+        subnet: Ipv4Net,
+    ) -> Result<Self, ConfigError> {
+        if !cidr.contains(&subnet) || subnet.prefix_len() > 29 {
+            return Err(ConfigError::Invalid(format!(
+                "the Lighthouse gave subnet {subnet}, which does not fit cidr {cidr}"
+            )));
+        }
+        self.cidr = cidr;
+        self.subnet = subnet;
+        // Joined hosts always run the data plane.
+        self.wireguard.enabled = true;
+        for p in &self.peers {
+            if p.subnet.contains(&subnet) || subnet.contains(&p.subnet) || !cidr.contains(&p.subnet)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "static peer {:?} (subnet {}) conflicts with the subnet {subnet} in {cidr} the Lighthouse allocated",
+                    p.name, p.subnet
+                )));
+            }
+        }
+        Ok(self)
     }
 
     /// The gateway address of this host's subnet: its first host address.
@@ -363,6 +411,7 @@ fn validate_peers(
             public_key,
             endpoint: p.endpoint,
             subnet: p.subnet,
+            node_id: None,
         });
     }
     Ok(peers)

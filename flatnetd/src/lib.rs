@@ -8,11 +8,13 @@
 //! - [`api`]: the unix-socket server and the HTTP catalog endpoint.
 //! - [`hostnet`]: host-level networking flatnetd owns (forwarding, masquerade).
 //! - [`config`] reads `/etc/flatnet/flatnetd.toml`.
+//! - [`lighthouse`]: joining a Lighthouse, peers from it, hole punching, relay.
 
 pub mod api;
 pub mod config;
 pub mod dataplane;
 pub mod hostnet;
 pub mod ipam;
+pub mod lighthouse;
 pub mod service;
 pub mod status;

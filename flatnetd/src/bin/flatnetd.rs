@@ -5,28 +5,123 @@ use std::{
     sync::Arc,
 };
 
-use anyhow::Context;
-use clap::Parser;
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
 use flatnetd::{
     api,
-    config::{Config, DEFAULT_CONFIG},
-    dataplane::{self, Identity},
+    config::{Config, WgBackendKind, DEFAULT_CONFIG},
+    dataplane::{self, userspace::Userspace, Identity},
     hostnet::NftHostSetup,
     ipam::LeaseStore,
+    lighthouse::{
+        self as lh,
+        socket::{InboxHandler, QuicInbox},
+        state::{self, LhState},
+        ClientParams, LhClient, LhError,
+    },
     service::{HostSetup, NoHostSetup, Service},
 };
+use ipnet::Ipv4Net;
 use tracing::{info, warn};
 
 #[derive(Parser)]
 #[command(version, about = "Flatnet per-host daemon")]
 struct Args {
     /// Configuration file.
-    #[arg(short, long, env = "FLATNETD_CONFIG")]
+    #[arg(short, long, env = "FLATNETD_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Do not touch host forwarding or nftables (for hosts where another
     /// tool owns them).
     #[arg(long)]
     no_host_setup: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Join a Lighthouse with a token from `lighthouse token create`, then
+    /// exit. Saves the Lighthouse address, its pinned certificate
+    /// fingerprint and the allocated subnet in the state dir (never the
+    /// token); start (or restart) flatnetd afterwards.
+    Join {
+        /// `flatnet1_…`
+        token: String,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// `flatnetd join TOKEN`: one attempt; refusals and TLS errors are final.
+fn join_cmd(config: &Config, token: &str) -> anyhow::Result<()> {
+    if let Some(st) = state::load(&config.state_dir)? {
+        bail!(
+            "already joined {} as node {} with subnet {}; remove {} to join again",
+            st.address,
+            st.node_id,
+            st.subnet,
+            state::path(&config.state_dir).display()
+        );
+    }
+    let identity = Identity::load_or_create(&config.state_dir)?;
+    let local = lh::local_addrs(config.wireguard.listen_port, config.cidr);
+    let st = runtime()?.block_on(lh::join_with_token(
+        token,
+        &identity,
+        &config.node_name,
+        local,
+    ))?;
+    state::save(&config.state_dir, &st)?;
+    println!(
+        "joined {} as {} (node {}): subnet {} of {}, {} peer(s)",
+        st.address,
+        config.node_name,
+        st.node_id,
+        st.subnet,
+        st.cidr,
+        st.peers.len()
+    );
+    Ok(())
+}
+
+/// First start with `[lighthouse] token`: join before anything else (the
+/// subnet comes from the Lighthouse). Network trouble is retried with
+/// backoff; a refusal is fatal.
+fn first_join(config: &Config, identity: &Identity, token: &str) -> anyhow::Result<LhState> {
+    let rt = runtime()?;
+    let mut backoff = lh::Backoff::new(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(30),
+    );
+    loop {
+        let local = lh::local_addrs(config.wireguard.listen_port, config.cidr);
+        match rt.block_on(lh::join_with_token(
+            token,
+            identity,
+            &config.node_name,
+            local,
+        )) {
+            Ok(st) => {
+                state::save(&config.state_dir, &st)?;
+                info!(lighthouse = %st.address, node_id = st.node_id, subnet = %st.subnet, "joined");
+                return Ok(st);
+            }
+            Err(e @ (LhError::Token(_) | LhError::State(_))) => return Err(e.into()),
+            Err(LhError::Join(e @ flatnet_lighthouse::client::JoinError::Refused { .. })) => {
+                return Err(e.into())
+            }
+            Err(e) => {
+                let d = backoff.next(0.5);
+                warn!("joining the Lighthouse: {e}; retrying in {d:?}");
+                std::thread::sleep(d);
+            }
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,9 +138,27 @@ fn main() -> anyhow::Result<()> {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
-    let config = Config::load(&path, explicit)?;
+    let mut config = Config::load(&path, explicit)?;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
+    if let Some(Cmd::Join { token }) = &args.cmd {
+        return join_cmd(&config, token);
+    }
+    let identity = Identity::load_or_create(&config.state_dir)?;
+    let lh_state = match state::load(&config.state_dir)? {
+        Some(s) => Some(s),
+        None => match config.lighthouse_token.clone() {
+            Some(t) => Some(first_join(&config, &identity, &t)?),
+            None => None,
+        },
+    };
+    let lh_net = lh_state.as_ref().map(|s| (s.cidr, s.subnet));
+    if let Some((cidr, subnet)) = lh_net {
+        config = config.with_lighthouse_subnet(cidr, subnet)?;
+        if config.wireguard.backend != WgBackendKind::Userspace {
+            bail!("a Lighthouse node needs backend = \"userspace\" (QUIC shares its UDP socket)");
+        }
+    }
     let db = config.state_dir.join("ipam.redb");
     let store = LeaseStore::open(&db).with_context(|| {
         format!(
@@ -58,23 +171,58 @@ fn main() -> anyhow::Result<()> {
     } else {
         Box::new(NftHostSetup)
     };
-    let identity = Identity::load_or_create(&config.state_dir)?;
     let service = Arc::new(Service::new(config.clone(), store, host));
     service.set_public_key(identity.public_base64());
     if let Err(e) = service.ensure_host() {
         // Not fatal: retried on the next allocation.
         warn!("{e}");
     }
-    if config.wireguard.enabled {
-        let dp = dataplane::start(&config, &identity).context("starting the data plane")?;
-        service.set_overlay(Arc::from(dp));
+    let mut client = None;
+    match lh_state {
+        Some(st) => {
+            let inbox = Arc::new(QuicInbox::default());
+            let us = Arc::new(
+                Userspace::start(
+                    &config,
+                    identity.clone(),
+                    Box::new(InboxHandler(inbox.clone())),
+                )
+                .context("starting the data plane")?,
+            );
+            service.set_overlay(us.clone());
+            let c = LhClient::new(ClientParams {
+                us: us.clone(),
+                identity: identity.clone(),
+                name: config.node_name.clone(),
+                state_dir: config.state_dir.clone(),
+                port: config.wireguard.listen_port,
+                keepalive: config.wireguard.keepalive_secs,
+                state: st,
+                static_peers: config.peers.clone(),
+            });
+            let c2 = c.clone();
+            service.set_lighthouse(Arc::new(move || c2.status()));
+            client = Some((c, us, inbox));
+        }
+        None if config.wireguard.enabled => {
+            let dp = dataplane::start(&config, &identity).context("starting the data plane")?;
+            service.set_overlay(Arc::from(dp));
+        }
+        None => {}
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let rt = runtime()?;
     rt.block_on(async move {
+        let lhc = match client {
+            Some((c, us, inbox)) => {
+                let sock = us.socket().context("sharing the WireGuard socket")?;
+                let ep = lh::socket::endpoint(sock, inbox).context("QUIC endpoint")?;
+                tokio::spawn(c.clone().run(ep));
+                tokio::spawn(c.clone().ticker());
+                Some(c)
+            }
+            None => None,
+        };
         let listener = api::unix::bind(&config.socket, config.socket_group.as_deref())
             .with_context(|| format!("binding {}", config.socket.display()))?;
         info!(
@@ -91,7 +239,15 @@ fn main() -> anyhow::Result<()> {
             info!(%addr, "serving catalog at /v1/catalog");
             tokio::spawn(api::catalog::serve(l, service.clone()));
         }
-        run_until_shutdown(&path, explicit, &service, &identity).await;
+        let reload = Reload {
+            path: &path,
+            explicit,
+            service: &service,
+            identity: &identity,
+            lh_net,
+            lh: lhc.as_deref(),
+        };
+        run_until_shutdown(&reload).await;
         info!("shutting down");
         let _ = std::fs::remove_file(&config.socket);
         anyhow::Ok(())
@@ -100,7 +256,16 @@ fn main() -> anyhow::Result<()> {
 
 /// Wait for SIGTERM/SIGINT; on SIGHUP re-read the config and apply what
 /// can change live (the peer list), keeping running sessions.
-async fn run_until_shutdown(path: &Path, explicit: bool, service: &Service, identity: &Identity) {
+struct Reload<'a> {
+    path: &'a Path,
+    explicit: bool,
+    service: &'a Service,
+    identity: &'a Identity,
+    lh_net: Option<(Ipv4Net, Ipv4Net)>,
+    lh: Option<&'a LhClient>,
+}
+
+async fn run_until_shutdown(r: &Reload<'_>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -113,7 +278,7 @@ async fn run_until_shutdown(path: &Path, explicit: bool, service: &Service, iden
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
             _ = hup.recv() => {
-                if let Err(e) = reload(path, explicit, service, identity) {
+                if let Err(e) = reload(r) {
                     warn!("reload failed, keeping the running configuration: {e:#}");
                 }
             }
@@ -121,13 +286,12 @@ async fn run_until_shutdown(path: &Path, explicit: bool, service: &Service, iden
     }
 }
 
-fn reload(
-    path: &Path,
-    explicit: bool,
-    service: &Service,
-    identity: &Identity,
-) -> anyhow::Result<()> {
-    let new = Config::load(path, explicit)?;
+fn reload(r: &Reload<'_>) -> anyhow::Result<()> {
+    let (service, identity) = (r.service, r.identity);
+    let mut new = Config::load(r.path, r.explicit)?;
+    if let Some((cidr, subnet)) = r.lh_net {
+        new = new.with_lighthouse_subnet(cidr, subnet)?;
+    }
     let old = service.config();
     if (new.cidr, new.subnet, new.mtu, &new.state_dir, &new.socket)
         != (old.cidr, old.subnet, old.mtu, &old.state_dir, &old.socket)
@@ -145,13 +309,14 @@ fn reload(
             "reload: only [[peers]] and keepalive_secs change live; restart flatnetd for the rest"
         );
     }
-    match service.overlay() {
-        Some(o) => o.update_peers(&new.peers, new.wireguard.keepalive_secs)?,
-        None if new.wireguard.enabled => {
+    match (r.lh, service.overlay()) {
+        (Some(lh), _) => lh.set_static_peers(new.peers.clone()),
+        (None, Some(o)) => o.update_peers(&new.peers, new.wireguard.keepalive_secs)?,
+        (None, None) if new.wireguard.enabled => {
             let dp = dataplane::start(&new, identity).context("starting the data plane")?;
             service.set_overlay(Arc::from(dp));
         }
-        None => {}
+        (None, None) => {}
     }
     info!(peers = new.peers.len(), "configuration reloaded");
     Ok(())

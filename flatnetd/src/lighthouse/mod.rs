@@ -1,0 +1,694 @@
+//! The node side of the Lighthouse: join, the long-lived session over the
+//! data plane's own UDP socket, peers learnt from the registry, hole
+//! punching and the relay fallback.
+//!
+//! - [`punch`]: the per-peer path state machine (sans I/O);
+//! - [`relay`]: fragmenting relayed datagrams (sans I/O);
+//! - [`socket`]: quinn over the shared WireGuard socket;
+//! - [`state`]: what is persisted in `<state_dir>/lighthouse.json`;
+//! - this module: the tokio tasks that tie them to the data plane.
+//!
+//! See `docs/lighthouse.md` ("The node side").
+
+pub mod punch;
+pub mod relay;
+pub mod socket;
+pub mod state;
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr, ToSocketAddrs},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU16, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
+};
+
+use flatnet_lighthouse::{
+    client::{join, JoinError, Joined},
+    server::{spawn_frame_reader, write_frame},
+    token::Token,
+};
+use flatnet_wire::{
+    lighthouse::{relay_decode, relay_encode, LhErrorCode, LighthouseMsg, NodeMsg, PeerInfo},
+    LighthouseStatus,
+};
+use ipnet::Ipv4Net;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::{decode_key, PeerConfig},
+    dataplane::{keys::Identity, userspace::Userspace, Backend, RelaySink},
+};
+use punch::{Action, Punch, Timing};
+use state::LhState;
+
+/// How often the punching state machine runs.
+const TICK: Duration = Duration::from_millis(100);
+/// How often we ping the Lighthouse (learns our observed endpoint).
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// How often local addresses are re-read and reported when changed.
+const LOCAL_ADDRS_EVERY: Duration = Duration::from_secs(30);
+/// Joining (QUIC + TLS + key proof) must finish within this.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LhError {
+    #[error("invalid join token: {0}")]
+    Token(String),
+    #[error("cannot resolve Lighthouse address {0:?}: {1}")]
+    Resolve(String, String),
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error("no answer from the Lighthouse at {0} within {1:?}")]
+    Timeout(SocketAddr, Duration),
+    #[error("QUIC endpoint: {0}")]
+    Endpoint(std::io::Error),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+}
+
+/// Resolve `host:port` (IPv4 preferred: the data plane's socket is IPv4).
+pub fn resolve(addr: &str) -> Result<SocketAddr, LhError> {
+    let all: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| LhError::Resolve(addr.into(), e.to_string()))?
+        .collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .copied()
+        .ok_or_else(|| LhError::Resolve(addr.into(), "no addresses".into()))
+}
+
+/// This host's IPv4 addresses outside the Flatnet and loopback, with the
+/// WireGuard port: what same-LAN peers can use.
+pub fn local_addrs(port: u16, cidr: Ipv4Net) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let Some(ip) = a
+                .address
+                .as_ref()
+                .and_then(|s| s.as_sockaddr_in())
+                .map(|s| s.ip())
+            else {
+                continue;
+            };
+            if ip.is_loopback() || ip.is_unspecified() || cidr.contains(&ip) {
+                continue;
+            }
+            let sa = SocketAddr::from((ip, port));
+            if !out.contains(&sa) {
+                out.push(sa);
+            }
+        }
+    }
+    out.truncate(flatnet_wire::lighthouse::MAX_LOCAL_ADDRS);
+    out
+}
+
+/// Join with a token on a temporary QUIC endpoint (own ephemeral socket):
+/// used by `flatnetd join` and by a first start with `[lighthouse] token`.
+/// Nothing is stored here; the caller saves the returned state.
+pub async fn join_with_token(
+    token: &str,
+    identity: &Identity,
+    name: &str,
+    local: Vec<SocketAddr>,
+) -> Result<LhState, LhError> {
+    let t = Token::decode(token.trim()).map_err(|e| LhError::Token(e.to_string()))?;
+    let addr = resolve(&t.lighthouse)?;
+    let ep =
+        quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(LhError::Endpoint)?;
+    let j = tokio::time::timeout(
+        JOIN_TIMEOUT,
+        join(
+            &ep,
+            addr,
+            &t.fingerprint,
+            &identity.secret,
+            name,
+            Some(token.trim().to_string()),
+            local,
+        ),
+    )
+    .await
+    .map_err(|_| LhError::Timeout(addr, JOIN_TIMEOUT))??;
+    let st = LhState {
+        address: t.lighthouse.clone(),
+        fingerprint: t.fingerprint.clone(),
+        node_id: j.node_id,
+        subnet: j.subnet,
+        cidr: j.cidr,
+        peers: j.peers.clone(),
+    };
+    j.conn.close(0u32.into(), b"joined");
+    ep.wait_idle().await;
+    Ok(st)
+}
+
+/// Exponential backoff with jitter: 1 s doubling to 30 s, ±20 %.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            next: min,
+            min,
+            max,
+        }
+    }
+
+    /// The delay before the next attempt; `jitter` in [0, 1).
+    pub fn next(&mut self, jitter: f64) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        base.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+fn jitter() -> f64 {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(n % 1000) / 1000.0
+}
+
+/// Static peers plus the Lighthouse's, merged into one peer list.
+#[derive(Debug, Default)]
+pub struct PeerBook {
+    pub static_peers: Vec<PeerConfig>,
+    pub lighthouse: BTreeMap<u32, PeerInfo>,
+}
+
+impl PeerBook {
+    /// Static peers first; a Lighthouse peer whose key, name or subnet
+    /// clashes with a static one (or with our own subnet) is left out.
+    pub fn merged(&self, my_subnet: Ipv4Net, my_public_ip: Option<IpAddr>) -> Vec<PeerConfig> {
+        let mut out = self.static_peers.clone();
+        for p in self.lighthouse.values() {
+            let Ok(key) = decode_key(&p.public_key) else {
+                warn!(peer = %p.name, "Lighthouse peer with a bad key; ignored");
+                continue;
+            };
+            let clash = my_subnet.contains(&p.subnet)
+                || p.subnet.contains(&my_subnet)
+                || out.iter().any(|q| {
+                    q.public_key == key
+                        || q.subnet.contains(&p.subnet)
+                        || p.subnet.contains(&q.subnet)
+                });
+            if clash {
+                debug!(peer = %p.name, "Lighthouse peer clashes with a static peer; ignored");
+                continue;
+            }
+            let endpoint = punch::candidates(my_public_ip, p)
+                .first()
+                .copied()
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            out.push(PeerConfig {
+                name: p.name.clone(),
+                public_key: key,
+                endpoint,
+                subnet: p.subnet,
+                node_id: Some(p.node_id),
+            });
+        }
+        out
+    }
+}
+
+/// The relay path: datagrams for relayed peers leave as QUIC datagrams on
+/// the current Lighthouse connection.
+#[derive(Default)]
+pub struct RelayLink {
+    conn: Mutex<Option<quinn::Connection>>,
+    next_id: AtomicU16,
+}
+
+impl RelayLink {
+    fn set(&self, c: Option<quinn::Connection>) {
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = c;
+    }
+}
+
+impl RelaySink for RelayLink {
+    fn send(&self, node_id: u32, d: &[u8]) {
+        let Some(c) = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return;
+        };
+        let Some(max) = c.max_datagram_size() else {
+            return;
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        for piece in relay::split(d, max.saturating_sub(4), id) {
+            if let Err(e) = c.send_datagram(relay_encode(node_id, &piece).into()) {
+                debug!(node_id, "relay send: {e}");
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct StatusInner {
+    state: &'static str,
+    since: Instant,
+    node_id: Option<u32>,
+    observed: Option<SocketAddr>,
+    last_error: Option<String>,
+}
+
+/// The running Lighthouse client.
+pub struct LhClient {
+    us: Arc<Userspace>,
+    identity: Identity,
+    name: String,
+    state_dir: PathBuf,
+    port: u16,
+    keepalive: u16,
+    subnet: Ipv4Net,
+    cidr: Ipv4Net,
+    st: Mutex<LhState>,
+    book: Mutex<PeerBook>,
+    punch: Mutex<Punch>,
+    status: Mutex<StatusInner>,
+    outbox: Mutex<Option<mpsc::UnboundedSender<NodeMsg>>>,
+    relay: Arc<RelayLink>,
+    reassembly: Mutex<relay::Reassembler>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Everything [`LhClient::new`] needs.
+pub struct ClientParams {
+    pub us: Arc<Userspace>,
+    pub identity: Identity,
+    pub name: String,
+    pub state_dir: PathBuf,
+    pub port: u16,
+    pub keepalive: u16,
+    pub state: LhState,
+    pub static_peers: Vec<PeerConfig>,
+}
+
+impl LhClient {
+    /// Set up the client and give the data plane the last known peers
+    /// (so traffic flows before, or without, the Lighthouse).
+    pub fn new(p: ClientParams) -> Arc<Self> {
+        let relay = Arc::new(RelayLink::default());
+        p.us.set_relay_sink(relay.clone());
+        let mut book = PeerBook {
+            static_peers: p.static_peers,
+            ..Default::default()
+        };
+        let now = Instant::now();
+        let mut punch = Punch::new(Timing::default());
+        for peer in &p.state.peers {
+            book.lighthouse.insert(peer.node_id, peer.clone());
+            punch.upsert(peer, now);
+        }
+        let c = Arc::new(LhClient {
+            us: p.us,
+            identity: p.identity,
+            name: p.name,
+            state_dir: p.state_dir,
+            port: p.port,
+            keepalive: p.keepalive,
+            subnet: p.state.subnet,
+            cidr: p.state.cidr,
+            st: Mutex::new(p.state),
+            book: Mutex::new(book),
+            punch: Mutex::new(punch),
+            status: Mutex::new(StatusInner {
+                state: "connecting",
+                since: now,
+                node_id: None,
+                observed: None,
+                last_error: None,
+            }),
+            outbox: Mutex::new(None),
+            relay,
+            reassembly: Mutex::new(relay::Reassembler::default()),
+        });
+        c.apply_peers();
+        c
+    }
+
+    /// For `flatnetctl status`.
+    pub fn status(&self) -> LighthouseStatus {
+        let s = lock(&self.status).clone();
+        // One guard at a time: a second `lock(&self.st)` in the same
+        // expression would deadlock on the first one's temporary.
+        let (address, saved_id) = {
+            let st = lock(&self.st);
+            (st.address.clone(), st.node_id)
+        };
+        LighthouseStatus {
+            address,
+            state: s.state.to_string(),
+            node_id: s.node_id.or(Some(saved_id)),
+            observed: s.observed.map(|o| o.to_string()),
+            last_error: s.last_error,
+            since_secs: s.since.elapsed().as_secs(),
+        }
+    }
+
+    fn set_state(&self, state: &'static str, err: Option<String>) {
+        let mut s = lock(&self.status);
+        if s.state != state {
+            s.state = state;
+            s.since = Instant::now();
+        }
+        if err.is_some() {
+            s.last_error = err;
+        }
+    }
+
+    /// New static peers (SIGHUP).
+    pub fn set_static_peers(&self, peers: Vec<PeerConfig>) {
+        lock(&self.book).static_peers = peers;
+        self.apply_peers();
+    }
+
+    fn my_public_ip(&self) -> Option<IpAddr> {
+        lock(&self.status).observed.map(|o| o.ip())
+    }
+
+    fn apply_peers(&self) {
+        let merged = lock(&self.book).merged(self.subnet, self.my_public_ip());
+        if let Err(e) = self.us.update_peers(&merged, self.keepalive) {
+            warn!("updating peers: {e}");
+        }
+    }
+
+    fn persist_peers(&self) {
+        let peers: Vec<PeerInfo> = lock(&self.book).lighthouse.values().cloned().collect();
+        let mut st = lock(&self.st);
+        st.peers = peers;
+        if let Err(e) = state::save(&self.state_dir, &st) {
+            warn!("saving Lighthouse state: {e}");
+        }
+    }
+
+    /// Replace (`full`) or update the Lighthouse's peers.
+    fn on_peers(&self, upsert: Vec<PeerInfo>, remove: &[u32], full: bool) {
+        let now = Instant::now();
+        {
+            let mut book = lock(&self.book);
+            let mut punch = lock(&self.punch);
+            if full {
+                book.lighthouse.clear();
+                let keep: Vec<u32> = upsert.iter().map(|p| p.node_id).collect();
+                punch.retain(&keep);
+            }
+            for id in remove {
+                book.lighthouse.remove(id);
+                punch.remove(*id);
+            }
+            for p in upsert {
+                punch.upsert(&p, now);
+                book.lighthouse.insert(p.node_id, p);
+            }
+        }
+        if !remove.is_empty() {
+            info!(removed = ?remove, "peers removed by the Lighthouse");
+        }
+        self.apply_peers();
+        self.persist_peers();
+    }
+
+    /// Run the punching state machine every [`TICK`], forever.
+    pub async fn ticker(self: Arc<Self>) {
+        let mut iv = tokio::time::interval(TICK);
+        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            iv.tick().await;
+            let now = Instant::now();
+            let samples = self.us.path_samples();
+            let actions = {
+                let mut p = lock(&self.punch);
+                for s in &samples {
+                    p.sample(s.node_id, s.direct_rx, now);
+                }
+                p.tick(now)
+            };
+            for a in actions {
+                match a {
+                    Action::RequestPunch(peer) => {
+                        if let Some(tx) = lock(&self.outbox).as_ref() {
+                            let _ = tx.send(NodeMsg::Punch { peer });
+                        }
+                    }
+                    Action::Probe(peer, cands) => self.us.probe(peer, &cands),
+                    Action::SetPath {
+                        peer,
+                        state,
+                        relayed,
+                    } => self.us.set_path(peer, state, relayed),
+                }
+            }
+        }
+    }
+
+    /// Stay connected to the Lighthouse, forever: connect, serve the
+    /// session, back off (1 s doubling to 30 s, with jitter), repeat.
+    pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint) {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        loop {
+            let (address, fingerprint) = {
+                let st = lock(&self.st);
+                (st.address.clone(), st.fingerprint.clone())
+            };
+            let result = match resolve(&address) {
+                Ok(addr) => {
+                    let local = local_addrs(self.port, self.cidr);
+                    match tokio::time::timeout(
+                        JOIN_TIMEOUT,
+                        join(
+                            &endpoint,
+                            addr,
+                            &fingerprint,
+                            &self.identity.secret,
+                            &self.name,
+                            None,
+                            local.clone(),
+                        ),
+                    )
+                    .await
+                    {
+                        Ok(Ok(j)) => {
+                            backoff.reset();
+                            let r = self.clone().session(j, local).await;
+                            self.relay.set(None);
+                            *lock(&self.outbox) = None;
+                            r
+                        }
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("no answer within {JOIN_TIMEOUT:?}")),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            let err = result.err().unwrap_or_else(|| "connection closed".into());
+            warn!(lighthouse = %address, "Lighthouse session: {err}; reconnecting");
+            self.set_state("reconnecting", Some(err));
+            tokio::time::sleep(backoff.next(jitter())).await;
+        }
+    }
+
+    async fn session(self: Arc<Self>, j: Joined, mut local: Vec<SocketAddr>) -> Result<(), String> {
+        let Joined {
+            conn,
+            mut send,
+            recv,
+            node_id,
+            subnet,
+            cidr,
+            observed,
+            peers,
+        } = j;
+        info!(node_id, %subnet, %observed, peers = peers.len(), "connected to the Lighthouse");
+        if subnet != self.subnet || cidr != self.cidr {
+            warn!(
+                %subnet, current = %self.subnet,
+                "the Lighthouse now allocates a different subnet; restart flatnetd to use it"
+            );
+        }
+        {
+            let mut st = lock(&self.st);
+            st.node_id = node_id;
+            st.subnet = subnet;
+            st.cidr = cidr;
+        }
+        {
+            let mut s = lock(&self.status);
+            s.node_id = Some(node_id);
+            s.observed = Some(observed);
+        }
+        lock(&self.punch).set_my_public_ip(observed.ip());
+        self.set_state("connected", None);
+        self.relay.set(Some(conn.clone()));
+        self.on_peers(peers, &[], true);
+        let (tx, mut outbox) = mpsc::unbounded_channel();
+        *lock(&self.outbox) = Some(tx);
+        let (reader, mut frames) = spawn_frame_reader::<LighthouseMsg>(recv);
+        let mut ping = tokio::time::interval(PING_EVERY);
+        let mut addrs = tokio::time::interval(LOCAL_ADDRS_EVERY);
+        addrs.tick().await;
+        let result = loop {
+            tokio::select! {
+                f = frames.recv() => match f {
+                    Some(Ok(m)) => if let Err(e) = self.on_message(m) { break Err(e) },
+                    Some(Err(e)) => break Err(e),
+                    None => break Err("control stream closed".into()),
+                },
+                m = outbox.recv() => if let Some(m) = m {
+                    if let Err(e) = write_frame(&mut send, &m).await { break Err(e) }
+                },
+                d = conn.read_datagram() => match d {
+                    Ok(d) => self.relayed(&d),
+                    Err(e) => break Err(e.to_string()),
+                },
+                _ = ping.tick() => {
+                    if let Err(e) = write_frame(&mut send, &NodeMsg::Ping).await { break Err(e) }
+                }
+                _ = addrs.tick() => {
+                    let now = local_addrs(self.port, self.cidr);
+                    if now != local {
+                        local = now;
+                        if let Err(e) = write_frame(&mut send, &NodeMsg::Update { local_addrs: local.clone() }).await {
+                            break Err(e);
+                        }
+                    }
+                }
+            }
+        };
+        reader.abort();
+        conn.close(0u32.into(), b"bye");
+        result
+    }
+
+    fn on_message(&self, m: LighthouseMsg) -> Result<(), String> {
+        match m {
+            LighthouseMsg::Peers { upsert, remove } => self.on_peers(upsert, &remove, false),
+            LighthouseMsg::PunchNow { peer, endpoints } => {
+                debug!(peer, ?endpoints, "punch now");
+                lock(&self.punch).punch_now(peer, &endpoints, Instant::now());
+            }
+            LighthouseMsg::Pong { observed } => {
+                let moved = lock(&self.status).observed.replace(observed) != Some(observed);
+                if moved {
+                    info!(%observed, "our public endpoint changed");
+                    lock(&self.punch).set_my_public_ip(observed.ip());
+                }
+            }
+            LighthouseMsg::Error { code, message } => {
+                if code == LhErrorCode::Removed {
+                    warn!("this node was removed from the Flatnet: dropping Lighthouse peers");
+                    self.on_peers(vec![], &[], true);
+                }
+                return Err(format!("the Lighthouse said: {message} ({code:?})"));
+            }
+            other => debug!("unexpected message {other:?}"),
+        }
+        Ok(())
+    }
+
+    fn relayed(&self, d: &[u8]) {
+        let Some((src, payload)) = relay_decode(d) else {
+            return;
+        };
+        let whole = lock(&self.reassembly).push(src, payload, Instant::now());
+        if let Some(w) = whole {
+            self.us.relay_in(src, &w);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_thirty_seconds_with_jitter() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let seq: Vec<u64> = (0..7).map(|_| b.next(0.5).as_secs()).collect();
+        assert_eq!(seq, [1, 2, 4, 8, 16, 30, 30]);
+        b.reset();
+        let lo = b.next(0.0);
+        assert_eq!(lo, Duration::from_millis(800));
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        assert_eq!(b.next(0.999).as_millis(), 1199);
+    }
+
+    fn info(id: u32, key: u8, subnet: &str) -> PeerInfo {
+        PeerInfo {
+            node_id: id,
+            name: format!("n{id}"),
+            public_key: crate::config::encode_key(&[key; 32]),
+            subnet: subnet.parse().unwrap(),
+            observed: Some("203.0.113.5:40000".parse().unwrap()),
+            local_addrs: vec!["192.168.1.5:51820".parse().unwrap()],
+            online: true,
+        }
+    }
+
+    #[test]
+    fn peer_book_merges_and_skips_clashes() {
+        let mut book = PeerBook::default();
+        book.static_peers.push(PeerConfig {
+            name: "static".into(),
+            public_key: [9; 32],
+            endpoint: "192.0.2.1:51820".parse().unwrap(),
+            subnet: "10.87.9.0/24".parse().unwrap(),
+            node_id: None,
+        });
+        book.lighthouse.insert(2, info(2, 2, "10.87.2.0/24"));
+        book.lighthouse.insert(3, info(3, 9, "10.87.3.0/24")); // key of the static peer
+        book.lighthouse.insert(4, info(4, 4, "10.87.9.0/24")); // its subnet
+        book.lighthouse.insert(5, info(5, 5, "10.87.1.0/24")); // ours
+        let mut bad = info(6, 6, "10.87.6.0/24");
+        bad.public_key = "nope".into();
+        book.lighthouse.insert(6, bad);
+        let m = book.merged("10.87.1.0/24".parse().unwrap(), None);
+        let names: Vec<&str> = m.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["static", "n2"]);
+        assert_eq!(m[1].node_id, Some(2));
+        assert_eq!(m[1].endpoint.to_string(), "203.0.113.5:40000");
+        // Behind the same NAT: start with its LAN address.
+        let m = book.merged(
+            "10.87.1.0/24".parse().unwrap(),
+            Some("203.0.113.5".parse().unwrap()),
+        );
+        assert_eq!(m[1].endpoint.to_string(), "192.168.1.5:51820");
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_before_any_network() {
+        let id = Identity::generate().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let e = rt
+            .block_on(join_with_token("flatnet1_garbage", &id, "h1", vec![]))
+            .unwrap_err();
+        assert!(matches!(e, LhError::Token(_)), "{e}");
+    }
+}

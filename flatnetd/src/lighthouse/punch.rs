@@ -1,0 +1,444 @@
+//! Endpoint discovery, hole punching and relay fallback, sans I/O.
+//!
+//! One [`Punch`] tracks every Lighthouse peer. The caller feeds it what
+//! happened (peer info from the Lighthouse, `PunchNow`, the data plane's
+//! count of authenticated datagrams that arrived straight over UDP) with
+//! the current time, and calls [`Punch::tick`] for what to do now:
+//!
+//! ```text
+//!            direct datagram                     no direct datagram for
+//!   Connecting ─────────────▶ Direct ──────────── DIRECT_TIMEOUT ──┐
+//!       │  RELAY_AFTER                 ▲                           ▼
+//!       └─────────────────────────────────── direct datagram ── Relay
+//!                                                (re-punch every REPUNCH_EVERY)
+//! ```
+//!
+//! Punching: ask the Lighthouse (`Punch{peer}`), which tells both sides
+//! (`PunchNow`) at once; both then send probes to every candidate for
+//! `PROBE_WINDOW`, so each NAT sees an outgoing packet to the other before
+//! (or while) the other's arrives: simultaneous open through cone NATs.
+//! The data plane's WireGuard roaming moves the endpoint to whichever
+//! candidate answered first with an authenticated packet.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use flatnet_wire::lighthouse::PeerInfo;
+
+use crate::dataplane::peer::PathState;
+
+/// The timing knobs; [`Timing::default`] is what flatnetd runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// No direct path this long after (re)starting to connect: relay.
+    pub relay_after: Duration,
+    /// How long probes are sent after a punch.
+    pub probe_window: Duration,
+    /// Gap between probe rounds inside the window.
+    pub probe_every: Duration,
+    /// A direct path with no authenticated datagram for this long is dead
+    /// (peers send keepalives every 5 s).
+    pub direct_timeout: Duration,
+    /// While relaying, try punching again this often.
+    pub repunch_every: Duration,
+    /// At most one punch request per peer per this interval.
+    pub punch_gap: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            relay_after: Duration::from_secs(3),
+            probe_window: Duration::from_secs(3),
+            probe_every: Duration::from_millis(250),
+            direct_timeout: Duration::from_secs(12),
+            repunch_every: Duration::from_secs(30),
+            punch_gap: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Something the caller must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send `Punch{peer}` to the Lighthouse.
+    RequestPunch(u32),
+    /// Send one probe datagram to each of these addresses.
+    Probe(u32, Vec<SocketAddr>),
+    /// Switch the peer's path (`relayed` = send through the Lighthouse).
+    SetPath {
+        peer: u32,
+        state: PathState,
+        relayed: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    candidates: Vec<SocketAddr>,
+    state: PathState,
+    /// When the current state was entered.
+    since: Instant,
+    last_direct: Option<Instant>,
+    direct_count: u64,
+    probe_until: Option<Instant>,
+    next_probe: Instant,
+    next_punch: Option<Instant>,
+    last_punch: Option<Instant>,
+}
+
+/// The punching state of every Lighthouse peer.
+#[derive(Debug, Default)]
+pub struct Punch {
+    t: Timing,
+    peers: HashMap<u32, Entry>,
+    my_public_ip: Option<IpAddr>,
+}
+
+/// Where to look for a peer: its LAN addresses first when it is behind the
+/// same public address as we are (same LAN, or at least same NAT), else its
+/// public mapping first. Duplicates removed, order kept.
+pub fn candidates(my_public_ip: Option<IpAddr>, peer: &PeerInfo) -> Vec<SocketAddr> {
+    let same_nat = matches!((my_public_ip, peer.observed), (Some(a), Some(o)) if a == o.ip());
+    let mut out: Vec<SocketAddr> = Vec::new();
+    let observed = peer.observed.into_iter();
+    let local = peer.local_addrs.iter().copied();
+    let ordered: Vec<SocketAddr> = if same_nat {
+        local.chain(observed).collect()
+    } else {
+        observed.chain(local).collect()
+    };
+    for a in ordered {
+        if !out.contains(&a) && !a.ip().is_unspecified() && a.port() != 0 {
+            out.push(a);
+        }
+    }
+    out
+}
+
+impl Punch {
+    pub fn new(t: Timing) -> Self {
+        Punch {
+            t,
+            ..Default::default()
+        }
+    }
+
+    /// Our own public IP as the Lighthouse sees it.
+    pub fn set_my_public_ip(&mut self, ip: IpAddr) {
+        self.my_public_ip = Some(ip);
+    }
+
+    pub fn state(&self, peer: u32) -> Option<PathState> {
+        self.peers.get(&peer).map(|e| e.state)
+    }
+
+    pub fn candidates_of(&self, peer: u32) -> Option<&[SocketAddr]> {
+        self.peers.get(&peer).map(|e| e.candidates.as_slice())
+    }
+
+    /// A peer appeared or its endpoints changed. New peers start
+    /// connecting; changed endpoints trigger a new punch.
+    pub fn upsert(&mut self, info: &PeerInfo, now: Instant) {
+        let cands = candidates(self.my_public_ip, info);
+        match self.peers.get_mut(&info.node_id) {
+            Some(e) => {
+                if e.candidates != cands {
+                    e.candidates = cands;
+                    e.next_punch = Some(now);
+                }
+            }
+            None => {
+                self.peers.insert(
+                    info.node_id,
+                    Entry {
+                        candidates: cands,
+                        state: PathState::Connecting,
+                        since: now,
+                        last_direct: None,
+                        direct_count: 0,
+                        // Probe what we know at once: same-LAN peers and
+                        // open NATs need no Lighthouse round trip.
+                        probe_until: Some(now + self.t.probe_window),
+                        next_probe: now,
+                        next_punch: Some(now),
+                        last_punch: None,
+                    },
+                );
+            }
+        }
+    }
+
+    pub fn remove(&mut self, peer: u32) {
+        self.peers.remove(&peer);
+    }
+
+    /// Drop peers not in `keep` (after a full peer list arrives).
+    pub fn retain(&mut self, keep: &[u32]) {
+        self.peers.retain(|id, _| keep.contains(id));
+    }
+
+    /// The Lighthouse says: punch towards `peer` now, at these endpoints.
+    pub fn punch_now(&mut self, peer: u32, endpoints: &[SocketAddr], now: Instant) {
+        let t = self.t;
+        let Some(e) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        for a in endpoints {
+            if !e.candidates.contains(a) {
+                e.candidates.push(*a);
+            }
+        }
+        e.probe_until = Some(now + t.probe_window);
+        e.next_probe = now;
+    }
+
+    /// The data plane's count of authenticated datagrams that came from
+    /// this peer straight over UDP.
+    pub fn sample(&mut self, peer: u32, direct_rx: u64, now: Instant) {
+        if let Some(e) = self.peers.get_mut(&peer) {
+            if direct_rx > e.direct_count {
+                e.last_direct = Some(now);
+            }
+            e.direct_count = direct_rx;
+        }
+    }
+
+    /// What to do now.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        let t = self.t;
+        let mut out = Vec::new();
+        let mut ids: Vec<u32> = self.peers.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(e) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            let fresh = e.last_direct.is_some_and(|d| d >= e.since);
+            let alive = e
+                .last_direct
+                .is_some_and(|d| now.saturating_duration_since(d) < t.direct_timeout);
+            let next = match e.state {
+                PathState::Connecting if fresh => Some(PathState::Direct),
+                PathState::Connecting
+                    if now.saturating_duration_since(e.since) >= t.relay_after =>
+                {
+                    Some(PathState::Relay)
+                }
+                PathState::Direct if !alive => Some(PathState::Relay),
+                PathState::Relay if fresh && alive => Some(PathState::Direct),
+                _ => None,
+            };
+            if let Some(s) = next {
+                let was = e.state;
+                e.state = s;
+                e.since = now;
+                out.push(Action::SetPath {
+                    peer: id,
+                    state: s,
+                    relayed: s == PathState::Relay,
+                });
+                match s {
+                    // A direct path just died: look for a new one at once.
+                    PathState::Relay if was == PathState::Direct => e.next_punch = Some(now),
+                    PathState::Relay => e.next_punch = Some(now + t.repunch_every),
+                    _ => e.next_punch = None,
+                }
+            }
+            if let Some(at) = e.next_punch {
+                let gap_ok = e
+                    .last_punch
+                    .is_none_or(|l| now.saturating_duration_since(l) >= t.punch_gap);
+                if at <= now && gap_ok {
+                    out.push(Action::RequestPunch(id));
+                    e.last_punch = Some(now);
+                    e.probe_until = Some(now + t.probe_window);
+                    e.next_probe = now;
+                    e.next_punch = match e.state {
+                        PathState::Direct => None,
+                        _ => Some(now + t.repunch_every),
+                    };
+                }
+            }
+            if let Some(until) = e.probe_until {
+                if now >= until {
+                    e.probe_until = None;
+                } else if now >= e.next_probe && !e.candidates.is_empty() {
+                    out.push(Action::Probe(id, e.candidates.clone()));
+                    e.next_probe = now + t.probe_every;
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: u32, observed: &str, local: &[&str]) -> PeerInfo {
+        PeerInfo {
+            node_id: id,
+            name: format!("h{id}"),
+            public_key: "k".into(),
+            subnet: format!("10.87.{id}.0/24").parse().unwrap(),
+            observed: Some(observed.parse().unwrap()),
+            local_addrs: local.iter().map(|a| a.parse().unwrap()).collect(),
+            online: true,
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn paths(a: &[Action]) -> Vec<(PathState, bool)> {
+        a.iter()
+            .filter_map(|x| match x {
+                Action::SetPath { state, relayed, .. } => Some((*state, *relayed)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn punches(a: &[Action]) -> usize {
+        a.iter()
+            .filter(|x| matches!(x, Action::RequestPunch(_)))
+            .count()
+    }
+
+    fn probes(a: &[Action]) -> Vec<Vec<SocketAddr>> {
+        a.iter()
+            .filter_map(|x| match x {
+                Action::Probe(_, c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Peer 2 at 203.0.113.7:40000, direct since t0 + 100 ms.
+    fn direct_peer() -> (Instant, Punch) {
+        let t0 = Instant::now();
+        let mut p = Punch::new(Timing::default());
+        p.upsert(&info(2, "203.0.113.7:40000", &[]), t0);
+        p.tick(t0);
+        p.sample(2, 1, t0 + ms(100));
+        p.tick(t0 + ms(100));
+        (t0, p)
+    }
+
+    #[test]
+    fn candidates_prefer_lan_behind_the_same_nat() {
+        let p = info(2, "203.0.113.7:40000", &["192.168.1.5:51820"]);
+        let me_elsewhere = Some("203.0.113.9".parse().unwrap());
+        let me_same = Some("203.0.113.7".parse().unwrap());
+        let s = |v: Vec<SocketAddr>| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            s(candidates(me_elsewhere, &p)),
+            ["203.0.113.7:40000", "192.168.1.5:51820"]
+        );
+        assert_eq!(
+            s(candidates(me_same, &p)),
+            ["192.168.1.5:51820", "203.0.113.7:40000"]
+        );
+        let dup = info(3, "192.168.1.5:51820", &["192.168.1.5:51820", "0.0.0.0:1"]);
+        assert_eq!(s(candidates(None, &dup)), ["192.168.1.5:51820"]);
+    }
+
+    #[test]
+    fn new_peer_punches_probes_and_goes_direct() {
+        let t0 = Instant::now();
+        let mut p = Punch::new(Timing::default());
+        p.upsert(&info(2, "203.0.113.7:40000", &[]), t0);
+        let a = p.tick(t0);
+        assert_eq!(punches(&a), 1);
+        assert_eq!(probes(&a).len(), 1);
+        // Probes repeat every 250 ms inside the window, not faster.
+        assert!(probes(&p.tick(t0 + ms(100))).is_empty());
+        assert_eq!(probes(&p.tick(t0 + ms(260))).len(), 1);
+        p.punch_now(2, &["203.0.113.7:40000".parse().unwrap()], t0 + ms(300));
+        assert_eq!(probes(&p.tick(t0 + ms(300))).len(), 1);
+        // An authenticated datagram arrives directly: direct.
+        p.sample(2, 1, t0 + ms(400));
+        let a = p.tick(t0 + ms(400));
+        assert_eq!(paths(&a), [(PathState::Direct, false)]);
+        assert_eq!(p.state(2), Some(PathState::Direct));
+        // Keepalives keep it direct; no more punches.
+        for i in 1..10u64 {
+            p.sample(2, 1 + i, t0 + Duration::from_secs(5 * i));
+            let a = p.tick(t0 + Duration::from_secs(5 * i));
+            assert!(paths(&a).is_empty() && punches(&a) == 0, "{a:?}");
+        }
+    }
+
+    #[test]
+    fn no_direct_path_within_three_seconds_means_relay_then_repunch() {
+        let t0 = Instant::now();
+        let mut p = Punch::new(Timing::default());
+        p.upsert(&info(2, "203.0.113.7:40000", &[]), t0);
+        p.tick(t0);
+        assert!(paths(&p.tick(t0 + ms(2900))).is_empty());
+        let a = p.tick(t0 + ms(3000));
+        assert_eq!(paths(&a), [(PathState::Relay, true)]);
+        // Probing stopped with the window; punching again after 30 s.
+        assert!(probes(&p.tick(t0 + ms(3500))).is_empty());
+        assert_eq!(punches(&p.tick(t0 + Duration::from_secs(20))), 0);
+        let a = p.tick(t0 + Duration::from_secs(33));
+        assert_eq!(punches(&a), 1);
+        assert_eq!(probes(&a).len(), 1);
+        // Relayed traffic does not count as direct; a direct probe answer does.
+        p.sample(2, 0, t0 + Duration::from_secs(34));
+        assert!(paths(&p.tick(t0 + Duration::from_secs(34))).is_empty());
+        p.sample(2, 1, t0 + Duration::from_secs(35));
+        let a = p.tick(t0 + Duration::from_secs(35));
+        assert_eq!(paths(&a), [(PathState::Direct, false)]);
+    }
+
+    #[test]
+    fn dead_direct_path_falls_back_to_relay_and_repunches_at_once() {
+        let (t0, mut p) = direct_peer();
+        assert_eq!(p.state(2), Some(PathState::Direct));
+        // Silence for 12 s (three keepalive intervals are missing).
+        let a = p.tick(t0 + ms(100) + Duration::from_secs(12));
+        assert_eq!(paths(&a), [(PathState::Relay, true)]);
+        assert_eq!(punches(&a), 1);
+        assert_eq!(probes(&a).len(), 1);
+    }
+
+    #[test]
+    fn endpoint_change_triggers_a_new_punch() {
+        let (t0, mut p) = direct_peer();
+        // Same info again: nothing to do.
+        p.upsert(&info(2, "203.0.113.7:40000", &[]), t0 + ms(2000));
+        assert_eq!(punches(&p.tick(t0 + ms(2000))), 0);
+        // Its NAT mapping moved: punch towards the new one.
+        p.sample(2, 2, t0 + ms(3000));
+        p.upsert(&info(2, "203.0.113.7:20005", &[]), t0 + ms(3000));
+        let a = p.tick(t0 + ms(3000));
+        assert_eq!(punches(&a), 1);
+        assert_eq!(
+            probes(&a),
+            [vec!["203.0.113.7:20005".parse::<SocketAddr>().unwrap()]]
+        );
+        // Punch requests are rate limited.
+        p.upsert(&info(2, "203.0.113.7:20006", &[]), t0 + ms(3100));
+        assert_eq!(punches(&p.tick(t0 + ms(3100))), 0);
+        assert_eq!(punches(&p.tick(t0 + ms(4000))), 1);
+    }
+
+    #[test]
+    fn removed_peers_are_forgotten() {
+        let t0 = Instant::now();
+        let mut p = Punch::new(Timing::default());
+        p.upsert(&info(2, "203.0.113.7:40000", &[]), t0);
+        p.upsert(&info(3, "203.0.113.8:40000", &[]), t0);
+        p.retain(&[3]);
+        assert!(p.state(2).is_none());
+        p.remove(3);
+        assert!(p.tick(t0).is_empty());
+    }
+}
