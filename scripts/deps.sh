@@ -8,7 +8,7 @@ PACKAGES=(
     # build
     build-essential pkg-config git curl ca-certificates
     # networking, used by flatnetd and the tests
-    iproute2 nftables iptables iputils-ping tcpdump iperf3 netcat-openbsd socat jq python3
+    iproute2 nftables iptables conntrack iputils-ping tcpdump iperf3 netcat-openbsd socat jq python3
     # containers: Podman with the CNI backend, runc, reference CNI plugins
     podman runc containernetworking-plugins busybox-static
     # test runner; protoc builds the test netavark (scripts/netavark.sh)
