@@ -109,17 +109,33 @@ pub async fn join(
             subnet,
             cidr,
             observed,
-            peers,
-        } => Ok(Joined {
-            conn,
-            send,
-            recv,
-            node_id,
-            subnet,
-            cidr,
-            observed,
-            peers,
-        }),
+            mut peers,
+            more,
+        } => {
+            // A long peer list continues in `more` upsert-only frames.
+            for _ in 0..more {
+                match read_frame(&mut recv).await.map_err(proto)? {
+                    LighthouseMsg::Peers { upsert, remove } if remove.is_empty() => {
+                        peers.extend(upsert)
+                    }
+                    other => {
+                        return Err(JoinError::Protocol(format!(
+                            "expected the rest of the peer list, got {other:?}"
+                        )))
+                    }
+                }
+            }
+            Ok(Joined {
+                conn,
+                send,
+                recv,
+                node_id,
+                subnet,
+                cidr,
+                observed,
+                peers,
+            })
+        }
         other => Err(refused(other)),
     }
 }

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod cert;
 pub mod client;
+pub mod fanout;
 pub mod proof;
 pub mod registry;
 pub mod server;

@@ -6,7 +6,7 @@
 //! to connected nodes.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::{Ipv4Addr, SocketAddr},
 };
 
@@ -68,6 +68,13 @@ pub struct Registry {
     nodes: BTreeMap<u32, NodeRecord>,
     live: HashMap<u32, Live>,
     tokens: HashMap<String, TokenRecord>,
+    /// Indexes over `nodes`, so admitting a node costs the same with ten
+    /// nodes as with ten thousand.
+    by_key: HashMap<String, u32>,
+    by_name: HashMap<String, u32>,
+    used_subnets: HashSet<Ipv4Net>,
+    /// No subnet below this index is free.
+    free_hint: u64,
 }
 
 /// Node names: 1-63 of `[A-Za-z0-9._-]`.
@@ -86,12 +93,23 @@ impl Registry {
             nodes: BTreeMap::new(),
             live: HashMap::new(),
             tokens: HashMap::new(),
+            by_key: HashMap::new(),
+            by_name: HashMap::new(),
+            used_subnets: HashSet::new(),
+            free_hint: 1,
         }
+    }
+
+    fn index(&mut self, n: &NodeRecord) {
+        self.by_key.insert(n.public_key.clone(), n.id);
+        self.by_name.insert(n.name.clone(), n.id);
+        self.used_subnets.insert(n.subnet);
     }
 
     /// Load persisted state.
     pub fn restore(&mut self, nodes: Vec<NodeRecord>, tokens: Vec<TokenRecord>) {
         for n in nodes {
+            self.index(&n);
             self.nodes.insert(n.id, n);
         }
         for t in tokens {
@@ -185,16 +203,21 @@ impl Registry {
     /// Remove a node by name.
     pub fn remove_node(&mut self, name: &str) -> Result<Vec<Change>, RegistryError> {
         let id = self
-            .nodes
-            .values()
-            .find(|n| n.name == name)
-            .map(|n| n.id)
+            .by_name
+            .get(name)
+            .copied()
             .ok_or_else(|| err(LhErrorCode::Protocol, format!("no node named {name:?}")))?;
         Ok(self.remove_id(id))
     }
 
     fn remove_id(&mut self, id: u32) -> Vec<Change> {
-        self.nodes.remove(&id);
+        if let Some(n) = self.nodes.remove(&id) {
+            self.by_key.remove(&n.public_key);
+            self.by_name.remove(&n.name);
+            self.used_subnets.remove(&n.subnet);
+            // Hand the lowest free subnet out first, as before the removal.
+            self.free_hint = 1;
+        }
         self.live.remove(&id);
         vec![Change::NodeRemoved(id)]
     }
@@ -214,7 +237,11 @@ impl Registry {
                 format!("invalid node name {name:?}"),
             ));
         }
-        if let Some(n) = self.nodes.values().find(|n| n.public_key == public_key) {
+        if let Some(n) = self
+            .by_key
+            .get(public_key)
+            .and_then(|id| self.nodes.get(id))
+        {
             if n.name != name {
                 return Err(err(
                     LhErrorCode::NameTaken,
@@ -223,7 +250,7 @@ impl Registry {
             }
             return Ok((n.id, vec![]));
         }
-        if self.nodes.values().any(|n| n.name == name) {
+        if self.by_name.contains_key(name) {
             return Err(err(
                 LhErrorCode::NameTaken,
                 format!("the name {name:?} belongs to another node"),
@@ -239,6 +266,7 @@ impl Registry {
         let rec = self
             .tokens
             .get(&token.id())
+            .cloned()
             .ok_or_else(|| err(LhErrorCode::BadToken, "unknown join token"))?;
         if let Some(why) = rec.refuse(now) {
             return Err(err(LhErrorCode::BadToken, why));
@@ -258,25 +286,33 @@ impl Registry {
             token_id: rec.id.clone(),
             joined: now,
         };
-        let mut rec = rec.clone();
+        let mut rec = rec;
         rec.uses += 1;
         self.tokens.insert(rec.id.clone(), rec.clone());
+        self.index(&node);
         self.nodes.insert(id, node.clone());
         Ok((id, vec![Change::TokenSaved(rec), Change::NodeSaved(node)]))
     }
 
     /// The first host subnet not in use. The CIDR's first /N is skipped: its
     /// `.0.1` gateway is easily mistaken for a router.
-    fn free_subnet(&self) -> Option<Ipv4Net> {
+    fn free_subnet(&mut self) -> Option<Ipv4Net> {
         let size = 1u64 << (32 - self.host_prefix);
         let base = u64::from(u32::from(self.cidr.network()));
         let count = 1u64 << (self.host_prefix.saturating_sub(self.cidr.prefix_len()));
-        (1..count)
-            .filter_map(|i| {
-                let addr = Ipv4Addr::from(u32::try_from(base + i * size).ok()?);
-                Ipv4Net::new(addr, self.host_prefix).ok()
-            })
-            .find(|s| self.nodes.values().all(|n| n.subnet != *s))
+        for i in self.free_hint.max(1)..count {
+            let Some(s) = u32::try_from(base + i * size)
+                .ok()
+                .and_then(|a| Ipv4Net::new(Ipv4Addr::from(a), self.host_prefix).ok())
+            else {
+                continue;
+            };
+            if !self.used_subnets.contains(&s) {
+                self.free_hint = i;
+                return Some(s);
+            }
+        }
+        None
     }
 
     /// A node connected (or its observed endpoint moved).

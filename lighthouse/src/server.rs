@@ -14,15 +14,16 @@ use std::{
 
 use flatnet_wire::lighthouse::{
     self as proto, check_len, decode_body, encode_frame, relay_decode, relay_encode, LhErrorCode,
-    LighthouseMsg, NodeMsg, PROTOCOL_VERSION,
+    LighthouseMsg, NodeMsg, PeerInfo, PROTOCOL_VERSION,
 };
 use ipnet::Ipv4Net;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
 use crate::{
     cert::{server_tls, CertError, Identity},
+    fanout::{encode_all, outbox, peers_messages, Outbox, OutboxRx, Pending, PEERS_PER_FRAME},
     proof::{parse_key, Challenge},
     registry::{Change, Registry},
     store::{Store, StoreError},
@@ -34,6 +35,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a session checks whether the node's NAT mapping moved.
 const OBSERVE_EVERY: Duration = Duration::from_millis(500);
+/// Changes are collected this long before they are announced together.
+const FANOUT_DELAY: Duration = Duration::from_millis(25);
 
 pub fn now() -> u64 {
     SystemTime::now()
@@ -56,7 +59,7 @@ pub enum ServerError {
 
 struct Session {
     conn: Connection,
-    tx: mpsc::UnboundedSender<LighthouseMsg>,
+    out: Outbox,
     serial: u64,
 }
 
@@ -65,6 +68,9 @@ struct Shared {
     store: Store,
     sessions: HashMap<u32, Session>,
     next_serial: u64,
+    /// Changes not announced yet; `wake` tells the announcer.
+    pending: Pending,
+    wake: Arc<Notify>,
 }
 
 /// A running Lighthouse.
@@ -95,6 +101,8 @@ impl Lighthouse {
                 store,
                 sessions: HashMap::new(),
                 next_serial: 0,
+                pending: Pending::default(),
+                wake: Arc::new(Notify::new()),
             }),
             identity,
             public_addr,
@@ -133,11 +141,20 @@ impl Lighthouse {
         tc.datagram_receive_buffer_size(Some(4 << 20));
         sc.transport_config(Arc::new(tc));
         sc.migration(true);
-        quinn::Endpoint::server(sc, listen).map_err(|e| ServerError::Bind(listen, e))
+        let socket = std::net::UdpSocket::bind(listen).map_err(|e| ServerError::Bind(listen, e))?;
+        grow_buffers(&socket);
+        quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(sc),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|e| ServerError::Bind(listen, e))
     }
 
     /// Accept nodes forever.
     pub async fn serve(self: Arc<Self>, endpoint: quinn::Endpoint) {
+        let announcer = tokio::spawn(Self::announce(Arc::downgrade(&self)));
         while let Some(incoming) = endpoint.accept().await {
             let lh = self.clone();
             tokio::spawn(async move {
@@ -148,6 +165,7 @@ impl Lighthouse {
                 }
             });
         }
+        announcer.abort();
     }
 
     async fn session(self: Arc<Self>, conn: Connection) {
@@ -182,16 +200,7 @@ impl Lighthouse {
     async fn handshake(
         &self,
         conn: &Connection,
-    ) -> Result<
-        (
-            u32,
-            u64,
-            SendStream,
-            RecvStream,
-            mpsc::UnboundedReceiver<LighthouseMsg>,
-        ),
-        (LhErrorCode, String),
-    > {
+    ) -> Result<(u32, u64, SendStream, RecvStream, OutboxRx), (LhErrorCode, String)> {
         let perr = |e: String| (LhErrorCode::Protocol, e);
         let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| perr(e.to_string()))?;
         let hello = match read_frame(&mut recv).await {
@@ -241,8 +250,8 @@ impl Lighthouse {
             let _ = refuse(&mut send, &error(LhErrorCode::BadProof, &m)).await;
             return Err(fail(LhErrorCode::BadProof, m));
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let admitted = self.admit(conn, &name, &public_key, token.as_deref(), local_addrs, tx);
+        let (out, rx) = outbox();
+        let admitted = self.admit(conn, &name, &public_key, token.as_deref(), local_addrs, out);
         let (id, serial, welcome) = match admitted {
             Ok(v) => v,
             Err((code, message)) => {
@@ -262,7 +271,7 @@ impl Lighthouse {
         public_key: &str,
         token: Option<&str>,
         local_addrs: Vec<SocketAddr>,
-        tx: mpsc::UnboundedSender<LighthouseMsg>,
+        out: Outbox,
     ) -> Result<(u32, u64, LighthouseMsg), (LhErrorCode, String)> {
         let mut s = self.lock();
         let (id, changes) = s
@@ -278,7 +287,7 @@ impl Lighthouse {
             id,
             Session {
                 conn: conn.clone(),
-                tx,
+                out: out.clone(),
                 serial,
             },
         ) {
@@ -291,12 +300,21 @@ impl Lighthouse {
             .cloned()
             .ok_or((LhErrorCode::Internal, "node vanished".to_string()))?;
         info!(node = id, name = %node.name, subnet = %node.subnet, remote = %conn.remote_address(), "node online");
+        // The first slice goes in the Welcome, the rest right behind it:
+        // queued now, under the lock, so nothing can come in between.
+        let mut peers = s.registry.peers_of(id);
+        let rest = peers.split_off(peers.len().min(PEERS_PER_FRAME));
+        let rest = peers_messages(&rest, &[]);
+        for m in &rest {
+            let _ = out.push_msg(m);
+        }
         let welcome = LighthouseMsg::Welcome {
             node_id: id,
             subnet: node.subnet,
             cidr: s.registry.cidr(),
             observed: conn.remote_address(),
-            peers: s.registry.peers_of(id),
+            peers,
+            more: u32::try_from(rest.len()).unwrap_or(u32::MAX),
         };
         Ok((id, serial, welcome))
     }
@@ -307,7 +325,7 @@ impl Lighthouse {
         id: u32,
         mut send: SendStream,
         recv: RecvStream,
-        mut rx: mpsc::UnboundedReceiver<LighthouseMsg>,
+        mut rx: OutboxRx,
     ) -> Result<(), String> {
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
         let (reader, mut frx) = spawn_frame_reader::<NodeMsg>(recv);
@@ -330,7 +348,7 @@ impl Lighthouse {
                     None => break Ok(()),
                 },
                 m = rx.recv() => match m {
-                    Some(msg) => write_frame(&mut send, &msg).await?,
+                    Some(frame) => send.write_chunk(frame).await.map_err(|e| e.to_string())?,
                     None => break Ok(()),
                 },
                 d = conn.read_datagram() => match d {
@@ -369,7 +387,7 @@ impl Lighthouse {
                 let other = s.sessions.get(&peer)?;
                 let to_me = s.registry.punch_endpoints(id, peer);
                 let to_peer = s.registry.punch_endpoints(peer, id);
-                let _ = other.tx.send(LighthouseMsg::PunchNow {
+                let _ = other.out.push_msg(&LighthouseMsg::PunchNow {
                     peer: id,
                     endpoints: to_peer,
                 });
@@ -398,6 +416,26 @@ impl Lighthouse {
     }
 }
 
+/// Socket buffers for one UDP socket serving thousands of nodes.
+pub const SOCKET_BUFFER: usize = 8 << 20;
+
+/// Grow the socket's buffers to [`SOCKET_BUFFER`]: one announcement makes
+/// every node acknowledge at once, and the default ~200 KiB receive buffer
+/// drops most of that burst (and the new nodes' handshakes with it). As
+/// root the `*BUFFORCE` options pass `net.core.rmem_max`; otherwise the
+/// kernel caps the request there.
+pub fn grow_buffers(socket: &std::net::UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(socket, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(socket, sockopt::RcvBuf, &SOCKET_BUFFER);
+    }
+    if setsockopt(socket, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(socket, sockopt::SndBuf, &SOCKET_BUFFER);
+    }
+    let got = nix::sys::socket::getsockopt(socket, sockopt::RcvBuf).unwrap_or(0);
+    debug!(receive_buffer = got, "UDP socket buffers");
+}
+
 /// Give the peer a moment to read what we wrote (an Error frame) and hang
 /// up itself; closing at once would discard the unsent frame.
 async fn linger_then_close(conn: &Connection, reason: &[u8]) {
@@ -412,7 +450,8 @@ fn error(code: LhErrorCode, message: &str) -> LighthouseMsg {
     }
 }
 
-/// Persist and fan out registry changes (called with the lock held).
+/// Persist registry changes and queue them for announcement (called with
+/// the lock held).
 fn apply(s: &mut Shared, changes: Vec<Change>) {
     for c in changes {
         match c {
@@ -425,42 +464,92 @@ fn apply(s: &mut Shared, changes: Vec<Change>) {
                 if let Err(e) = s.store.save_node(&n) {
                     warn!("saving node {}: {e}", n.name);
                 }
-                upsert(s, n.id);
+                s.pending.upsert(n.id);
             }
-            Change::NodeLive(id) => upsert(s, id),
+            Change::NodeLive(id) => s.pending.upsert(id),
             Change::NodeRemoved(id) => {
                 if let Err(e) = s.store.remove_node(id) {
                     warn!("removing node {id}: {e}");
                 }
                 if let Some(sess) = s.sessions.remove(&id) {
-                    let _ = sess.tx.send(error(
+                    let _ = sess.out.push_msg(&error(
                         LhErrorCode::Removed,
                         "this node was removed from the Flatnet",
                     ));
                     sess.conn.close(VarInt::from_u32(2), b"removed");
                 }
-                for (_, sess) in s.sessions.iter() {
-                    let _ = sess.tx.send(LighthouseMsg::Peers {
-                        upsert: vec![],
-                        remove: vec![id],
-                    });
-                }
+                s.pending.remove(id);
                 info!(node = id, "node removed");
             }
         }
     }
+    if !s.pending.is_empty() {
+        s.wake.notify_one();
+    }
 }
 
-fn upsert(s: &Shared, id: u32) {
-    let Some(info) = s.registry.peer_info(id) else {
-        return;
-    };
-    for (other, sess) in s.sessions.iter() {
-        if *other != id {
-            let _ = sess.tx.send(LighthouseMsg::Peers {
-                upsert: vec![info.clone()],
-                remove: vec![],
-            });
+impl Lighthouse {
+    /// Announce pending changes, forever: wait for one, give others
+    /// [`FANOUT_DELAY`] to join it, then send them all in one round.
+    /// Holds only a weak reference: it must not keep a stopped Lighthouse
+    /// (and its database) alive.
+    async fn announce(this: std::sync::Weak<Self>) {
+        let Some(wake) = this.upgrade().map(|lh| lh.lock().wake.clone()) else {
+            return;
+        };
+        loop {
+            wake.notified().await;
+            tokio::time::sleep(FANOUT_DELAY).await;
+            match this.upgrade() {
+                Some(lh) => lh.flush(),
+                None => return,
+            }
+        }
+    }
+
+    /// One announcement round: every session gets the same encoded frames,
+    /// except that a node never hears about itself.
+    pub fn flush(&self) {
+        let mut s = self.lock();
+        let (ids, removed) = s.pending.take();
+        if ids.is_empty() && removed.is_empty() {
+            return;
+        }
+        let infos: Vec<PeerInfo> = ids
+            .iter()
+            .filter_map(|id| s.registry.peer_info(*id))
+            .collect();
+        let frames = match encode_all(&peers_messages(&infos, &removed)) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!("announcing changes: {e}");
+                return;
+            }
+        };
+        let mut slow = Vec::new();
+        for (id, sess) in &s.sessions {
+            let r = if ids.binary_search(id).is_ok() {
+                let others: Vec<PeerInfo> =
+                    infos.iter().filter(|p| p.node_id != *id).cloned().collect();
+                peers_messages(&others, &removed)
+                    .iter()
+                    .try_for_each(|m| sess.out.push_msg(m))
+            } else {
+                frames.iter().try_for_each(|f| sess.out.push(f.clone()))
+            };
+            if r.is_err() {
+                slow.push(*id);
+            }
+        }
+        for id in slow {
+            if let Some(sess) = s.sessions.get(&id) {
+                warn!(
+                    node = id,
+                    queued = sess.out.queued(),
+                    "node does not read its updates; disconnecting it"
+                );
+                sess.conn.close(VarInt::from_u32(4), b"too slow");
+            }
         }
     }
 }

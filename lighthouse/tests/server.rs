@@ -426,3 +426,68 @@ async fn subnets_are_stable_across_a_restart() {
     let again = lab2.join("a", &secret, None).await.unwrap();
     assert_eq!(again.subnet, first);
 }
+
+#[tokio::test]
+async fn many_nodes_one_round_of_frames_and_a_welcome_that_spans_frames() {
+    use flatnet_lighthouse::{fanout::PEERS_PER_FRAME, server::now};
+    let lab = lab().await;
+    let t = lab.token(None, true);
+    let mut watcher = lab.join("watcher", &key(), Some(t.clone())).await.unwrap();
+    // 150 nodes registered in one registry mutation: one announcement round.
+    let n = 150;
+    lab.lh.mutate(|r| {
+        let mut all = Vec::new();
+        for i in 0..n {
+            let k = encode_key(&PublicKey::from(&key()));
+            let (id, ch) = r.admit(&format!("bulk-{i}"), &k, Some(&t), now()).unwrap();
+            all.extend(ch);
+            // Fat records (16 LAN addresses): the late joiner's peer list
+            // is then far beyond one 64 KiB frame.
+            let lan = (1..=16)
+                .map(|h| SocketAddr::from(([192, 168, 100, h], 51820)))
+                .collect();
+            all.extend(r.connected(id, "198.51.100.7:40000".parse().unwrap(), lan));
+        }
+        ((), all)
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    let mut frames = 0;
+    while seen.len() < n {
+        let LighthouseMsg::Peers { upsert, remove } = next_msg(&mut watcher).await else {
+            panic!("expected Peers");
+        };
+        assert!(remove.is_empty());
+        assert!(upsert.len() <= PEERS_PER_FRAME);
+        assert!(
+            upsert.iter().all(|p| p.name != "watcher"),
+            "never told about itself"
+        );
+        seen.extend(upsert.into_iter().map(|p| p.name));
+        frames += 1;
+    }
+    assert_eq!(
+        frames,
+        n.div_ceil(PEERS_PER_FRAME),
+        "coalesced into full frames"
+    );
+    // Nothing else is pending for the watcher.
+    assert!(timeout(
+        Duration::from_millis(300),
+        read_frame::<LighthouseMsg>(&mut watcher.recv)
+    )
+    .await
+    .is_err());
+
+    // A node joining now gets all 151 others (~100 KB), across frames.
+    let late = lab.join("late", &key(), Some(t)).await.unwrap();
+    assert_eq!(late.peers.len(), n + 1);
+    let names: std::collections::BTreeSet<_> = late.peers.iter().map(|p| &p.name).collect();
+    assert_eq!(names.len(), n + 1);
+    assert!(names.contains(&"watcher".to_string()) && !names.contains(&"late".to_string()));
+    // …and the watcher hears of it in one frame.
+    let m = next_msg(&mut watcher).await;
+    assert!(
+        matches!(&m, LighthouseMsg::Peers { upsert, .. } if upsert.len() == 1 && upsert[0].name == "late"),
+        "{m:?}"
+    );
+}

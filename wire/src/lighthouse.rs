@@ -87,7 +87,12 @@ pub enum LighthouseMsg {
         subnet: Ipv4Net,
         cidr: Ipv4Net,
         observed: SocketAddr,
+        /// The first peers; the list is long only with many nodes.
         peers: Vec<PeerInfo>,
+        /// How many `Peers` frames (upserts only) follow and complete the
+        /// peer list, before any other message.
+        #[serde(default)]
+        more: u32,
     },
     Peers {
         upsert: Vec<PeerInfo>,

@@ -87,24 +87,11 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, LhError> {
 /// This host's IPv4 addresses outside the Flatnet and loopback, with the
 /// WireGuard port: what same-LAN peers can use.
 pub fn local_addrs(port: u16, cidr: Ipv4Net) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
-        for a in addrs {
-            let Some(ip) = a
-                .address
-                .as_ref()
-                .and_then(|s| s.as_sockaddr_in())
-                .map(|s| s.ip())
-            else {
-                continue;
-            };
-            if ip.is_loopback() || ip.is_unspecified() || cidr.contains(&ip) {
-                continue;
-            }
-            let sa = SocketAddr::from((ip, port));
-            if !out.contains(&sa) {
-                out.push(sa);
-            }
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for (_, ip) in crate::ifaddrs::outside(cidr) {
+        let sa = SocketAddr::from((ip, port));
+        if !out.contains(&sa) {
+            out.push(sa);
         }
     }
     out.truncate(flatnet_wire::lighthouse::MAX_LOCAL_ADDRS);
@@ -407,8 +394,11 @@ impl LhClient {
     }
 
     /// Replace (`full`) or update the Lighthouse's peers.
-    fn on_peers(&self, upsert: Vec<PeerInfo>, remove: &[u32], full: bool) {
+    fn on_peers(&self, mut upsert: Vec<PeerInfo>, remove: &[u32], full: bool) {
         let now = Instant::now();
+        // Never peer with ourselves, whatever the Lighthouse says.
+        let me = lock(&self.st).node_id;
+        upsert.retain(|p| p.node_id != me);
         {
             let mut book = lock(&self.book);
             let mut punch = lock(&self.punch);

@@ -204,10 +204,11 @@ fn main() -> anyhow::Result<()> {
                 for n in v.as_array().into_iter().flatten() {
                     println!(
                         "{:<4} {:<20} {:<16} {:<8} {:<22} {}",
-                        n["node_id"],
+                        // Value's Display ignores width: pad strings.
+                        n["node_id"].to_string(),
                         n["name"].as_str().unwrap_or(""),
                         n["subnet"].as_str().unwrap_or(""),
-                        n["online"],
+                        n["online"].to_string(),
                         n["observed"].as_str().unwrap_or("-"),
                         n["public_key"].as_str().unwrap_or("")
                     );
