@@ -1,5 +1,5 @@
 //! Host-level networking that flatnetd owns for all of its containers:
-//! IPv4 forwarding and the egress masquerade in its own nftables table.
+//! IPv4 forwarding and two masquerade rules in its own nftables table.
 //!
 //! iproute2/nft equivalents:
 //! ```text
@@ -7,9 +7,16 @@
 //! nft -f - <<'EOF'
 //!   table ip flatnet { chain postrouting {
 //!     type nat hook postrouting priority srcnat; policy accept;
-//!     ip saddr <subnet> ip daddr != <cidr> masquerade } }
+//!     ip saddr <subnet> ip daddr != <cidr> masquerade
+//!     oifname "flatnet0" ip saddr != <subnet> masquerade } }
 //! EOF
 //! ```
+//! The first lets containers reach the outside. The second lets machines
+//! that route the Flatnet through this host (the Windows side of a WSL2 VM
+//! running the gateway, a LAN router) reach containers on *other* hosts:
+//! their packets enter the tunnel with this host's Flatnet address as
+//! source, which the far side's AllowedIPs accept and can answer, instead
+//! of a LAN address nobody else in the Flatnet knows.
 //! The table is replaced atomically in one nft transaction, so running this
 //! again (restart, subnet change) never leaves a gap or a duplicate rule.
 
@@ -23,7 +30,13 @@ use crate::{config::Config, service::HostSetup};
 pub const NFT_TABLE: &str = "flatnet";
 
 /// The nft script that installs (or replaces) Flatnet's table.
-pub fn nft_script(subnet: Ipv4Net, cidr: Ipv4Net, masquerade: bool) -> String {
+/// `tunnel`: the data plane's interface, when it runs.
+pub fn nft_script(
+    subnet: Ipv4Net,
+    cidr: Ipv4Net,
+    masquerade: bool,
+    tunnel: Option<&str>,
+) -> String {
     let mut s = format!(
         "table ip {NFT_TABLE}\n\
          delete table ip {NFT_TABLE}\n\
@@ -34,6 +47,11 @@ pub fn nft_script(subnet: Ipv4Net, cidr: Ipv4Net, masquerade: bool) -> String {
     if masquerade {
         s.push_str(&format!(
             "\t\tip saddr {subnet} ip daddr != {cidr} masquerade comment \"flatnet egress\"\n"
+        ));
+    }
+    if let Some(dev) = tunnel {
+        s.push_str(&format!(
+            "\t\toifname \"{dev}\" ip saddr != {subnet} masquerade comment \"flatnet: routed clients into the tunnel\"\n"
         ));
     }
     s.push_str("\t}\n}\n");
@@ -88,7 +106,16 @@ pub struct NftHostSetup;
 impl HostSetup for NftHostSetup {
     fn ensure(&self, config: &Config) -> Result<(), String> {
         enable_forwarding()?;
-        nft_apply(&nft_script(config.subnet, config.cidr, config.masquerade))
+        let tunnel = config
+            .wireguard
+            .enabled
+            .then_some(config.wireguard.interface.as_str());
+        nft_apply(&nft_script(
+            config.subnet,
+            config.cidr,
+            config.masquerade,
+            tunnel,
+        ))
     }
 }
 
@@ -102,11 +129,28 @@ mod tests {
             "10.87.1.0/24".parse().unwrap(),
             "10.87.0.0/16".parse().unwrap(),
             true,
+            None,
         );
         let create = s.find("table ip flatnet\n").unwrap();
         let delete = s.find("delete table ip flatnet").unwrap();
         assert!(create < delete, "table must exist before it is deleted");
         assert!(s.contains("ip saddr 10.87.1.0/24 ip daddr != 10.87.0.0/16 masquerade"));
+        assert!(
+            !s.contains("oifname"),
+            "no tunnel rule without a data plane"
+        );
+    }
+
+    #[test]
+    fn routed_clients_are_masqueraded_into_the_tunnel() {
+        let s = nft_script(
+            "10.87.1.0/24".parse().unwrap(),
+            "10.87.0.0/16".parse().unwrap(),
+            false,
+            Some("flatnet0"),
+        );
+        assert!(s.contains("oifname \"flatnet0\" ip saddr != 10.87.1.0/24 masquerade"));
+        assert!(!s.contains("flatnet egress"));
     }
 
     #[test]
@@ -115,6 +159,7 @@ mod tests {
             "10.87.1.0/24".parse().unwrap(),
             "10.87.0.0/16".parse().unwrap(),
             false,
+            None,
         );
         assert!(!s.contains("masquerade"));
         assert!(s.contains("chain postrouting"));

@@ -6,6 +6,7 @@
 //! - [`service`]: answers local API [`flatnet_wire::Request`]s; no I/O of its own
 //!   beyond the lease store, so it is tested without sockets.
 //! - [`api`]: the unix-socket server and the HTTP catalog endpoint.
+//! - [`gwroute`]: what outside machines run to route the Flatnet through this host.
 //! - [`hostnet`]: host-level networking flatnetd owns (forwarding, masquerade).
 //! - [`config`] reads `/etc/flatnet/flatnetd.toml`.
 //! - [`lighthouse`]: joining a Lighthouse, peers from it, hole punching, relay.
@@ -13,7 +14,9 @@
 pub mod api;
 pub mod config;
 pub mod dataplane;
+pub mod gwroute;
 pub mod hostnet;
+pub mod ifaddrs;
 pub mod ipam;
 pub mod lighthouse;
 pub mod service;

@@ -90,10 +90,10 @@ nat_router_create() {
     nat_masquerade "$n" "$mode"
 }
 
-# nat_host_create N: host hN behind router N, its flatnetd joined with a
-# fresh token (the subnet comes from the Lighthouse).
+# nat_host_create N [EXTRA_TOML]: host hN behind router N, its flatnetd
+# joined with a fresh token (the subnet comes from the Lighthouse).
 nat_host_create() {
-    local n="$1" h="h$1" token
+    local n="$1" h="h$1" extra="${2:-}" token
     ip netns add "$(ns "$h")"
     in_ns "$h" ip link set lo up
     in_ns "r$n" ip link add lan0 type veth peer name lan0 netns "$(ns "$h")"
@@ -102,13 +102,14 @@ nat_host_create() {
     in_ns "$h" ip addr add "192.168.$n.1/24" dev lan0
     in_ns "$h" ip link set lan0 up
     in_ns "$h" ip route add default via "192.168.$n.254"
-    token="$(lh token create --ttl 1h)"
+    token="$(lh token create --ttl 1h 2>/dev/null)"
     mkdir -p "$FN_TMP/$h"
     cat > "$FN_TMP/$h/flatnetd.toml" <<TOML
 node_name = "$h"
 cidr = "10.87.0.0/16"
 state_dir = "$FN_TMP/$h/state"
 socket = "$FN_TMP/$h/flatnetd.sock"
+$extra
 
 [wireguard]
 listen_port = $WG_PORT

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use flatnet_wire::{client::Client, Reply, Request};
-use flatnetd::{api::catalog, config::DEFAULT_SOCKET, status};
+use flatnetd::{api::catalog, config::DEFAULT_SOCKET, gwroute, status};
 
 #[derive(Parser)]
 #[command(version, about = "Inspect and control the local flatnetd")]
@@ -31,6 +31,10 @@ enum Cmd {
     Ping,
     /// This node's WireGuard public key (base64), for peers' `[[peers]]`.
     Pubkey,
+    /// The route command a machine outside the Flatnet (the Windows host of
+    /// a WSL2 VM running the gateway, a LAN router) needs to reach Flatnet
+    /// IPs through this host.
+    GatewayRoute,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +66,12 @@ fn main() -> anyhow::Result<()> {
                 bail!("flatnetd reported no public key (too old?)");
             };
             println!("{k}");
+        }
+        Cmd::GatewayRoute => {
+            let Reply::Status(st) = client.call(&Request::Status).context("status")? else {
+                bail!("unexpected reply to status");
+            };
+            print!("{}", gwroute::render(&gwroute::gather(st.network.cidr)));
         }
         Cmd::Ping => {
             let reply = client.call(&Request::Ping).context("ping")?;

@@ -1,0 +1,180 @@
+//! `flatnetctl gateway-route`: what a machine outside the Flatnet (the
+//! Windows host of a WSL2 VM running the gateway, a LAN router) must run to
+//! reach Flatnet IPs through this host.
+//!
+//! Gathering the facts ([`gather`]: addresses, the default route's
+//! interface, WSL, forwarding) is separate from wording them ([`render`]),
+//! which is what the tests check.
+
+use std::{fmt::Write, net::Ipv4Addr};
+
+use ipnet::Ipv4Net;
+
+/// One IPv4 address of this host, outside the Flatnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAddr {
+    pub iface: String,
+    pub ip: Ipv4Addr,
+    /// On the interface of the default route: what the outside sees.
+    pub default_route: bool,
+}
+
+/// What [`render`] needs to know about this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub cidr: Ipv4Net,
+    pub addrs: Vec<HostAddr>,
+    /// Running in a WSL2 VM.
+    pub wsl: bool,
+    /// `net.ipv4.ip_forward` is 1.
+    pub forwarding: bool,
+}
+
+/// The commands, best address first.
+pub fn render(f: &Facts) -> String {
+    let mut out = String::new();
+    let mut addrs = f.addrs.clone();
+    addrs.sort_by_key(|a| !a.default_route);
+    let Some(best) = addrs.first() else {
+        let _ = writeln!(
+            out,
+            "This host has no IPv4 address outside the Flatnet: nothing can route through it."
+        );
+        return out;
+    };
+    let (net, mask) = (f.cidr.network(), f.cidr.netmask());
+    let _ = writeln!(
+        out,
+        "The Flatnet {} is reachable through this host at {} ({}).",
+        f.cidr, best.ip, best.iface
+    );
+    let windows = format!("route add {net} mask {mask} {}", best.ip);
+    let linux = format!("ip route add {} via {}", f.cidr, best.ip);
+    if f.wsl {
+        let _ = writeln!(
+            out,
+            "\nOn the Windows host of this WSL2 VM (administrator prompt; run it again\nafter WSL restarts, the VM's address changes):\n  {windows}"
+        );
+        let _ = writeln!(out, "\nOn a Linux machine on the same network:\n  {linux}");
+    } else {
+        let _ = writeln!(out, "\nOn a Linux machine on the same network:\n  {linux}");
+        let _ = writeln!(
+            out,
+            "\nOn a Windows machine on the same network (administrator prompt):\n  {windows}"
+        );
+    }
+    if addrs.len() > 1 {
+        let others: Vec<String> = addrs[1..]
+            .iter()
+            .map(|a| format!("{} ({})", a.ip, a.iface))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nFrom another network, use this host's address there instead: {}",
+            others.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nflatnetd masquerades such clients into the tunnel, so containers on every\nFlatnet host can answer them."
+    );
+    if !f.forwarding {
+        let _ = writeln!(
+            out,
+            "\nIPv4 forwarding is OFF here; it comes on with the first container, or now:\n  sysctl -w net.ipv4.ip_forward=1"
+        );
+    }
+    out
+}
+
+/// The interface of the IPv4 default route, from `/proc/net/route`.
+pub fn default_route_iface(route_table: &str) -> Option<String> {
+    route_table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
+    })
+}
+
+/// Read the facts off this host.
+pub fn gather(cidr: Ipv4Net) -> Facts {
+    let def = std::fs::read_to_string("/proc/net/route")
+        .ok()
+        .and_then(|t| default_route_iface(&t));
+    let addrs = crate::ifaddrs::outside(cidr)
+        .into_iter()
+        .map(|(iface, ip)| HostAddr {
+            default_route: def.as_deref() == Some(iface.as_str()),
+            iface,
+            ip,
+        })
+        .collect();
+    let osrelease = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    Facts {
+        cidr,
+        addrs,
+        wsl: osrelease.to_ascii_lowercase().contains("microsoft"),
+        forwarding: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .is_ok_and(|v| v.trim() == "1"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(wsl: bool) -> Facts {
+        Facts {
+            cidr: "10.87.0.0/16".parse().unwrap(),
+            addrs: vec![
+                HostAddr {
+                    iface: "docker0".into(),
+                    ip: "172.17.0.1".parse().unwrap(),
+                    default_route: false,
+                },
+                HostAddr {
+                    iface: "eth0".into(),
+                    ip: "172.22.48.5".parse().unwrap(),
+                    default_route: true,
+                },
+            ],
+            wsl,
+            forwarding: true,
+        }
+    }
+
+    #[test]
+    fn wsl_gets_the_windows_route_through_the_default_interface() {
+        let s = render(&facts(true));
+        assert!(s.contains("reachable through this host at 172.22.48.5 (eth0)"));
+        let win = s
+            .find("route add 10.87.0.0 mask 255.255.0.0 172.22.48.5")
+            .unwrap();
+        let lin = s.find("ip route add 10.87.0.0/16 via 172.22.48.5").unwrap();
+        assert!(win < lin, "Windows first in WSL2:\n{s}");
+        assert!(s.contains("172.17.0.1 (docker0)"));
+        assert!(!s.contains("forwarding is OFF"));
+    }
+
+    #[test]
+    fn plain_linux_leads_with_ip_route_and_warns_without_forwarding() {
+        let mut f = facts(false);
+        f.forwarding = false;
+        let s = render(&f);
+        let win = s.find("route add 10.87.0.0 mask").unwrap();
+        let lin = s.find("ip route add 10.87.0.0/16").unwrap();
+        assert!(lin < win);
+        assert!(s.contains("sysctl -w net.ipv4.ip_forward=1"));
+        f.addrs.clear();
+        assert!(render(&f).contains("no IPv4 address outside the Flatnet"));
+    }
+
+    #[test]
+    fn default_route_is_read_from_proc_net_route() {
+        let t =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                 lan0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                 eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+        assert_eq!(default_route_iface(t).as_deref(), Some("eth0"));
+        assert_eq!(default_route_iface("Iface\n"), None);
+    }
+}
