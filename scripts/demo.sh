@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Flatnet local demo: two Flatnet hosts (network namespaces on a shared LAN),
-# each running flatnetd with its WireGuard data plane, a real Podman container
-# on each, talking across hosts by Flatnet IP; the service catalog, and
-# `flatnetctl status` at the end.
+# Flatnet local demo, all in network namespaces on this machine:
+#
+#   a Lighthouse on an "internet"; two sites, each a host behind its own NAT
+#   router (like WSL2 VMs behind their Windows hosts on office LANs); each
+#   host's flatnetd joins the Lighthouse with a token, gets its subnet, and
+#   punches a direct WireGuard path through both NATs; a real Podman
+#   container on each host talks to the other by Flatnet IP; the OpenResty /
+#   nginx gateway on site 1's router serves the web container to a "browser"
+#   on the office LAN; `flatnetctl status` on both hosts at the end.
 #
 #   sudo scripts/demo.sh            install packages, build, run, clean up
 #   sudo scripts/demo.sh --keep     leave it running to poke at (see the hints)
@@ -29,30 +34,43 @@ step "Building Flatnet"
 cargo build --release --locked --workspace
 
 # The demo reuses the integration tests' topology helpers.
-FN_PREFIX="demo"
 FN_TMP="/tmp/flatnet-demo"
 BATS_TMPDIR=/tmp
 source tests/integration/helpers.bash
 source tests/integration/helpers-wg.bash
+source tests/integration/helpers-nat.bash
+source tests/integration/helpers-gw.bash
 source tests/integration/podman.bash
 FN_PREFIX="demo"
-cleanup() { podman_teardown; fn_teardown; }
+cleanup() { podman_teardown; gw_stop; fn_teardown; }
 if [ -d "$FN_TMP" ]; then cleanup 2>/dev/null || true; fi
 mkdir -p "$FN_TMP"
 if [ "$KEEP" = 0 ]; then trap cleanup EXIT; fi
 
-step "Two Flatnet hosts on one LAN (network namespaces $(ns h1), $(ns h2))"
-wg_host_create h1 10.87.1.0/24 192.168.77.1
-wg_host_create h2 10.87.2.0/24 192.168.77.2
-echo "h1: subnet 10.87.1.0/24, LAN 192.168.77.1, WireGuard key $(ctl h1 pubkey)"
-echo "h2: subnet 10.87.2.0/24, LAN 192.168.77.2, WireGuard key $(ctl h2 pubkey)"
+step "The internet ($(ns inet), 203.0.113.0/24) and the Lighthouse on it"
+nat_inet_create
+lh_start
+echo "Lighthouse listening on $LH_ADDR (QUIC); its certificate is pinned by every join token"
 
-step "Peering them (each host learns the other's key, endpoint and subnet)"
-wg_add_peer h1 h2
-wg_add_peer h2 h1
-wg_reload h1 1
-wg_reload h2 1
-echo "peers configured; SIGHUP reloaded both daemons"
+step "Two sites, each a host behind a NAT router (plain masquerade, like Windows NAT for WSL2)"
+nat_router_create 1 ""
+nat_router_create 2 ""
+echo "site 1: router r1 203.0.113.11, host h1 192.168.1.1 behind it"
+echo "site 2: router r2 203.0.113.12, host h2 192.168.2.1 behind it"
+echo "h1 and h2 have no route to each other except through both NATs."
+
+step "Each host's flatnetd joins the Lighthouse with a one-time token"
+echo "\$ lighthouse token create --ttl 1h"
+echo "$(lh token create --ttl 1h 2>/dev/null | cut -c1-40)…"
+nat_host_create 1 "catalog_listen = \"0.0.0.0:7070\""
+nat_host_create 2 "catalog_listen = \"0.0.0.0:7070\""
+lh nodes list
+
+step "Hole punching: both NATs opened by simultaneous sends, no relay needed"
+nat_wait_path h1 h2 direct 15
+nat_wait_path h2 h1 direct 15
+echo "h1 reaches h2 directly at $(wg_peer h1 h2 endpoint) (h2's NAT mapping, learnt from the Lighthouse)"
+echo "h2 reaches h1 directly at $(wg_peer h2 h1 endpoint)"
 
 step "Podman containers: demo-web on h2, demo-client on h1"
 podman_setup
@@ -65,12 +83,20 @@ client="$(pm h1 inspect -f '{{(index .NetworkSettings.Networks "flatnet-h1").IPA
 echo "demo-web    on h2, Flatnet IP $web"
 echo "demo-client on h1, Flatnet IP $client"
 
-step "demo-client (h1) -> demo-web (h2) by Flatnet IP, through WireGuard"
+step "demo-client (h1) -> demo-web (h2) by Flatnet IP, WireGuard through both NATs"
 pm h1 exec demo-client ping -c 3 "$web"
 echo "HTTP: $(pm h1 exec demo-client wget -qO- "http://$web/")"
 
-step "The service catalog h2 publishes for the gateway (flatnetctl catalog)"
-ctl h2 catalog
+step "The gateway: a browser on site 1's office LAN opens http://demo-web.flatnet.test/"
+echo "r1 plays the Windows host: it routes the Flatnet to h1 (what 'flatnetctl gateway-route' prints)"
+gw_route_hint h1 | sed -n '1,4p'
+gw_start 1 "http://$(ctl h2 status --json | jq -r .network.gateway):7070/v1/catalog"
+gw_wait_route demo-web 20
+echo "\$ curl http://demo-web.flatnet.test/   (from the office LAN, no VPN client)"
+gw_curl http://demo-web.flatnet.test/
+
+step "lighthouse nodes list"
+lh nodes list
 
 step "flatnetctl status on h2"
 ctl h2 status
@@ -84,6 +110,8 @@ Left running. Try:
   CONTAINERS_CONF=$FN_TMP/containers.conf CONTAINERS_STORAGE_CONF=$FN_TMP/storage.conf \\
     nsenter --net=/run/netns/$(ns h1) podman exec demo-client wget -qO- http://$web/
   $FLATNETCTL --socket $FN_TMP/h1/flatnetd.sock status
+  ip netns exec $(ns office) curl -s --connect-to ::$GW_IP: http://gateway.flatnet.test/_flatnet/status
+  LIGHTHOUSE_ADMIN_SOCKET=$FN_TMP/lh.sock $LIGHTHOUSE nodes list
 Clean up with: sudo scripts/demo.sh --no-deps (it removes the previous run first)
 HINT
 fi

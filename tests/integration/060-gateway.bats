@@ -1,0 +1,122 @@
+#!/usr/bin/env bats
+# The gateway end to end on real Flatnet: two hosts behind NAT routers,
+# joined to a Lighthouse; the gateway runs on router r1 (the Windows host in
+# front of WSL2 VM h1) and routes the Flatnet through h1 as
+# `flatnetctl gateway-route` says; an office machine on r1's other side
+# opens services that run in containers on h2, across both NATs and the
+# WireGuard tunnel, with no VPN client.
+
+load helpers
+load helpers-wg
+load helpers-nat
+load helpers-gw
+load podman
+
+OUT="$REPO_ROOT/tests/out/gateway"
+
+setup() {
+    fn_setup
+    nat_inet_create
+    lh_start
+    nat_router_create 1 ""
+    nat_router_create 2 ""
+    nat_host_create 1 'catalog_listen = "0.0.0.0:7070"'
+    nat_host_create 2 'catalog_listen = "0.0.0.0:7070"'
+    nat_wait_path h1 h2 direct 15
+    GW1="$(ctl h1 status --json | jq -r .network.gateway)"
+    GW2="$(ctl h2 status --json | jq -r .network.gateway)"
+}
+
+teardown() {
+    podman_teardown
+    gw_stop
+    fn_teardown
+}
+
+chromium_office() {
+    in_ns office timeout 60 chromium --headless --no-sandbox --disable-gpu \
+        --disable-background-networking --disable-component-update --disable-sync --no-first-run \
+        --disable-quic --disable-dev-shm-usage --user-data-dir="$FN_TMP/chromium-$1" \
+        --host-resolver-rules="MAP *.$GW_DOMAIN $GW_IP" "${@:2}"
+}
+
+@test "Chromium in the office renders a page from a Podman container on another Flatnet host" {
+    podman_setup
+    podman_conflist h2 flatnet-h2
+    pm h2 run -d --name "$FN_PREFIX-web" --network flatnet-h2 -p 8080:80 "$PODMAN_IMAGE" \
+        httpd -f -p 80 -h /www >/dev/null
+    web="$(pm h2 inspect -f '{{(index .NetworkSettings.Networks "flatnet-h2").IPAddress}}' "$FN_PREFIX-web")"
+    gw_start 1 "http://$GW1:7070/v1/catalog" "http://$GW2:7070/v1/catalog"
+    # r1 reaches the container on h2 straight by Flatnet IP, through h1.
+    [ "$(in_ns r1 curl -sS --max-time 10 "http://$web/")" = "flatnet test page" ]
+    gw_wait_route "$FN_PREFIX-web" 20
+    run chromium_office dom --dump-dom "http://$FN_PREFIX-web.$GW_DOMAIN/"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"flatnet test page"* ]]
+    mkdir -p "$OUT"
+    shot="$OUT/flatnet-e2e-web.png"
+    rm -f "$shot"
+    run chromium_office shot --screenshot="$shot" --window-size=800,400 "http://$FN_PREFIX-web.$GW_DOMAIN/"
+    [ "$status" -eq 0 ]
+    [ "$(head -c 8 "$shot" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]
+    echo "# screenshot: $shot" >&3
+    # The request crossed the gateway, and the route came from h2's catalog.
+    grep -q "GET / " "$FN_TMP/gw/logs/access.log"
+    gw_curl "http://gateway.$GW_DOMAIN/_flatnet/status?format=json" | grep -q "$web"
+}
+
+@test "git clone and push through the gateway to a git server in a container on another host" {
+    # A CNI container on h2 that publishes port 3000 under the name "forgejo".
+    ip netns add "$(ns h2-forgejo)"
+    netconf h2 1.0.0 '"runtimeConfig":{"portMappings":[{"hostPort":3000,"containerPort":3000,"protocol":"tcp"}]}' |
+        cni h2 ADD cid-forgejo "/run/netns/$(ns h2-forgejo)" eth0 "IgnoreUnknown=1;K8S_POD_NAME=forgejo" \
+        > "$FN_TMP/h2/forgejo.json"
+    ip="$(container_ip h2 forgejo)"
+    mkdir -p "$FN_TMP/repos"
+    git init -q --bare -b main "$FN_TMP/repos/project.git"
+    git -C "$FN_TMP/repos/project.git" config http.receivepack true
+    git init -q -b main "$FN_TMP/seed"
+    echo hello > "$FN_TMP/seed/README"
+    git -C "$FN_TMP/seed" add README
+    git -C "$FN_TMP/seed" -c user.name=t -c user.email=t@t commit -qm seed
+    git -C "$FN_TMP/seed" push -q "$FN_TMP/repos/project.git" main
+    in_ns h2-forgejo python3 "$REPO_ROOT/tests/gateway/py/gitserver.py" --bind "$ip" --port 3000 \
+        --root "$FN_TMP/repos" >"$FN_TMP/gitserver.log" 2>&1 &
+    disown $! 2>/dev/null || true
+    gw_start 1 "http://$GW2:7070/v1/catalog"
+    url="http://forgejo.$GW_DOMAIN/project.git"
+    for i in $(seq 100); do
+        gw_curl -f -o /dev/null "$url/info/refs?service=git-upload-pack" 2>/dev/null && break
+        sleep 0.2
+    done
+    git_office() {
+        in_ns office env GIT_TERMINAL_PROMPT=0 HOME="$FN_TMP" \
+            git -c "http.curloptResolve=forgejo.$GW_DOMAIN:80:$GW_IP" "$@"
+    }
+    run git_office clone -q "$url" "$FN_TMP/work"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "$(cat "$FN_TMP/work/README")" = hello ]
+    # Big enough that git streams the push chunked, through the tunnel.
+    head -c 8000000 /dev/urandom > "$FN_TMP/work/blob.bin"
+    git -C "$FN_TMP/work" add blob.bin
+    git -C "$FN_TMP/work" -c user.name=t -c user.email=t@t commit -qm blob
+    run git_office -C "$FN_TMP/work" push origin main
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "$(git -C "$FN_TMP/repos/project.git" rev-parse main)" = "$(git -C "$FN_TMP/work" rev-parse main)" ]
+    run git_office clone -q "$url" "$FN_TMP/again"
+    [ "$status" -eq 0 ]
+    cmp "$FN_TMP/work/blob.bin" "$FN_TMP/again/blob.bin"
+    grep -q 'POST /project.git/git-receive-pack' "$FN_TMP/gw/logs/access.log"
+}
+
+@test "flatnetctl gateway-route names the host's LAN address and both route forms" {
+    run gw_route_hint h1
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"reachable through this host at 192.168.1.1 (lan0)"* ]]
+    [[ "$output" == *"ip route add 10.87.0.0/16 via 192.168.1.1"* ]]
+    [[ "$output" == *"route add 10.87.0.0 mask 255.255.0.0 192.168.1.1"* ]]
+    # flatnetd masquerades routed clients into the tunnel (and only those).
+    in_ns h1 nft list table ip flatnet | grep -q 'oifname "flatnet0" ip saddr != 10.87.1.0/24 masquerade'
+}
