@@ -257,15 +257,28 @@ impl Userspace {
     }
 
     /// Switch a Lighthouse peer between direct and relayed sending.
+    ///
+    /// Moving onto the relay sends a probe through it at once (a handshake
+    /// initiation when there is no session yet, else a keepalive), instead
+    /// of leaving the first relayed handshake to WireGuard's 5 s retransmit
+    /// timer: the relay is what carries traffic from this moment on.
     pub fn set_path(&self, node_id: u32, state: PathState, relayed: bool) {
+        let mut out = [0u8; MIN_OUT];
         for p in self.shared.current().peers() {
             let mut g = lock(p);
             if g.node_id == Some(node_id) {
+                let moved_to_relay = relayed && !g.relayed;
                 if g.relayed != relayed {
                     info!(peer = %g.name, relayed, endpoint = %g.endpoint, "path changed");
                 }
                 g.path = Some(state);
                 g.relayed = relayed;
+                if moved_to_relay {
+                    if let Some(n) = g.probe(&mut out) {
+                        drop(g);
+                        relay_send(&self.shared, node_id, &out[..n]);
+                    }
+                }
             }
         }
     }
