@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Gateway benchmark (not a test): wrk through the Flatnet gateway vs plain nginx
 # proxy_pass to the same target, side by side in one run, on loopback.
-#   tests/bench/gateway-bench.sh [seconds] [connections]
+#   tests/bench/gateway-bench.sh [seconds] [connections] [rounds]
 # Prints a markdown table; goal: gateway >= 90% of plain nginx requests/s.
 set -eu
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 DUR="${1:-10}"
 CONNS="${2:-32}"
+ROUNDS="${3:-5}"
 T="$(mktemp -d /tmp/fgw-bench.XXXXXX)"
 MODS="load_module /usr/share/nginx/modules/ndk_http_module.so; load_module /usr/share/nginx/modules/ngx_http_lua_module.so;"
 cleanup() {
@@ -55,25 +56,47 @@ error_log_level = warn
 EOF2
 (cd "$T/gw" && lua5.1 "$REPO/gateway-lua/bin/flatnet-gateway-render" gateway.conf -o nginx.conf)
 
-for d in target plain gw; do nginx -p "$T/$d" -c nginx.conf; done
+# With 2+ cores: the nginx instances on CPU 0, wrk on CPU 1, so the proxy under test
+# never fights the load generator for a core (it still shares CPU 0 with the target,
+# identically for both proxies).
+PIN_NGINX=(); PIN_WRK=()
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then PIN_NGINX=(taskset -c 0); PIN_WRK=(taskset -c 1); fi
+for d in target plain gw; do "${PIN_NGINX[@]}" nginx -p "$T/$d" -c nginx.conf; done
 sleep 1
 curl -sf -H 'Host: web.flatnet.test' http://127.0.0.1:18401/ >/dev/null
 curl -sf -H 'Host: web.flatnet.test' http://127.0.0.1:18402/ >/dev/null
 
 run() { # url -> "rps p99"
-    wrk -t1 -c"$CONNS" -d2s -H 'Host: web.flatnet.test' "$1" >/dev/null # warm up
-    wrk -t1 -c"$CONNS" -d"${DUR}s" --latency -H 'Host: web.flatnet.test' "$1" |
-        awk '/Requests\/sec/ { rps = $2 } /^ *99%/ { p = $2 } /Non-2xx/ { bad = $NF }
+    "${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d2s -H 'Host: web.flatnet.test' "$1" >/dev/null # warm up
+    "${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency -H 'Host: web.flatnet.test' "$1" |
+        awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000 }
+             /Requests\/sec/ { rps = $2 } /^ *99%/ { p = ms($2) } /Non-2xx/ { bad = $NF }
              END { if (bad) { print "non-2xx answers:", bad > "/dev/stderr"; exit 1 } print rps, p }'
 }
-read -r plain_rps plain_p99 < <(run http://127.0.0.1:18402/)
-read -r gw_rps gw_p99 < <(run http://127.0.0.1:18401/)
+# Interleaved rounds (plain, gateway, plain, gateway, ...): on a 2-core machine shared by
+# wrk, the proxy and the target, throughput drifts between runs; medians of interleaved
+# rounds compare the two under the same conditions.
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# One untimed round of each first: LuaJIT compiles its traces, both warm their caches.
+run http://127.0.0.1:18402/ >/dev/null
+run http://127.0.0.1:18401/ >/dev/null
+prs=(); pps=(); grs=(); gps=(); ratios=()
+for i in $(seq "$ROUNDS"); do
+    read -r r p < <(run http://127.0.0.1:18402/); prs+=("$r"); pps+=("${p%ms}")
+    read -r g q < <(run http://127.0.0.1:18401/); grs+=("$g"); gps+=("${q%ms}")
+    ratios+=("$(awk -v a="$g" -v b="$r" 'BEGIN { printf "%.1f", 100 * a / b }')")
+done
+plain_rps="$(printf '%s\n' "${prs[@]}" | median)"
+gw_rps="$(printf '%s\n' "${grs[@]}" | median)"
+plain_p99="$(printf '%s\n' "${pps[@]}" | median)ms"
+gw_p99="$(printf '%s\n' "${gps[@]}" | median)ms"
 ratio=$(awk -v a="$gw_rps" -v b="$plain_rps" 'BEGIN { printf "%.1f%%", 100 * a / b }')
 echo
-echo "wrk -t1 -c$CONNS -d${DUR}s, 1 nginx worker each, loopback, $(nproc) cores, $(nginx -v 2>&1 | sed 's/.*\///')"
+echo "wrk -t1 -c$CONNS -d${DUR}s x $ROUNDS interleaved rounds, medians, 1 nginx worker each, loopback, $(nproc) cores${PIN_WRK:+ (nginx on CPU 0, wrk on CPU 1)}, $(nginx -v 2>&1 | sed 's/.*\///')"
+echo "per-round gateway/plain: $(printf '%s%% ' "${ratios[@]}")"
 echo
 echo "| path | requests/s | p99 latency |"
 echo "| --- | --- | --- |"
 echo "| plain nginx proxy_pass | $plain_rps | $plain_p99 |"
-echo "| Flatnet gateway (Lua routing + balancer) | $gw_rps | $gw_p99 |"
+echo "| Flatnet gateway (Lua routing in the balancer) | $gw_rps | $gw_p99 |"
 echo "| gateway / plain | $ratio | |"

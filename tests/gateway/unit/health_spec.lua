@@ -72,27 +72,65 @@ describe("health", function()
     end)
 end)
 
-describe("round robin", function()
-    it("rotates and skips unusable targets", function()
-        local ts = { "a", "b", "c" }
-        local all = function()
-            return true
-        end
-        assert.equal(1, balance.pick(ts, 1, all))
-        assert.equal(3, balance.pick(ts, 3, all))
-        assert.equal(3, balance.pick(ts, 2, function(t) return t ~= "b" end))
-        assert.equal(1, balance.pick(ts, 2, function(t) return t == "a" end))
-        assert.is_nil(balance.pick(ts, 1, function() return false end))
+describe("health generation", function()
+    it("moves when a target goes down, not when nothing changes", function()
+        local store = fake_store.new()
+        local h = health.new(store, { fail_threshold = 2, now = store.now })
+        local g0 = h:generation()
+        h:passive_failure("10.87.0.1:80", "refused")
+        assert.equal(g0, h:generation(), "one failure does not mark it down")
+        h:passive_failure("10.87.0.1:80", "refused")
+        local g1 = h:generation()
+        assert.is_true(g1 > g0)
+        h:active_result("10.87.0.2:80", true)
+        assert.equal(g1, h:generation(), "an up target staying up is no change")
+        h:active_result("10.87.0.2:80", false, "timeout")
+        assert.is_true(h:generation() > g1)
     end)
+end)
 
-    it("spreads starts evenly per key", function()
-        local next_start = balance.counter()
-        local seen = {}
+describe("round robin", function()
+    local function up_unless(down)
+        return function(_, t)
+            return not down[t]
+        end
+    end
+
+    it("rotates the start over all targets", function()
+        local seen, pos = {}, nil
         for _ = 1, 6 do
-            local s = next_start("k", 3)
-            seen[s] = (seen[s] or 0) + 1
+            pos = balance.advance(pos, 3)
+            seen[pos] = (seen[pos] or 0) + 1
         end
         assert.same({ 2, 2, 2 }, seen)
-        assert.equal(1, next_start("other", 2))
+        assert.equal(1, balance.advance(nil, 2))
+    end)
+
+    it("orders the healthy targets from the start, skipping the down ones", function()
+        local ts = { "a", "b", "c", "d" }
+        assert.same({ 3, 4, 1, 2 }, balance.up_order(ts, 3, up_unless({})))
+        assert.same({ 4, 1 }, balance.up_order(ts, 2, up_unless({ b = true, c = true })))
+        assert.same({}, balance.up_order(ts, 1, up_unless({ a = true, b = true, c = true, d = true })))
+    end)
+
+    it("retries the next target still up, else the next untried one", function()
+        local ts = { "a", "b", "c" }
+        local order = { 2, 3, 1 } -- b, c, a
+        assert.equal(2, balance.retry_pick(order, 2, ts, up_unless({})))
+        -- c went down meanwhile: skip to a
+        assert.equal(3, balance.retry_pick(order, 2, ts, up_unless({ c = true })))
+        -- everything left is down: still try the next one rather than nothing
+        assert.equal(2, balance.retry_pick(order, 2, ts, up_unless({ c = true, a = true })))
+    end)
+
+    it("passes the health object through without a closure", function()
+        local seen
+        local h = { down = { b = true } }
+        local function is_up(self, t)
+            seen = self
+            return not self.down[t]
+        end
+        assert.same({ 1, 3 }, balance.up_order({ "a", "b", "c" }, 1, is_up, h))
+        assert.equal(h, seen)
     end)
 end)

@@ -1,25 +1,24 @@
--- access_by_lua for proxied requests, plus the error-page handlers.
+-- The error-page handlers: requests the balancer could not route (404, 503), a client
+-- outside the allow list (403), and tries that all failed (502, 504).
 local names = require("flatnet.gateway.names")
 local pages = require("flatnet.gateway.pages")
 local respond = require("flatnet.gateway.respond")
-local routes = require("flatnet.gateway.routes")
-local balance = require("flatnet.gateway.balance")
+local balancer = require("flatnet.gateway.balancer")
 local state = require("flatnet.gateway.state")
 
 local M = {}
 
-local next_start = balance.counter()
-
-function M.handle()
-    local host = names.normalize_host(ngx.var.host)
-    local table_ = state.routes()
-    local route = routes.match(table_, host, ngx.var.uri)
+--- error_page 500: the balancer refused the request. Say why: no route, or no healthy
+-- target. (A 500 for any other reason stays a 500.)
+function M.no_target()
+    local host = names.normalize_host(ngx.var.http_host or ngx.var.host) or ""
+    local uri = ngx.var.uri
+    local route = balancer.route()
     if not route then
-        return respond.send(404, pages.no_route(host, ngx.var.uri, table_.list, ngx.var.scheme))
+        return respond.send(404, pages.no_route(host, uri, state.routes().list, ngx.var.scheme))
     end
     local h = state.health()
-    local up = h:up_targets(route.targets)
-    if #up == 0 then
+    if #h:up_targets(route.targets) == 0 then
         local states = {}
         for i, t in ipairs(route.targets) do
             states[i] = h:state(t)
@@ -27,11 +26,7 @@ function M.handle()
         ngx.log(ngx.WARN, "flatnet gateway: all targets of ", host, route.prefix, " are down")
         return respond.send(503, pages.all_down(host, route, states))
     end
-    ngx.ctx.flatnet = {
-        up = up,
-        start = next_start(route.host .. route.prefix, #up),
-        tried = {},
-    }
+    return respond.send(500, pages.internal_error(host))
 end
 
 function M.forbidden()

@@ -1,28 +1,35 @@
--- Round-robin choice of the next target. Pure Lua.
+-- Which target gets a request: round robin over the healthy targets of a route, and the
+-- next one to retry after a failure. Pure Lua; health is asked through a function and an
+-- argument (is_up(arg, target)) so the per-request path creates no closures.
 local M = {}
 
---- Pick a target index, starting at position `start` (1-based) and walking round,
--- skipping targets for which usable(target) is false. Returns index or nil.
-function M.pick(targets, start, usable)
-    local n = #targets
-    for i = 0, n - 1 do
-        local idx = (start - 1 + i) % n + 1
-        if usable(targets[idx]) then
-            return idx
-        end
-    end
-    return nil
+--- The next round-robin start position for a route of n targets (1-based).
+function M.advance(prev, n)
+    return (prev or 0) % n + 1
 end
 
---- A per-key round-robin counter (worker-local; each worker rotates on its own,
--- which still spreads load evenly and needs no locking).
-function M.counter()
-    local counts = {}
-    return function(key, n)
-        local c = (counts[key] or 0) % n + 1
-        counts[key] = c
-        return c
+--- Indexes of the targets that are up, in round-robin order from `start`.
+function M.up_order(targets, start, is_up, arg)
+    local n = #targets
+    local up = {}
+    for k = 0, n - 1 do
+        local i = (start - 1 + k) % n + 1
+        if is_up(arg, targets[i]) then
+            up[#up + 1] = i
+        end
     end
+    return up
+end
+
+--- After a failed try: the position in `order` (from `from` on) of the first target still
+-- up; if none is, the next untried one anyway (nginx allowed that many tries).
+function M.retry_pick(order, from, targets, is_up, arg)
+    for k = from, #order do
+        if is_up(arg, targets[order[k]]) then
+            return k
+        end
+    end
+    return math.min(from, #order)
 end
 
 return M

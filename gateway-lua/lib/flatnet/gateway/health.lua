@@ -38,6 +38,7 @@ function M:passive_failure(target, why)
         n, self.fail_window, why or "error"), self.down_time)
     store:set("pdt:" .. target, self.now(), self.down_time)
     store:delete("pf:" .. target)
+    store:incr("health:gen", 1, 0)
     return true
 end
 
@@ -49,7 +50,16 @@ function M:active_result(target, ok, err)
     store:set("a:" .. target, new, self.active_ttl)
     store:set("at:" .. target, self.now(), self.active_ttl)
     local changed = (prev == nil and not ok) or (prev ~= nil and (prev == "up") ~= ok)
+    if changed then
+        store:incr("health:gen", 1, 0)
+    end
     return changed, prev
+end
+
+--- A counter that moves whenever a target goes down (an up target can only come back
+-- by an entry expiring, which needs no notice): cache "up" answers until it moves.
+function M:generation()
+    return self.store:get("health:gen") or 0
 end
 
 function M:is_up(target)

@@ -23,6 +23,9 @@ function M.init_worker()
     if ok then
         ok, err = ngx.timer.every(s.refresh_interval, refresh.run)
     end
+    if ok then
+        ok, err = require("flatnet.gateway.balancer").start()
+    end
     if ok and s.health_interval > 0 then
         ok, err = ngx.timer.every(s.health_interval, checker.run)
     end

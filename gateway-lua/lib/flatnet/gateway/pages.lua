@@ -70,6 +70,14 @@ function M.upstream_failed(host, status, tried)
     }))
 end
 
+--- 500: the gateway itself failed (should not happen; the error log says why).
+function M.internal_error(host)
+    return M.layout("Gateway error", table.concat({
+        "<h1>Gateway error for <code>", html(host or "?"), "</code> <small>500</small></h1>",
+        "<p>The gateway could not handle this request. Its error log has the details.</p>",
+    }))
+end
+
 --- 403: the client is not in the allow list.
 function M.forbidden(client)
     return M.layout("Forbidden", table.concat({

@@ -96,6 +96,10 @@ function M.compile(list)
         table.sort(h, function(a, b)
             return #a.prefix > #b.prefix
         end)
+        -- The common case, one route for the whole host: matching needs no path.
+        if #h == 1 and h[1].prefix == "/" then
+            h.whole = h[1]
+        end
     end
     return { hosts = hosts, list = list }
 end
@@ -103,6 +107,9 @@ end
 --- Does path fall under prefix? Prefixes match whole path segments:
 -- "/docs" matches "/docs", "/docs/" and "/docs/a" but not "/docsx"; "/docs/" and "/" match as plain prefixes.
 function M.prefix_matches(prefix, path)
+    if prefix == "/" then
+        return true
+    end
     if path:sub(1, #prefix) ~= prefix then
         return false
     end
@@ -113,10 +120,17 @@ function M.prefix_matches(prefix, path)
 end
 
 --- Find the route for a (normalised) host and a path. Returns the route or nil.
+-- `path` may be a function returning the path, called only when it matters.
 function M.match(compiled, host, path)
     local h = compiled.hosts[host]
     if not h then
         return nil
+    end
+    if h.whole then
+        return h.whole
+    end
+    if type(path) == "function" then
+        path = path()
     end
     for _, r in ipairs(h) do
         if M.prefix_matches(r.prefix, path) then
