@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Install Flatnet on this host: build (unless --no-build), then put
-#   flatnetd, flatnetctl         -> $PREFIX/bin (default /usr/local/bin)
+#   flatnetd, flatnetctl, lighthouse -> $PREFIX/bin (default /usr/local/bin)
 #   the CNI plugin `flatnet`     -> every CNI plugin dir that exists
 #                                   (/usr/lib/cni, /opt/cni/bin, /usr/libexec/cni)
 #   the same binary as netavark plugin -> /usr/local/libexec/netavark/flatnet
 #   flatnet.conflist             -> /etc/cni/net.d (Podman 4.x CNI backend)
 #   flatnetd.toml                -> /etc/flatnet (kept if already there)
 #   flatnetd.service             -> /etc/systemd/system (when systemd runs)
+#   lighthouse.service           -> /etc/systemd/system (installed, not enabled:
+#                                   only the one shared Lighthouse host runs it)
 # Re-running it upgrades in place. Run as root.
 set -euo pipefail
 
@@ -17,19 +19,20 @@ BUILD=1
 for a in "$@"; do
     case "$a" in
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $a" >&2; exit 2 ;;
     esac
 done
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
 
 if [ "$BUILD" = 1 ]; then
-    cargo build --release --locked -p flatnetd -p flatnet-cni
+    cargo build --release --locked -p flatnetd -p flatnet-cni -p lighthouse
 fi
 T=target/release
 
 install -D -m 0755 "$T/flatnetd" "$PREFIX/bin/flatnetd"
 install -D -m 0755 "$T/flatnetctl" "$PREFIX/bin/flatnetctl"
+install -D -m 0755 "$T/lighthouse" "$PREFIX/bin/lighthouse"
 
 installed_cni=0
 for d in /usr/lib/cni /opt/cni/bin /usr/libexec/cni; do
@@ -60,6 +63,7 @@ fi
 
 if [ -d /run/systemd/system ]; then
     install -D -m 0644 dist/flatnetd.service /etc/systemd/system/flatnetd.service
+    install -D -m 0644 dist/lighthouse.service /etc/systemd/system/lighthouse.service
     systemctl daemon-reload
     echo "service    -> systemctl enable --now flatnetd"
 else
