@@ -54,27 +54,14 @@ iperf() {
     awk -v b="$bps" 'BEGIN { printf "%.2f", b / 1e9 }'
 }
 
-# rtt NS IP: average ping RTT in ms over 50 pings.
-rtt() {
-    in_ns "$1" ping -q -c 50 -i 0.02 "$2" | awk -F/ '/^rtt/ { print $5 }'
+# rtt_samples NS IP N: N ping RTTs in ms, one per line (10 ms apart).
+rtt_samples() {
+    in_ns "$1" ping -c "$3" -i 0.01 "$2" | sed -nE 's/.*time=([0-9.]+) ms.*/\1/p'
 }
 
-declare -A GBPS RTT
-GBPS[raw]="$(iperf h2 h1 192.168.77.2)"; RTT[raw]="$(rtt h1 192.168.77.2)"
-GBPS[flatnet]="$(iperf h2-b h1-a "$IPB")"; RTT[flatnet]="$(rtt h1-a "$IPB")"
-# Host to host through the tunnel (h2's gateway address), like rows 1 and 5.
-GBPS[hosts]="$(iperf h2 h1 10.87.2.1)"; RTT[hosts]="$(rtt h1 10.87.2.1)"
-
-# The same daemons restarted with offloads = false (containers untouched):
-# what TSO/GSO/GRO buy.
-for h in h1 h2; do
-    sed -i 's/^\[wireguard\]$/[wireguard]\noffloads = false/' "$FN_TMP/$h/flatnetd.toml"
-    host_kill "$h"
-    host_start "$h" >/dev/null
-done
-wg_wait_ping h1-a "$IPB" 15 >/dev/null
-GBPS[plain]="$(iperf h2-b h1-a "$IPB")"; RTT[plain]="$(rtt h1-a "$IPB")"
-
+# boringtun-cli between the same two namespaces, up from the start (idle while
+# the others are measured), so RTTs can be taken in interleaved rounds.
+HAVE_BT=0
 if [ -x "$BORINGTUN" ] && command -v wg >/dev/null; then
     # boringtun-cli on its own port and interfaces, same namespaces and LAN.
     mkdir -p /var/run/wireguard
@@ -95,13 +82,58 @@ if [ -x "$BORINGTUN" ] && command -v wg >/dev/null; then
         in_ns "h$i" ip link set "fnbt$i" mtu 1420 up
     done
     wg_wait_ping h1 10.99.0.2 >/dev/null
-    GBPS[boringtun]="$(iperf h2 h1 10.99.0.2)"; RTT[boringtun]="$(rtt h1 10.99.0.2)"
+    HAVE_BT=1
 else
     echo "boringtun-cli or wg missing: skipping the boringtun row" >&2
 fi
 
+declare -A GBPS RTT RTT90
+# RTT: 5 interleaved rounds of 40 pings per path, so every path sees the same
+# machine conditions; the median and 90th percentile of all 200 samples.
+declare -A SAMPLES
+paths=(raw flatnet hosts)
+[ "$HAVE_BT" = 1 ] && paths+=(boringtun)
+target() {
+    case "$1" in
+        raw) echo "h1 192.168.77.2" ;; flatnet) echo "h1-a $IPB" ;;
+        hosts) echo "h1 10.87.2.1" ;; boringtun) echo "h1 10.99.0.2" ;; plain) echo "h1-a $IPB" ;;
+    esac
+}
+pct() { sort -g | awk -v p="$1" '{a[NR]=$1} END {i=int(NR*p+0.5); if (i<1) i=1; printf "%.3f", a[i]}'; }
+rtt_rounds() {
+    local r k
+    for r in 1 2 3 4 5; do
+        for k in "$@"; do
+            # shellcheck disable=SC2046
+            SAMPLES[$k]+="$(rtt_samples $(target "$k") 40)"$'\n'
+        done
+    done
+    for k in "$@"; do
+        RTT[$k]="$(printf '%s' "${SAMPLES[$k]}" | grep . | pct 0.5)"
+        RTT90[$k]="$(printf '%s' "${SAMPLES[$k]}" | grep . | pct 0.9)"
+    done
+}
+rtt_rounds "${paths[@]}"
+
+GBPS[raw]="$(iperf h2 h1 192.168.77.2)"
+GBPS[flatnet]="$(iperf h2-b h1-a "$IPB")"
+# Host to host through the tunnel (h2's gateway address), like rows 1 and 5.
+GBPS[hosts]="$(iperf h2 h1 10.87.2.1)"
+[ "$HAVE_BT" = 1 ] && GBPS[boringtun]="$(iperf h2 h1 10.99.0.2)"
+
+# The same daemons restarted with offloads = false (containers untouched):
+# what TSO/GSO/GRO buy.
+for h in h1 h2; do
+    sed -i 's/^\[wireguard\]$/[wireguard]\noffloads = false/' "$FN_TMP/$h/flatnetd.toml"
+    host_kill "$h"
+    host_start "$h" >/dev/null
+done
+wg_wait_ping h1-a "$IPB" 15 >/dev/null
+GBPS[plain]="$(iperf h2-b h1-a "$IPB")"
+rtt_rounds plain
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }
-echo "| path | TCP throughput (${SECS} s) | vs boringtun-cli | ping RTT avg |"
+echo "| path | TCP throughput (${SECS} s) | vs boringtun-cli | ping RTT median / p90 |"
 echo "| --- | --- | --- | --- |"
 for k in raw flatnet hosts plain boringtun; do
     [ -n "${GBPS[$k]:-}" ] || continue
@@ -112,5 +144,5 @@ for k in raw flatnet hosts plain boringtun; do
         plain) name="Flatnet with offloads = false (container to container)" ;;
         boringtun) name="boringtun-cli 0.7 (default threads)" ;;
     esac
-    echo "| $name | ${GBPS[$k]} Gbit/s | $(ratio "${GBPS[$k]}" "${GBPS[boringtun]:-0}") | ${RTT[$k]} ms |"
+    echo "| $name | ${GBPS[$k]} Gbit/s | $(ratio "${GBPS[$k]}" "${GBPS[boringtun]:-0}") | ${RTT[$k]} / ${RTT90[$k]} ms |"
 done
