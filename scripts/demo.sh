@@ -90,7 +90,7 @@ echo "HTTP: $(pm h1 exec demo-client wget -qO- "http://$web/")"
 step "The gateway: a browser on site 1's office LAN opens http://demo-web.flatnet.test/"
 echo "r1 plays the Windows host: it routes the Flatnet to h1 (what 'flatnetctl gateway-route' prints)"
 gw_route_hint h1 | sed -n '1,4p'
-gw_start 1 "http://$(ctl h2 status --json | jq -r .network.gateway):7070/v1/catalog"
+gw_start 1 "http://$(ctl h1 status --json | jq -r .network.gateway):7070/v1/catalog/all"
 gw_wait_route demo-web 20
 echo "\$ curl http://demo-web.flatnet.test/   (from the office LAN, no VPN client)"
 gw_curl http://demo-web.flatnet.test/

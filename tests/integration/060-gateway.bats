@@ -46,7 +46,11 @@ chromium_office() {
     pm h2 run -d --name "$FN_PREFIX-web" --network flatnet-h2 -p 8080:80 "$PODMAN_IMAGE" \
         httpd -f -p 80 -h /www >/dev/null
     web="$(pm h2 inspect -f '{{(index .NetworkSettings.Networks "flatnet-h2").IPAddress}}' "$FN_PREFIX-web")"
-    gw_start 1 "http://$GW1:7070/v1/catalog" "http://$GW2:7070/v1/catalog"
+    # One catalog URL, h1's Flatnet-wide one: h1 fetches h2's over the tunnel.
+    gw_start 1 "http://$GW1:7070/v1/catalog/all"
+    all="$(in_ns r1 curl -sS --max-time 10 "http://$GW1:7070/v1/catalog/all")"
+    echo "$all" | jq -e --arg ip "$web" '.services[] | select(.ip == $ip and .node == "h2" and .name == "'"$FN_PREFIX-web"'")'
+    echo "$all" | jq -e '.peers[] | select(.node == "h2" and .services == 1)'
     # r1 reaches the container on h2 straight by Flatnet IP, through h1.
     [ "$(in_ns r1 curl -sS --max-time 10 "http://$web/")" = "flatnet test page" ]
     gw_wait_route "$FN_PREFIX-web" 20

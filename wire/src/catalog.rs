@@ -14,6 +14,24 @@ pub struct Catalog {
     /// The node that produced this catalog.
     pub node: String,
     pub services: Vec<Service>,
+    /// Only in the Flatnet-wide catalog (`/v1/catalog/all`): where each
+    /// peer's part came from. Gateways ignore it; people debugging read it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerSource>,
+}
+
+/// How a peer's services got into the Flatnet-wide catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSource {
+    pub node: String,
+    /// Services taken from it.
+    pub services: usize,
+    /// Seconds since its catalog was last fetched successfully (None: never).
+    pub age_secs: Option<u64>,
+    /// Why the last fetch failed, if it did (its last good catalog is used
+    /// for a while).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,11 +1,16 @@
 //! The service catalog over HTTP: `GET /v1/catalog` returns
 //! [`flatnet_wire::catalog::Catalog`] as JSON, built from the leases of
-//! containers that have a DNS-safe name and publish at least one port.
+//! containers that have a DNS-safe name and publish at least one port;
+//! `GET /v1/catalog/all` adds every peer's (see [`super::federation`]).
 //!
 //! The server is deliberately tiny (HTTP/1.1, one request per connection,
-//! bounded head, timeouts): it serves one read-only document to gateways.
+//! bounded head, timeouts): it serves read-only documents to gateways.
 
-use std::time::Duration;
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use flatnet_wire::{
     catalog::{is_dns_label, Catalog, Service, ServicePort, CATALOG_VERSION},
@@ -17,10 +22,13 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
+use super::federation::{Peer, PeerCatalogs, MAX_BODY};
 use crate::service::SharedService;
 
 const MAX_HEAD: usize = 8192;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A peer's catalog must arrive within this (the gateway waits for ours).
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Build the catalog of `node` from its leases.
 pub fn build(node: &str, leases: &[Lease]) -> Catalog {
@@ -54,15 +62,30 @@ pub fn build(node: &str, leases: &[Lease]) -> Catalog {
         version: CATALOG_VERSION,
         node: node.to_string(),
         services,
+        peers: vec![],
     }
+}
+
+/// What the catalog server shares between requests.
+struct Server {
+    service: SharedService,
+    /// The port peers serve their catalogs on: ours.
+    port: u16,
+    peers: Mutex<PeerCatalogs>,
 }
 
 /// Serve the catalog until the task is dropped.
 pub async fn serve(listener: TcpListener, service: SharedService) {
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let server = Arc::new(Server {
+        service,
+        port,
+        peers: Mutex::new(PeerCatalogs::default()),
+    });
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let svc = service.clone();
+                let svc = server.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(IO_TIMEOUT, handle(stream, svc)).await {
                         Ok(Err(e)) => debug!(%peer, "catalog request: {e}"),
@@ -86,23 +109,134 @@ pub fn respond(head: &[u8], catalog: impl FnOnce() -> Result<Catalog, String>) -
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     match (method, path) {
-        ("GET", "/v1/catalog") => match catalog() {
+        ("GET", "/v1/catalog" | "/v1/catalog/all") => match catalog() {
             Ok(c) => match serde_json::to_string(&c) {
                 Ok(body) => (200, body),
                 Err(e) => (500, error_body(&e.to_string())),
             },
             Err(e) => (503, error_body(&e)),
         },
-        (_, "/v1/catalog") => (405, error_body("only GET is allowed")),
-        _ => (404, error_body("not found; the catalog is at /v1/catalog")),
+        (_, "/v1/catalog" | "/v1/catalog/all") => (405, error_body("only GET is allowed")),
+        _ => (
+            404,
+            error_body("not found; the catalog is at /v1/catalog (this host) and /v1/catalog/all (the Flatnet)"),
+        ),
     }
+}
+
+/// The request path of a head (`/v1/catalog/all`, …), without query.
+fn path_of(head: &[u8]) -> String {
+    let text = String::from_utf8_lossy(head);
+    let path = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("");
+    path.split('?').next().unwrap_or("").to_string()
+}
+
+/// This host's catalog, and with `all` every peer's merged in.
+async fn catalog_for(server: &Arc<Server>, all: bool) -> Result<Catalog, String> {
+    let svc = server.service.clone();
+    let st = tokio::task::spawn_blocking(move || svc.status())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.message)?;
+    let own = build(&st.node, &st.leases);
+    if !all {
+        return Ok(own);
+    }
+    let peers: Vec<Peer> = st
+        .peers
+        .iter()
+        .map(|p| Peer {
+            name: p.name.clone(),
+            subnet: p.subnet,
+        })
+        .collect();
+    let due = server
+        .peers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .due(&peers, Instant::now());
+    let mut fetches = tokio::task::JoinSet::new();
+    for p in due {
+        let port = server.port;
+        fetches.spawn(async move {
+            let addr = SocketAddr::from((Ipv4Addr::from(u32::from(p.subnet.network()) + 1), port));
+            let r = match tokio::time::timeout(PEER_TIMEOUT, fetch(addr)).await {
+                Ok(r) => r,
+                Err(_) => Err(format!("{addr}: no answer within {PEER_TIMEOUT:?}")),
+            };
+            (p, r)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = fetches.join_next().await {
+        if let Ok(r) = r {
+            results.push(r);
+        }
+    }
+    let now = Instant::now();
+    let mut pc = server.peers.lock().unwrap_or_else(|e| e.into_inner());
+    for (p, r) in results {
+        if let Err(e) = &r {
+            debug!(peer = %p.name, "peer catalog: {e}");
+        }
+        pc.record(&p, r, now);
+    }
+    Ok(pc.merge(own, &peers, now))
+}
+
+/// `GET http://addr/v1/catalog`: a peer's own catalog.
+async fn fetch(addr: SocketAddr) -> Result<Catalog, String> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let req = format!("GET /v1/catalog HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut resp = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = s.read(&mut buf).await.map_err(|e| format!("{addr}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        resp.extend_from_slice(&buf[..n]);
+        if resp.len() > MAX_BODY + MAX_HEAD {
+            return Err(format!("{addr}: catalog larger than {MAX_BODY} bytes"));
+        }
+    }
+    parse_response(&resp).map_err(|e| format!("{addr}: {e}"))
+}
+
+/// Status and JSON body of a catalog response (read until close).
+pub fn parse_response(resp: &[u8]) -> Result<Catalog, String> {
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no complete HTTP head")?;
+    let head = String::from_utf8_lossy(&resp[..split]);
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
+    if status != "200" {
+        return Err(format!("HTTP status {status:?}"));
+    }
+    serde_json::from_slice(&resp[split + 4..]).map_err(|e| format!("malformed catalog: {e}"))
 }
 
 fn error_body(msg: &str) -> String {
     serde_json::json!({ "error": msg }).to_string()
 }
 
-async fn handle(mut stream: TcpStream, service: SharedService) -> std::io::Result<()> {
+async fn handle(mut stream: TcpStream, server: Arc<Server>) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -116,15 +250,9 @@ async fn handle(mut stream: TcpStream, service: SharedService) -> std::io::Resul
             return stream.write_all(resp.as_bytes()).await;
         }
     }
-    let svc = service.clone();
-    let (code, body) = tokio::task::spawn_blocking(move || {
-        respond(&head, || {
-            let st = svc.status().map_err(|e| e.message)?;
-            Ok(build(&st.node, &st.leases))
-        })
-    })
-    .await
-    .unwrap_or_else(|e| (500, error_body(&e.to_string())));
+    let all = path_of(&head) == "/v1/catalog/all";
+    let catalog = catalog_for(&server, all).await;
+    let (code, body) = respond(&head, move || catalog);
     let reason = match code {
         200 => "OK",
         404 => "Not Found",
@@ -199,5 +327,38 @@ mod tests {
             respond(b"GET /v1/catalog HTTP/1.1\r\n\r\n", || Err("db".into())).0,
             503
         );
+    }
+
+    #[test]
+    fn the_flatnet_wide_path_is_served_and_recognised() {
+        let ok = || Ok(build("h1", &[]));
+        assert_eq!(respond(b"GET /v1/catalog/all HTTP/1.1\r\n\r\n", ok).0, 200);
+        assert_eq!(respond(b"PUT /v1/catalog/all HTTP/1.1\r\n\r\n", ok).0, 405);
+        assert_eq!(
+            path_of(b"GET /v1/catalog/all?x=1 HTTP/1.1\r\n\r\n"),
+            "/v1/catalog/all"
+        );
+        assert_eq!(path_of(b"GET /v1/catalog HTTP/1.1\r\n\r\n"), "/v1/catalog");
+        assert_eq!(path_of(b""), "");
+    }
+
+    #[test]
+    fn peer_responses_are_parsed_strictly() {
+        let body =
+            serde_json::to_string(&build("h2", &[lease(Some("web"), "10.87.2.5", &[80])])).unwrap();
+        let ok = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let c = parse_response(ok.as_bytes()).unwrap();
+        assert_eq!(c.services[0].name, "web");
+        assert!(
+            parse_response(b"HTTP/1.1 503 Service Unavailable\r\n\r\n{}")
+                .unwrap_err()
+                .contains("503")
+        );
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n\r\n{\"version\":").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nno end of head").is_err());
+        assert!(parse_response(b"").is_err());
     }
 }
