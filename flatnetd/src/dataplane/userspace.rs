@@ -206,10 +206,20 @@ impl Userspace {
             debug!(peer = %g.name, src, "relayed datagram from another node; dropped");
             return;
         }
-        let mut out = vec![0u8; BUF];
-        let r = g.decapsulate_relayed(kind, d, &mut out, |_, o| match o {
-            Output::Network(x) => relay_send(sh, src, x),
-            Output::Tunnel(x) => tun_write_one(sh, x),
+        // One buffer per thread, not 64 KiB zeroed per relayed datagram.
+        thread_local! {
+            static OUT: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; BUF]);
+        }
+        let r = OUT.with_borrow_mut(|out| {
+            g.decapsulate_relayed(kind, d, out, |_, o| match o {
+                Output::Network(x) => relay_send(sh, src, x),
+                // One plain packet: `Tun::send` adds the no-offload header.
+                Output::Tunnel(x) => {
+                    if let Err(e) = sh.tun.send(x) {
+                        debug!("writing to tun: {e}");
+                    }
+                }
+            })
         });
         if let Err(e) = r {
             debug!(peer = %g.name, src, "relayed datagram dropped: {e}");
@@ -551,18 +561,6 @@ fn udp_loop(sh: Arc<Shared>) {
 fn tun_write(sh: &Shared, frame: &[u8]) {
     if let Err(e) = sh.tun.send_raw(frame) {
         debug!("writing to tun: {e}");
-    }
-}
-
-/// Write one decrypted IPv4 packet outside the receive loop's coalescer:
-/// with the "no offload" vnet header first when the TUN expects one.
-fn tun_write_one(sh: &Shared, packet: &[u8]) {
-    if sh.tun.vnet_hdr() {
-        let mut c = Coalescer::new();
-        c.push(packet, |f| tun_write(sh, f));
-        c.flush(|f| tun_write(sh, f));
-    } else {
-        tun_write(sh, packet);
     }
 }
 
