@@ -50,6 +50,10 @@ use state::LhState;
 const TICK: Duration = Duration::from_millis(100);
 /// How often we ping the Lighthouse (learns our observed endpoint).
 const PING_EVERY: Duration = Duration::from_secs(5);
+/// The peer list is written to `lighthouse.json` at most this often: with
+/// many nodes it is megabytes, and updates come in rounds every few tens
+/// of milliseconds.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
 /// How often local addresses are re-read and reported when changed.
 const LOCAL_ADDRS_EVERY: Duration = Duration::from_secs(30);
 /// Joining (QUIC + TLS + key proof) must finish within this.
@@ -276,6 +280,8 @@ pub struct LhClient {
     outbox: Mutex<Option<mpsc::UnboundedSender<NodeMsg>>>,
     relay: Arc<RelayLink>,
     reassembly: Mutex<relay::Reassembler>,
+    /// The peer list or session data changed since the last save.
+    unsaved: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -332,6 +338,7 @@ impl LhClient {
             outbox: Mutex::new(None),
             relay,
             reassembly: Mutex::new(relay::Reassembler::default()),
+            unsaved: false.into(),
         });
         c.apply_peers();
         c
@@ -393,7 +400,8 @@ impl LhClient {
         }
     }
 
-    /// Replace (`full`) or update the Lighthouse's peers.
+    /// Replace (`full`) or update the Lighthouse's peers; the ticker saves
+    /// them within [`PERSIST_EVERY`].
     fn on_peers(&self, mut upsert: Vec<PeerInfo>, remove: &[u32], full: bool) {
         let now = Instant::now();
         // Never peer with ourselves, whatever the Lighthouse says.
@@ -420,16 +428,23 @@ impl LhClient {
             info!(removed = ?remove, "peers removed by the Lighthouse");
         }
         self.apply_peers();
-        self.persist_peers();
+        self.unsaved.store(true, Ordering::Relaxed);
     }
 
     /// Run the punching state machine every [`TICK`], forever.
     pub async fn ticker(self: Arc<Self>) {
         let mut iv = tokio::time::interval(TICK);
         iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut saved = Instant::now();
         loop {
             iv.tick().await;
             let now = Instant::now();
+            if now.saturating_duration_since(saved) >= PERSIST_EVERY
+                && self.unsaved.swap(false, Ordering::Relaxed)
+            {
+                self.persist_peers();
+                saved = now;
+            }
             let samples = self.us.path_samples();
             let actions = {
                 let mut p = lock(&self.punch);
