@@ -249,12 +249,44 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
-type Kept = Vec<(Connection, quinn::SendStream)>;
+/// The N nodes connected, before the measured rounds.
+struct Phase {
+    connect_secs: f64,
+    lat: Vec<Duration>,
+    /// The connections, kept open until the run ends.
+    keep: Vec<(Connection, quinn::SendStream)>,
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+impl Phase {
+    /// The run's result, once its rounds are done; closes the connections.
+    fn finish(
+        mut self,
+        t: &Tracker,
+        join_fanout: Vec<Duration>,
+        remove_fanout: Vec<Duration>,
+    ) -> Run {
+        let dropped = t.disconnected.load(Ordering::Relaxed);
+        drop(std::mem::take(&mut self.keep));
+        Run {
+            connect_secs: self.connect_secs,
+            connect_p50: percentile(&mut self.lat, 0.5),
+            connect_p99: percentile(&mut self.lat, 0.99),
+            rss_kib: self.rss_kib,
+            hwm_kib: self.hwm_kib,
+            join_fanout,
+            remove_fanout,
+            dropped,
+            retries: RETRIES.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// Connect `o.nodes` simulated nodes, `o.concurrency` at a time, each with
-/// a reader feeding `t`: (seconds for all, each one's connect time, the
-/// connections to keep open).
-async fn connect_all<F, Fut>(o: &Opts, t: Arc<Tracker>, connect: F) -> (f64, Vec<Duration>, Kept)
+/// a reader feeding `t`, wait for the traffic to settle and read the
+/// server's (`pid`) memory.
+async fn connect_all<F, Fut>(o: &Opts, t: Arc<Tracker>, pid: u32, connect: F) -> Phase
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = (Connection, quinn::SendStream, RecvStream)> + Send,
@@ -284,7 +316,16 @@ where
         lat.push(d);
         keep.push((conn, send));
     }
-    (started.elapsed().as_secs_f64(), lat, keep)
+    let connect_secs = started.elapsed().as_secs_f64();
+    t.settle(Duration::from_secs(2)).await;
+    let (rss_kib, hwm_kib) = memory_kib(pid);
+    Phase {
+        connect_secs,
+        lat,
+        keep,
+        rss_kib,
+        hwm_kib,
+    }
 }
 
 // -------------------------------------------------------------- lighthouse
@@ -371,7 +412,7 @@ async fn run_lighthouse(o: &Opts) -> Run {
     let (eps_all, fp1, token1) = (eps.clone(), fp.clone(), token.clone());
 
     // Phase 1: N nodes join, `concurrency` at a time, and stay connected.
-    let (connect_secs, mut lat, keep) = connect_all(o, t.clone(), move |i| {
+    let phase = connect_all(o, t.clone(), lh.child.id(), move |i| {
         let (ep, fp, token) = (
             eps_all[i % eps_all.len()].clone(),
             fp1.clone(),
@@ -406,8 +447,6 @@ async fn run_lighthouse(o: &Opts) -> Run {
         }
     })
     .await;
-    t.settle(Duration::from_secs(2)).await;
-    let (rss_kib, hwm_kib) = memory_kib(lh.child.id());
 
     // Phase 2: rounds of one more node joining, then being removed.
     let mut join_fanout = Vec::new();
@@ -440,19 +479,7 @@ async fn run_lighthouse(o: &Opts) -> Run {
         drop(j);
         t.settle(Duration::from_millis(300)).await;
     }
-    let dropped = t.disconnected.load(Ordering::Relaxed);
-    drop(keep);
-    Run {
-        connect_secs,
-        connect_p50: percentile(&mut lat, 0.5),
-        connect_p99: percentile(&mut lat, 0.99),
-        rss_kib,
-        hwm_kib,
-        join_fanout,
-        remove_fanout,
-        dropped,
-        retries: RETRIES.load(Ordering::Relaxed),
-    }
+    phase.finish(&t, join_fanout, remove_fanout)
 }
 
 // ---------------------------------------------------------------- baseline
@@ -572,13 +599,11 @@ async fn run_baseline(o: &Opts) -> Run {
     let eps = endpoints(o.nodes + o.rounds);
     let t = Arc::new(Tracker::default());
     let (eps_all, fp1) = (eps.clone(), fp.clone());
-    let (connect_secs, mut lat, keep) = connect_all(o, t.clone(), move |i| {
+    let phase = connect_all(o, t.clone(), child.id(), move |i| {
         let (ep, fp) = (eps_all[i % eps_all.len()].clone(), fp1.clone());
         async move { baseline_connect(&ep, addr, &fp, format!("sim-{i}")).await }
     })
     .await;
-    t.settle(Duration::from_secs(2)).await;
-    let (rss_kib, hwm_kib) = memory_kib(child.id());
     let mut join_fanout = Vec::new();
     t.watching.store(true, Ordering::Relaxed);
     for r in 0..o.rounds {
@@ -591,21 +616,10 @@ async fn run_baseline(o: &Opts) -> Run {
         drop(c);
         t.settle(Duration::from_millis(300)).await;
     }
-    let dropped = t.disconnected.load(Ordering::Relaxed);
-    drop(keep);
+    let run = phase.finish(&t, join_fanout, vec![]);
     let _ = child.kill();
     let _ = child.wait();
-    Run {
-        connect_secs,
-        connect_p50: percentile(&mut lat, 0.5),
-        connect_p99: percentile(&mut lat, 0.99),
-        rss_kib,
-        hwm_kib,
-        join_fanout,
-        remove_fanout: vec![],
-        dropped,
-        retries: RETRIES.load(Ordering::Relaxed),
-    }
+    run
 }
 
 // -------------------------------------------------------------------- main

@@ -19,13 +19,7 @@ LH_ADDR=203.0.113.1:7871
 lh() { LIGHTHOUSE_ADMIN_SOCKET="$FN_TMP/lh.sock" "$LIGHTHOUSE" "$@"; }
 
 # nat_inet_create: the internet namespace and its bridge.
-nat_inet_create() {
-    ip netns add "$(ns inet)"
-    in_ns inet ip link set lo up
-    in_ns inet ip link add br0 type bridge
-    in_ns inet ip addr add 203.0.113.1/24 dev br0
-    in_ns inet ip link set br0 up
-}
+nat_inet_create() { bridge_ns inet 203.0.113.1/24; }
 
 # lh_start: (re)start the Lighthouse in the internet namespace.
 lh_start() {

@@ -7,13 +7,7 @@
 WG_PORT=51820
 
 # wg_lan_create: the shared LAN namespace and its bridge.
-wg_lan_create() {
-    ip netns add "$(ns lan)"
-    in_ns lan ip link set lo up
-    in_ns lan ip link add br0 type bridge
-    in_ns lan ip addr add 192.168.77.254/24 dev br0
-    in_ns lan ip link set br0 up
-}
+wg_lan_create() { bridge_ns lan 192.168.77.254/24; }
 
 # wg_lan_join HOST LANIP: plug an existing host namespace into the LAN.
 wg_lan_join() {

@@ -40,6 +40,16 @@ ns() { echo "$FN_PREFIX-$1"; }
 # in_ns NAME CMD...: run a command inside a namespace.
 in_ns() { local n="$1"; shift; ip netns exec "$(ns "$n")" "$@"; }
 
+# bridge_ns NAME ADDR/PREFIX: a namespace holding bridge br0 with ADDR,
+# which other namespaces join through veths (a LAN, an "internet").
+bridge_ns() {
+    ip netns add "$(ns "$1")"
+    in_ns "$1" ip link set lo up
+    in_ns "$1" ip link add br0 type bridge
+    in_ns "$1" ip addr add "$2" dev br0
+    in_ns "$1" ip link set br0 up
+}
+
 # host_create NAME SUBNET [extra toml lines]: a host netns with its own flatnetd.
 host_create() {
     local name="$1" subnet="$2" extra="${3:-}"
