@@ -104,11 +104,8 @@ pub async fn serve(listener: TcpListener, service: SharedService) {
 
 /// The status line and body for a request head.
 pub fn respond(head: &[u8], catalog: impl FnOnce() -> Result<Catalog, String>) -> (u16, String) {
-    let text = String::from_utf8_lossy(head);
-    let mut parts = text.lines().next().unwrap_or("").split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    match (method, path) {
+    let (method, path) = request_line(head);
+    match (method.as_str(), path.as_str()) {
         ("GET", "/v1/catalog" | "/v1/catalog/all") => match catalog() {
             Ok(c) => match serde_json::to_string(&c) {
                 Ok(body) => (200, body),
@@ -124,17 +121,13 @@ pub fn respond(head: &[u8], catalog: impl FnOnce() -> Result<Catalog, String>) -
     }
 }
 
-/// The request path of a head (`/v1/catalog/all`, …), without query.
-fn path_of(head: &[u8]) -> String {
+/// Method and path (without query) of a request head.
+fn request_line(head: &[u8]) -> (String, String) {
     let text = String::from_utf8_lossy(head);
-    let path = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("");
-    path.split('?').next().unwrap_or("").to_string()
+    let mut parts = text.lines().next().unwrap_or("").split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
+    (method, path.to_string())
 }
 
 /// This host's catalog, and with `all` every peer's merged in.
@@ -250,7 +243,7 @@ async fn handle(mut stream: TcpStream, server: Arc<Server>) -> std::io::Result<(
             return stream.write_all(resp.as_bytes()).await;
         }
     }
-    let all = path_of(&head) == "/v1/catalog/all";
+    let all = request_line(&head).1 == "/v1/catalog/all";
     let catalog = catalog_for(&server, all).await;
     let (code, body) = respond(&head, move || catalog);
     let reason = match code {
@@ -335,11 +328,14 @@ mod tests {
         assert_eq!(respond(b"GET /v1/catalog/all HTTP/1.1\r\n\r\n", ok).0, 200);
         assert_eq!(respond(b"PUT /v1/catalog/all HTTP/1.1\r\n\r\n", ok).0, 405);
         assert_eq!(
-            path_of(b"GET /v1/catalog/all?x=1 HTTP/1.1\r\n\r\n"),
+            request_line(b"GET /v1/catalog/all?x=1 HTTP/1.1\r\n\r\n").1,
             "/v1/catalog/all"
         );
-        assert_eq!(path_of(b"GET /v1/catalog HTTP/1.1\r\n\r\n"), "/v1/catalog");
-        assert_eq!(path_of(b""), "");
+        assert_eq!(
+            request_line(b"GET /v1/catalog HTTP/1.1\r\n\r\n").1,
+            "/v1/catalog"
+        );
+        assert_eq!(request_line(b"").1, "");
     }
 
     #[test]

@@ -69,14 +69,7 @@ fn join_cmd(config: &Config, token: &str) -> anyhow::Result<()> {
         );
     }
     let identity = Identity::load_or_create(&config.state_dir)?;
-    let local = lh::local_addrs(config.wireguard.listen_port, config.cidr);
-    let st = runtime()?.block_on(lh::join_with_token(
-        token,
-        &identity,
-        &config.node_name,
-        local,
-    ))?;
-    state::save(&config.state_dir, &st)?;
+    let st = join_once(&runtime()?, config, &identity, token)?;
     println!(
         "joined {} as {} (node {}): subnet {} of {}, {} peer(s)",
         st.address,
@@ -89,6 +82,25 @@ fn join_cmd(config: &Config, token: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One join attempt with this host's current addresses; the state is saved
+/// when it succeeds.
+fn join_once(
+    rt: &tokio::runtime::Runtime,
+    config: &Config,
+    identity: &Identity,
+    token: &str,
+) -> Result<LhState, LhError> {
+    let local = lh::local_addrs(config.wireguard.listen_port, config.cidr);
+    let st = rt.block_on(lh::join_with_token(
+        token,
+        identity,
+        &config.node_name,
+        local,
+    ))?;
+    state::save(&config.state_dir, &st)?;
+    Ok(st)
+}
+
 /// First start with `[lighthouse] token`: join before anything else (the
 /// subnet comes from the Lighthouse). Network trouble is retried with
 /// backoff; a refusal is fatal.
@@ -99,15 +111,8 @@ fn first_join(config: &Config, identity: &Identity, token: &str) -> anyhow::Resu
         std::time::Duration::from_secs(30),
     );
     loop {
-        let local = lh::local_addrs(config.wireguard.listen_port, config.cidr);
-        match rt.block_on(lh::join_with_token(
-            token,
-            identity,
-            &config.node_name,
-            local,
-        )) {
+        match join_once(&rt, config, identity, token) {
             Ok(st) => {
-                state::save(&config.state_dir, &st)?;
                 info!(lighthouse = %st.address, node_id = st.node_id, subnet = %st.subnet, "joined");
                 return Ok(st);
             }
