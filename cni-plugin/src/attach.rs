@@ -7,11 +7,14 @@
 //!             ip link set fcXXXXXXXX netns <container>
 //!             ip addr add <gateway>/32 dev fnXXXXXXXX
 //!             ip route add <container ip>/32 dev fnXXXXXXXX scope link
-//! container:  ip link set fcXXXXXXXX name eth0 mtu <mtu> up
+//! container:  ip link set fcXXXXXXXX name eth0 mtu <mtu> [address <mac>] up
 //!             ip addr add <ip>/<subnet len> dev eth0 noprefixroute
-//!             ip route add <gateway> dev eth0 scope link
-//!             ip route add default via <gateway>      (or <cidr> via <gateway>)
+//!             ip route add <gateway> dev eth0 scope link [metric M]
+//!             ip route add default via <gateway> [metric M]  (or <cidr> via <gateway>)
 //! ```
+//! A second Flatnet attachment of the same container (`podman network
+//! connect`) shares the gateway, so its routes get the next free metric
+//! (100, 200, …) instead of colliding with the first one's.
 //! Every container reaches everything, including its same-host neighbours,
 //! through the host, so the host's routing table (and later the WireGuard
 //! data plane) sees all Flatnet traffic.
@@ -23,8 +26,8 @@ use std::{
 };
 
 use flatnet_wire::{
-    api::AllocateRequest, client::Client, AttachmentKey, Lease, NetworkInfo, PortMapping, Reply,
-    Request,
+    api::AllocateRequest, client::Client, veth, AttachmentKey, Lease, NetworkInfo, PortMapping,
+    Reply, Request,
 };
 use ipnet::Ipv4Net;
 
@@ -45,6 +48,15 @@ pub struct Spec {
     pub routes: RouteMode,
     pub mtu: Option<u32>,
     pub socket: PathBuf,
+    /// A specific address (`--ip`, or Podman's reload passing the current
+    /// one back); flatnetd checks it is in this host's pool and free.
+    pub ip: Option<Ipv4Addr>,
+    /// A specific MAC address for the container's interface.
+    pub mac: Option<[u8; 6]>,
+    /// flatnetd publishes `ports` on the host (netavark path).
+    pub publish: bool,
+    /// An internal network: no default route, no egress.
+    pub internal: bool,
 }
 
 /// A finished attachment.
@@ -72,32 +84,25 @@ impl Spec {
         Client::new(&self.socket)
     }
 
-    /// Host-side veth name: `fn` + 8 hex digits of a hash of the attachment,
-    /// so DEL finds it again with no state.
+    /// Host-side veth name (see [`flatnet_wire::veth`]), so DEL finds it
+    /// again with no state and flatnetd can tell the container is gone.
     pub fn host_ifname(&self) -> String {
-        format!(
-            "fn{:08x}",
-            attachment_hash(&self.container_id, &self.ifname)
-        )
+        veth::host_ifname(&self.container_id, &self.ifname)
     }
 
     /// Temporary name of the container end while it is still on the host.
     fn temp_ifname(&self) -> String {
-        format!(
-            "fc{:08x}",
-            attachment_hash(&self.container_id, &self.ifname)
-        )
+        veth::temp_ifname(&self.container_id, &self.ifname)
     }
-}
 
-/// FNV-1a over `container_id \0 ifname`, folded to 32 bits.
-pub fn attachment_hash(container_id: &str, ifname: &str) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in container_id.bytes().chain([0]).chain(ifname.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    /// The route mode in force: an internal network never gets a default route.
+    fn route_mode(&self) -> RouteMode {
+        if self.internal {
+            RouteMode::Flatnet
+        } else {
+            self.routes
+        }
     }
-    (h ^ (h >> 32)) as u32
 }
 
 /// Routes for the container given the route mode.
@@ -107,6 +112,61 @@ pub fn container_routes(mode: RouteMode, net: &NetworkInfo) -> Vec<(Ipv4Net, Ipv
         RouteMode::Flatnet => net.cidr,
     };
     vec![(dst, net.gateway)]
+}
+
+/// The metric for a new attachment's routes: 0 for the first, else the
+/// lowest of 100, 200, … that no other interface's route to the same
+/// gateway uses.
+pub fn free_metric(existing: &[Route], gateway: Ipv4Addr, oif: u32) -> u32 {
+    let used: Vec<u32> = existing
+        .iter()
+        .filter(|r| r.dst == Ipv4Net::from(gateway) && r.oif != oif)
+        .map(|r| r.metric)
+        .collect();
+    (0..)
+        .map(|i: u32| i * 100)
+        .find(|m| !used.contains(m))
+        .unwrap_or(0)
+}
+
+/// What a flatnetd reply that is not the expected one was, in words.
+fn unexpected(reply: &Reply) -> CniError {
+    let what = match reply {
+        Reply::Pong { .. } => "pong",
+        Reply::Allocated { .. } => "allocated",
+        Reply::Lease { .. } => "lease",
+        Reply::Released { .. } => "released",
+        Reply::Collected { .. } => "collected",
+        Reply::Status(_) => "status",
+    };
+    CniError::new(
+        code::DAEMON,
+        "unexpected reply from flatnetd",
+        format!("got a {what:?} reply; is flatnetd the same version as this plugin?"),
+    )
+}
+
+/// Refuse to run inside a user namespace (rootless Podman): the host-side
+/// veth, routes and flatnetd's socket all belong to the real root.
+pub fn require_rootful() -> Result<(), CniError> {
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    if is_user_namespace(&map) {
+        return Err(CniError::new(
+            code::INVALID_ENV,
+            "flatnet needs rootful Podman",
+            "this plugin runs inside a user namespace (rootless Podman), which cannot create \
+             host routes or reach flatnetd: run the container with `sudo podman …`, or use \
+             Podman's own bridge network for rootless containers",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `/proc/self/uid_map` describes a user namespace other than the
+/// initial one, whose map is the identity over all 2^32 - 1 ids.
+pub fn is_user_namespace(uid_map: &str) -> bool {
+    let fields: Vec<&str> = uid_map.split_whitespace().collect();
+    !uid_map.trim().is_empty() && fields != ["0", "0", "4294967295"]
 }
 
 fn open_netns(path: &Path) -> Result<File, CniError> {
@@ -132,6 +192,7 @@ fn netns_path(spec: &Spec) -> Result<&Path, CniError> {
 /// ADD: lease an address and wire the container. On failure everything
 /// this call created is undone and the lease released.
 pub fn add(spec: &Spec) -> Result<Attached, CniError> {
+    require_rootful()?;
     let ns = open_netns(netns_path(spec)?)?;
     let ifname = spec.ifname.clone();
     let exists = netns::run_in(&ns, || Netlink::new()?.link_by_name(&ifname))?;
@@ -143,17 +204,16 @@ pub fn add(spec: &Spec) -> Result<Attached, CniError> {
         ));
     }
     let reply = spec.client().call(&Request::Allocate(AllocateRequest {
-        key: spec.key(),
         netns: spec.netns.as_ref().map(|p| p.display().to_string()),
         container_name: spec.container_name.clone(),
         ports: spec.ports.clone(),
+        ip: spec.ip,
+        publish: spec.publish,
+        internal: spec.internal,
+        ..AllocateRequest::new(spec.key())
     }))?;
     let Reply::Allocated { lease, network } = reply else {
-        return Err(CniError::new(
-            code::DAEMON,
-            "unexpected reply from flatnetd",
-            format!("{reply:?}"),
-        ));
+        return Err(unexpected(&reply));
     };
     match wire(spec, &ns, &lease, &network) {
         Ok(a) => Ok(a),
@@ -181,9 +241,12 @@ fn wire(spec: &Spec, ns: &File, lease: &Lease, net: &NetworkInfo) -> Result<Atta
     let peer = nl
         .link_by_name(&temp_name)?
         .ok_or_else(|| NlError::Other(format!("veth peer {temp_name} vanished")))?;
+    if let Some(mac) = spec.mac {
+        nl.set_mac(peer.index, mac)?;
+    }
     nl.move_to_netns(peer.index, ns)?;
 
-    let routes = container_routes(spec.routes, net);
+    let routes = container_routes(spec.route_mode(), net);
     let prefix = net.subnet.prefix_len();
     let container = netns::run_in(ns, || {
         let cnl = Netlink::new()?;
@@ -195,16 +258,19 @@ fn wire(spec: &Spec, ns: &File, lease: &Lease, net: &NetworkInfo) -> Result<Atta
             .ok_or_else(|| NlError::Other(format!("{temp_name} not found in the container")))?;
         cnl.rename_mtu_up(l.index, &spec.ifname, mtu)?;
         cnl.add_addr(l.index, lease.ip, prefix, true)?;
+        let metric = free_metric(&cnl.all_routes()?, net.gateway, l.index);
         cnl.add_route(Route {
             dst: Ipv4Net::from(net.gateway),
             gateway: None,
             oif: l.index,
+            metric,
         })?;
         for (dst, gw) in &routes {
             cnl.add_route(Route {
                 dst: *dst,
                 gateway: Some(*gw),
                 oif: l.index,
+                metric,
             })?;
         }
         cnl.link_by_name(&spec.ifname)?
@@ -214,12 +280,18 @@ fn wire(spec: &Spec, ns: &File, lease: &Lease, net: &NetworkInfo) -> Result<Atta
     let host = nl
         .link_by_name(&host_name)?
         .ok_or_else(|| NlError::Other(format!("{host_name} vanished")))?;
+    if spec.publish && !spec.ports.is_empty() {
+        // Published ports are reached from the host's own 127.0.0.1: the
+        // DNATed packet leaves through this veth with a loopback source.
+        route_localnet(&host_name)?;
+    }
     nl.set_up(host.index)?;
     nl.add_addr(host.index, net.gateway, 32, false)?;
     nl.add_route(Route {
         dst: Ipv4Net::from(lease.ip),
         gateway: None,
         oif: host.index,
+        metric: 0,
     })?;
     Ok(Attached {
         lease: lease.clone(),
@@ -231,10 +303,20 @@ fn wire(spec: &Spec, ns: &File, lease: &Lease, net: &NetworkInfo) -> Result<Atta
     })
 }
 
+/// `sysctl -w net.ipv4.conf.IFNAME.route_localnet=1`
+fn route_localnet(ifname: &str) -> Result<(), NlError> {
+    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/route_localnet");
+    std::fs::write(&path, "1").map_err(|source| NlError::Io {
+        op: format!("enabling route_localnet on {ifname} (for -p from localhost)"),
+        source,
+    })
+}
+
 /// DEL: remove the veth pair and release the lease. Succeeds when any of
 /// it is already gone. If flatnetd is down the interfaces are still removed
 /// and the error says to try again, so the lease is released later.
 pub fn del(spec: &Spec) -> Result<(), CniError> {
+    require_rootful()?;
     let nl = Netlink::new()?;
     nl.del_link_by_name(&spec.host_ifname())?;
     if let Some(path) = &spec.netns {
@@ -256,11 +338,7 @@ fn check_failed(details: String) -> CniError {
 pub fn check(spec: &Spec, expected: &[Ipv4Net]) -> Result<(), CniError> {
     let reply = spec.client().call(&Request::Get(spec.key()))?;
     let Reply::Lease { lease, network } = reply else {
-        return Err(CniError::new(
-            code::DAEMON,
-            "unexpected reply from flatnetd",
-            format!("{reply:?}"),
-        ));
+        return Err(unexpected(&reply));
     };
     let lease = lease.ok_or_else(|| {
         check_failed(format!(
@@ -271,12 +349,14 @@ pub fn check(spec: &Spec, expected: &[Ipv4Net]) -> Result<(), CniError> {
     let want = Ipv4Net::new(lease.ip, network.subnet.prefix_len())
         .map_err(|e| check_failed(e.to_string()))?;
     if !expected.is_empty() && !expected.contains(&want) {
+        let had: Vec<String> = expected.iter().map(ToString::to_string).collect();
         return Err(check_failed(format!(
-            "prevResult has {expected:?} but the lease is {want}"
+            "prevResult has {} but the lease is {want}",
+            had.join(", ")
         )));
     }
     let ns = open_netns(netns_path(spec)?)?;
-    let routes = container_routes(spec.routes, &network);
+    let routes = container_routes(spec.route_mode(), &network);
     netns::run_in(&ns, || {
         let nl = Netlink::new()?;
         let l = nl.link_by_name(&spec.ifname)?.ok_or_else(|| {
@@ -300,8 +380,9 @@ pub fn check(spec: &Spec, expected: &[Ipv4Net]) -> Result<(), CniError> {
                 dst: *dst,
                 gateway: Some(*gw),
                 oif: l.index,
+                metric: 0,
             };
-            if !have.contains(&r) {
+            if !have.iter().any(|h| h.same_path(&r)) {
                 return Err(NlError::Other(format!(
                     "route {dst} via {gw} is missing in the container"
                 )));
@@ -318,8 +399,13 @@ pub fn check(spec: &Spec, expected: &[Ipv4Net]) -> Result<(), CniError> {
         dst: Ipv4Net::from(lease.ip),
         gateway: None,
         oif: host.index,
+        metric: 0,
     };
-    if !nl.routes(host.index)?.contains(&host_route) {
+    if !nl
+        .routes(host.index)?
+        .iter()
+        .any(|h| h.same_path(&host_route))
+    {
         return Err(check_failed(format!(
             "host route to {} is missing",
             lease.ip
@@ -339,19 +425,12 @@ pub fn gc(
         valid,
     })?;
     let Reply::Collected { released } = reply else {
-        return Err(CniError::new(
-            code::DAEMON,
-            "unexpected reply from flatnetd",
-            format!("{reply:?}"),
-        ));
+        return Err(unexpected(&reply));
     };
     let nl = Netlink::new()?;
     let mut errors = Vec::new();
     for l in &released {
-        let name = format!(
-            "fn{:08x}",
-            attachment_hash(&l.key.container_id, &l.key.ifname)
-        );
+        let name = veth::host_ifname(&l.key.container_id, &l.key.ifname);
         if let Err(e) = nl.del_link_by_name(&name) {
             errors.push(e.to_string());
         }
@@ -386,12 +465,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_names_are_stable_short_and_distinct() {
-        let a = attachment_hash("c1", "eth0");
-        assert_eq!(a, attachment_hash("c1", "eth0"));
-        assert_ne!(a, attachment_hash("c1", "eth1"));
-        assert_ne!(attachment_hash("c1e", "th0"), attachment_hash("c1", "eth0"));
-        assert_eq!(format!("fn{a:08x}").len(), 10);
+    fn second_attachment_gets_the_next_free_metric() {
+        let gw: Ipv4Addr = "10.87.5.1".parse().unwrap();
+        let link = |oif, metric| Route {
+            dst: Ipv4Net::from(gw),
+            gateway: None,
+            oif,
+            metric,
+        };
+        assert_eq!(free_metric(&[], gw, 2), 0);
+        assert_eq!(free_metric(&[link(2, 0)], gw, 3), 100);
+        // Its own routes do not count; a gap left by a disconnect is reused.
+        assert_eq!(free_metric(&[link(3, 0)], gw, 3), 0);
+        assert_eq!(free_metric(&[link(3, 100)], gw, 4), 0);
+        assert_eq!(free_metric(&[link(2, 0), link(3, 200)], gw, 4), 100);
+        // Routes to another gateway are someone else's.
+        let other = Route {
+            dst: "10.0.0.1/32".parse().unwrap(),
+            ..link(2, 0)
+        };
+        assert_eq!(free_metric(&[other], gw, 3), 0);
+    }
+
+    #[test]
+    fn user_namespaces_are_told_from_the_initial_one() {
+        assert!(!is_user_namespace("         0          0 4294967295\n"));
+        assert!(is_user_namespace("         0       1000          1\n"));
+        assert!(is_user_namespace("0 100000 65536\n"));
+        assert!(!is_user_namespace(""), "unreadable: let the kernel decide");
     }
 
     #[test]
@@ -401,6 +502,7 @@ mod tests {
             subnet: "10.87.1.0/24".parse().unwrap(),
             gateway: "10.87.1.1".parse().unwrap(),
             mtu: 1420,
+            dns: None,
         };
         assert_eq!(
             container_routes(RouteMode::Default, &net),

@@ -10,6 +10,9 @@
 //! socket_group = "flatnet"           # optional; socket is mode 0660
 //! masquerade = true                  # NAT container egress leaving the Flatnet
 //! catalog_listen = "0.0.0.0:7870"    # optional HTTP service catalog
+//! reconcile_secs = 10                # how often leases and the nft table are checked
+//! lease_grace_secs = 60              # a lease whose host veth is gone is reclaimed
+//!                                    # once it is this old (an ADD in flight is younger)
 //!
 //! [wireguard]                        # the cross-host data plane (optional)
 //! listen_port = 51820
@@ -52,6 +55,10 @@ pub const WG_OVERHEAD: u32 = 80;
 pub const DEFAULT_WG_PORT: u16 = 51820;
 pub const DEFAULT_KEEPALIVE_SECS: u16 = 25;
 pub const DEFAULT_WG_INTERFACE: &str = "flatnet0";
+pub const DEFAULT_RECONCILE_SECS: u64 = 10;
+/// Longer than any ADD takes, so an ADD in flight (lease granted, veth not
+/// yet created) is never mistaken for a leaked lease.
+pub const DEFAULT_LEASE_GRACE_SECS: u64 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -82,6 +89,8 @@ struct RawConfig {
     socket_group: Option<String>,
     masquerade: Option<bool>,
     catalog_listen: Option<SocketAddr>,
+    reconcile_secs: Option<u64>,
+    lease_grace_secs: Option<u64>,
     wireguard: Option<RawWireguard>,
     lighthouse: Option<RawLighthouse>,
     #[serde(default)]
@@ -184,6 +193,10 @@ pub struct Config {
     pub socket_group: Option<String>,
     pub masquerade: bool,
     pub catalog_listen: Option<SocketAddr>,
+    /// Period of lease reconciliation and of the nft table repair.
+    pub reconcile_secs: u64,
+    /// Age (since the last ADD) below which a lease is never reclaimed.
+    pub lease_grace_secs: u64,
     pub wireguard: WireguardConfig,
     pub peers: Vec<PeerConfig>,
     /// `[lighthouse] token`: join with it when not joined yet.
@@ -310,7 +323,21 @@ impl Config {
             )));
         }
         let peers = validate_peers(raw.peers, cidr, subnet)?;
+        let reconcile_secs = raw.reconcile_secs.unwrap_or(DEFAULT_RECONCILE_SECS);
+        if !(1..=3600).contains(&reconcile_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "reconcile_secs {reconcile_secs} out of range 1..=3600"
+            )));
+        }
+        let lease_grace_secs = raw.lease_grace_secs.unwrap_or(DEFAULT_LEASE_GRACE_SECS);
+        if !(1..=86400).contains(&lease_grace_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "lease_grace_secs {lease_grace_secs} out of range 1..=86400"
+            )));
+        }
         Ok(Config {
+            reconcile_secs,
+            lease_grace_secs,
             node_name,
             cidr,
             subnet,
@@ -370,6 +397,9 @@ impl Config {
             subnet: self.subnet,
             gateway: self.gateway(),
             mtu: self.mtu,
+            // Flatnet DNS fills this in; until then containers keep the
+            // runtime's resolvers.
+            dns: None,
         }
     }
 }
@@ -430,6 +460,9 @@ mod tests {
         assert_eq!(c.mtu, DEFAULT_MTU);
         assert!(c.masquerade);
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!((c.reconcile_secs, c.lease_grace_secs), (10, 60));
+        assert!(Config::parse("reconcile_secs = 0").is_err());
+        assert!(Config::parse("lease_grace_secs = 0").is_err());
     }
 
     #[test]

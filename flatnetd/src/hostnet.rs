@@ -1,60 +1,127 @@
 //! Host-level networking that flatnetd owns for all of its containers:
-//! IPv4 forwarding and two masquerade rules in its own nftables table.
+//! IPv4 forwarding and one nftables table, `ip flatnet`, rebuilt from the
+//! lease list whenever it changes.
 //!
-//! iproute2/nft equivalents:
+//! nft equivalent of the table:
 //! ```text
-//! sysctl -w net.ipv4.ip_forward=1
-//! nft -f - <<'EOF'
-//!   table ip flatnet { chain postrouting {
-//!     type nat hook postrouting priority srcnat; policy accept;
-//!     ip saddr <subnet> ip daddr != <cidr> masquerade
-//!     oifname "flatnet0" ip saddr != <subnet> masquerade } }
-//! EOF
+//! table ip flatnet {
+//!   chain prerouting  { type nat hook prerouting priority dstnat; fib daddr type local jump published }
+//!   chain output      { type nat hook output priority -100;      fib daddr type local jump published }
+//!   chain published   { tcp dport 8080 dnat to 10.87.1.5:80 … }      # -p, see crate::ports
+//!   chain postrouting { type nat hook postrouting priority srcnat;
+//!     ip saddr 127.0.0.0/8 ct status dnat masquerade                  # localhost -> -p
+//!     ip saddr C ip daddr C ct status dnat masquerade                 # hairpin
+//!     ip saddr <subnet> ip daddr != <cidr> masquerade                 # egress
+//!     oifname "flatnet0" ip saddr != <subnet> masquerade }            # routed clients
+//!   chain forward     { type filter hook forward priority filter;
+//!     ip saddr <internal> ip daddr != <cidr> reject                  # --internal
+//!     ip daddr <internal> ip saddr != <cidr> ct status != dnat drop }
+//! }
 //! ```
-//! The first lets containers reach the outside. The second lets machines
-//! that route the Flatnet through this host (the Windows side of a WSL2 VM
-//! running the gateway, a LAN router) reach containers on *other* hosts:
-//! their packets enter the tunnel with this host's Flatnet address as
-//! source, which the far side's AllowedIPs accept and can answer, instead
-//! of a LAN address nobody else in the Flatnet knows.
-//! The table is replaced atomically in one nft transaction, so running this
-//! again (restart, subnet change) never leaves a gap or a duplicate rule.
+//! The egress rule lets containers reach the outside. The routed-clients
+//! rule lets machines that route the Flatnet through this host (the Windows
+//! side of a WSL2 VM running the gateway, a LAN router) reach containers on
+//! *other* hosts: their packets enter the tunnel with this host's Flatnet
+//! address as source, which the far side's AllowedIPs accept and can
+//! answer, instead of a LAN address nobody else in the Flatnet knows.
+//! The table is replaced atomically in one nft transaction, so applying it
+//! again (a lease change, a restart, the periodic repair after someone
+//! flushed the ruleset) never leaves a gap or a duplicate rule.
 
-use std::{io::Write, path::Path, process::Command};
+use std::{io::Write, path::Path, process::Command, sync::Mutex};
 
+use flatnet_wire::Lease;
 use ipnet::Ipv4Net;
 
-use crate::{config::Config, service::HostSetup};
+use crate::{config::Config, ports, service::HostSetup};
 
 /// nftables table name; nothing else in the host's ruleset is touched.
 pub const NFT_TABLE: &str = "flatnet";
 
+/// What the table is built from.
+pub struct TableSpec<'a> {
+    pub subnet: Ipv4Net,
+    pub cidr: Ipv4Net,
+    pub masquerade: bool,
+    /// The data plane's interface, when it runs.
+    pub tunnel: Option<&'a str>,
+    pub leases: &'a [Lease],
+}
+
+fn chain(s: &mut String, name: &str, hook: Option<&str>, rules: &[String]) {
+    s.push_str(&format!("\tchain {name} {{\n"));
+    if let Some(h) = hook {
+        s.push_str(&format!("\t\t{h}\n"));
+    }
+    for r in rules {
+        s.push_str(&format!("\t\t{r}\n"));
+    }
+    s.push_str("\t}\n");
+}
+
 /// The nft script that installs (or replaces) Flatnet's table.
-/// `tunnel`: the data plane's interface, when it runs.
-pub fn nft_script(
-    subnet: Ipv4Net,
-    cidr: Ipv4Net,
-    masquerade: bool,
-    tunnel: Option<&str>,
-) -> String {
+pub fn nft_script(t: &TableSpec<'_>) -> String {
+    let (subnet, cidr) = (t.subnet, t.cidr);
+    let published = ports::rules(t.leases);
     let mut s = format!(
         "table ip {NFT_TABLE}\n\
          delete table ip {NFT_TABLE}\n\
-         table ip {NFT_TABLE} {{\n\
-         \tchain postrouting {{\n\
-         \t\ttype nat hook postrouting priority srcnat; policy accept;\n"
+         table ip {NFT_TABLE} {{\n"
     );
-    if masquerade {
-        s.push_str(&format!(
-            "\t\tip saddr {subnet} ip daddr != {cidr} masquerade comment \"flatnet egress\"\n"
+    let jump = vec!["fib daddr type local jump published".to_string()];
+    chain(&mut s, "published", None, &published.dnat);
+    chain(
+        &mut s,
+        "prerouting",
+        Some("type nat hook prerouting priority dstnat; policy accept;"),
+        &jump,
+    );
+    chain(
+        &mut s,
+        "output",
+        Some("type nat hook output priority -100; policy accept;"),
+        &jump,
+    );
+    let mut post = published.masquerade;
+    if t.masquerade {
+        post.push(format!(
+            "ip saddr {subnet} ip daddr != {cidr} masquerade comment \"flatnet egress\""
         ));
     }
-    if let Some(dev) = tunnel {
-        s.push_str(&format!(
-            "\t\toifname \"{dev}\" ip saddr != {subnet} masquerade comment \"flatnet: routed clients into the tunnel\"\n"
+    if let Some(dev) = t.tunnel {
+        post.push(format!(
+            "oifname \"{dev}\" ip saddr != {subnet} masquerade comment \"flatnet: routed clients into the tunnel\""
         ));
     }
-    s.push_str("\t}\n}\n");
+    chain(
+        &mut s,
+        "postrouting",
+        Some("type nat hook postrouting priority srcnat; policy accept;"),
+        &post,
+    );
+    let internal: Vec<String> = t
+        .leases
+        .iter()
+        .filter(|l| l.internal)
+        .map(|l| l.ip.to_string())
+        .collect();
+    let mut fwd = Vec::new();
+    if !internal.is_empty() {
+        let set = internal.join(", ");
+        fwd.push(format!(
+            "ip saddr {{ {set} }} ip daddr != {cidr} reject with icmp type admin-prohibited comment \"flatnet: internal network, no egress\""
+        ));
+        fwd.push(format!(
+            "ip daddr {{ {set} }} ip saddr != {cidr} ct status != dnat drop comment \"flatnet: internal network, no ingress\""
+        ));
+    }
+    chain(
+        &mut s,
+        "forward",
+        Some("type filter hook forward priority filter; policy accept;"),
+        &fwd,
+    );
+    s.push_str("}\n");
     s
 }
 
@@ -100,37 +167,81 @@ pub fn enable_forwarding() -> Result<(), String> {
         .map_err(|e| format!("enabling net.ipv4.ip_forward: {e}"))
 }
 
-/// The real host setup: forwarding plus the nftables table.
-pub struct NftHostSetup;
+/// The real host setup: forwarding plus the nftables table. Remembers
+/// the last script it applied, so an unchanged table is not re-applied
+/// unless asked to (the periodic repair).
+#[derive(Default)]
+pub struct NftHostSetup {
+    applied: Mutex<Option<String>>,
+}
 
 impl HostSetup for NftHostSetup {
-    fn ensure(&self, config: &Config) -> Result<(), String> {
-        enable_forwarding()?;
+    fn apply(&self, config: &Config, leases: &[Lease], force: bool) -> Result<(), String> {
         let tunnel = config
             .wireguard
             .enabled
             .then_some(config.wireguard.interface.as_str());
-        nft_apply(&nft_script(
-            config.subnet,
-            config.cidr,
-            config.masquerade,
+        let script = nft_script(&TableSpec {
+            subnet: config.subnet,
+            cidr: config.cidr,
+            masquerade: config.masquerade,
             tunnel,
-        ))
+            leases,
+        });
+        let mut applied = self
+            .applied
+            .lock()
+            .map_err(|_| "host setup lock poisoned")?;
+        if !force && applied.as_deref() == Some(script.as_str()) {
+            return Ok(());
+        }
+        enable_forwarding()?;
+        // Forget the old script first: if this apply fails, the next call
+        // must try again even with the same leases.
+        *applied = None;
+        nft_apply(&script)?;
+        *applied = Some(script);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use flatnet_wire::{AttachmentKey, PortMapping};
+
     use super::*;
+
+    fn spec<'a>(masquerade: bool, tunnel: Option<&'a str>, leases: &'a [Lease]) -> TableSpec<'a> {
+        TableSpec {
+            subnet: "10.87.1.0/24".parse().unwrap(),
+            cidr: "10.87.0.0/16".parse().unwrap(),
+            masquerade,
+            tunnel,
+            leases,
+        }
+    }
+
+    fn lease(ip: &str, internal: bool, ports: Vec<PortMapping>) -> Lease {
+        Lease {
+            key: AttachmentKey {
+                network: "fnet".into(),
+                container_id: ip.into(),
+                ifname: "eth0".into(),
+            },
+            ip: ip.parse().unwrap(),
+            netns: None,
+            container_name: None,
+            ports,
+            publish: true,
+            internal,
+            created: 0,
+            refreshed: 0,
+        }
+    }
 
     #[test]
     fn script_replaces_table_atomically() {
-        let s = nft_script(
-            "10.87.1.0/24".parse().unwrap(),
-            "10.87.0.0/16".parse().unwrap(),
-            true,
-            None,
-        );
+        let s = nft_script(&spec(true, None, &[]));
         let create = s.find("table ip flatnet\n").unwrap();
         let delete = s.find("delete table ip flatnet").unwrap();
         assert!(create < delete, "table must exist before it is deleted");
@@ -139,29 +250,40 @@ mod tests {
             !s.contains("oifname"),
             "no tunnel rule without a data plane"
         );
+        assert!(!s.contains("dnat to"), "nothing published");
+        assert!(!s.contains("reject"), "no internal network");
     }
 
     #[test]
     fn routed_clients_are_masqueraded_into_the_tunnel() {
-        let s = nft_script(
-            "10.87.1.0/24".parse().unwrap(),
-            "10.87.0.0/16".parse().unwrap(),
-            false,
-            Some("flatnet0"),
-        );
+        let s = nft_script(&spec(false, Some("flatnet0"), &[]));
         assert!(s.contains("oifname \"flatnet0\" ip saddr != 10.87.1.0/24 masquerade"));
         assert!(!s.contains("flatnet egress"));
     }
 
     #[test]
     fn no_masquerade_rule_when_disabled() {
-        let s = nft_script(
-            "10.87.1.0/24".parse().unwrap(),
-            "10.87.0.0/16".parse().unwrap(),
-            false,
-            None,
-        );
+        let s = nft_script(&spec(false, None, &[]));
         assert!(!s.contains("masquerade"));
         assert!(s.contains("chain postrouting"));
+    }
+
+    #[test]
+    fn published_ports_and_internal_leases_get_rules() {
+        let leases = [
+            lease(
+                "10.87.1.5",
+                false,
+                vec![PortMapping::simple(80, Some(8080), "tcp")],
+            ),
+            lease("10.87.1.6", true, vec![]),
+            lease("10.87.1.7", true, vec![]),
+        ];
+        let s = nft_script(&spec(true, None, &leases));
+        assert!(s.contains("tcp dport 8080 dnat to 10.87.1.5:80"));
+        assert!(s.contains("fib daddr type local jump published"));
+        assert!(s.contains("ip saddr { 10.87.1.6, 10.87.1.7 } ip daddr != 10.87.0.0/16 reject"));
+        // The published chain is defined before the chains that jump to it.
+        assert!(s.find("chain published").unwrap() < s.find("chain prerouting").unwrap());
     }
 }

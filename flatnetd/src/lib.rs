@@ -7,7 +7,11 @@
 //!   beyond the lease store, so it is tested without sockets.
 //! - [`api`]: the unix-socket server and the HTTP catalog endpoint.
 //! - [`gwroute`]: what outside machines run to route the Flatnet through this host.
-//! - [`hostnet`]: host-level networking flatnetd owns (forwarding, masquerade).
+//! - [`hostnet`]: host-level networking flatnetd owns (forwarding, masquerade,
+//!   published ports, internal networks) in one nftables table.
+//! - [`ports`]: `-p` mappings to DNAT rules, and host-port clash checks (pure).
+//! - [`reconcile`]: reclaiming leases of containers that are gone, and the
+//!   periodic repair of the nftables table.
 //! - [`config`] reads `/etc/flatnet/flatnetd.toml`.
 //! - [`lighthouse`]: joining a Lighthouse, peers from it, hole punching, relay.
 
@@ -19,5 +23,7 @@ pub mod hostnet;
 pub mod ifaddrs;
 pub mod ipam;
 pub mod lighthouse;
+pub mod ports;
+pub mod reconcile;
 pub mod service;
 pub mod status;

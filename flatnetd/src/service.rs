@@ -5,13 +5,14 @@
 //! server in [`crate::api`] only moves lines in and out.
 
 use std::{
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
     time::{SystemTime, UNIX_EPOCH},
 };
 
 use flatnet_wire::{
     api::{AllocateRequest, API_VERSION},
-    ApiError, AttachmentKey, ErrorKind, HostStatus, LighthouseStatus, Reply, Request, Response,
+    ApiError, AttachmentKey, ErrorKind, HostStatus, Lease, LighthouseStatus, Reply, Request,
+    Response,
 };
 use tracing::{info, warn};
 
@@ -19,20 +20,25 @@ use crate::{
     config::Config,
     dataplane::Backend,
     ipam::{IpamError, LeaseStore, Pool},
+    ports,
 };
 
-/// Hook run before the first allocation is answered, and again until it
-/// succeeds: makes sure the host forwards and masquerades for containers.
+/// Host networking that follows the leases: forwarding, masquerade,
+/// published ports and internal networks. Applied before an allocation is
+/// answered, after releases, and periodically to repair what someone else
+/// flushed.
 pub trait HostSetup: Send + Sync {
-    fn ensure(&self, config: &Config) -> Result<(), String>;
+    /// Make the host match `leases`. Without `force` an implementation may
+    /// skip work when nothing changed since its last successful apply.
+    fn apply(&self, config: &Config, leases: &[Lease], force: bool) -> Result<(), String>;
 }
 
-/// A [`HostSetup`] that does nothing (unit tests, or `masquerade = false`
-/// hosts managed by other tools).
+/// A [`HostSetup`] that does nothing (unit tests, or hosts whose firewall
+/// other tools own: `flatnetd --no-host-setup`).
 pub struct NoHostSetup;
 
 impl HostSetup for NoHostSetup {
-    fn ensure(&self, _: &Config) -> Result<(), String> {
+    fn apply(&self, _: &Config, _: &[Lease], _: bool) -> Result<(), String> {
         Ok(())
     }
 }
@@ -42,7 +48,10 @@ pub struct Service {
     pool: Pool,
     store: LeaseStore,
     host: Box<dyn HostSetup>,
-    host_ready: std::sync::atomic::AtomicBool,
+    /// Serialises "change leases, then apply the host table from the
+    /// list", so the last table applied always matches the newest list,
+    /// and port-clash checks cannot race.
+    host_lock: Mutex<()>,
     public_key: OnceLock<String>,
     overlay: OnceLock<Arc<dyn Backend>>,
     lighthouse: OnceLock<LighthouseProbe>,
@@ -86,6 +95,9 @@ impl From<IpamError> for ApiError {
             IpamError::Db(_) | IpamError::Corrupt(_) => {
                 ApiError::new(ErrorKind::Internal, e.to_string())
             }
+            IpamError::OutOfPool { .. } | IpamError::InUse { .. } | IpamError::Held { .. } => {
+                ApiError::new(ErrorKind::InvalidRequest, e.to_string())
+            }
         }
     }
 }
@@ -97,7 +109,7 @@ impl Service {
             config,
             store,
             host,
-            host_ready: false.into(),
+            host_lock: Mutex::new(()),
             public_key: OnceLock::new(),
             overlay: OnceLock::new(),
             lighthouse: OnceLock::new(),
@@ -131,17 +143,38 @@ impl Service {
         &self.store
     }
 
-    /// Run the host setup now; remembered once it succeeds.
-    pub fn ensure_host(&self) -> Result<(), ApiError> {
-        use std::sync::atomic::Ordering;
-        if self.host_ready.load(Ordering::Acquire) {
-            return Ok(());
+    fn lock_host(&self) -> Result<MutexGuard<'_, ()>, ApiError> {
+        self.host_lock
+            .lock()
+            .map_err(|_| ApiError::new(ErrorKind::Internal, "host setup lock poisoned"))
+    }
+
+    fn apply_host_locked(&self, force: bool) -> Result<(), ApiError> {
+        let leases = self.store.list()?;
+        self.host.apply(&self.config, &leases, force).map_err(|e| {
+            ApiError::new(
+                ErrorKind::Unavailable,
+                format!("host network setup (forwarding, nftables table ip flatnet): {e}"),
+            )
+        })
+    }
+
+    /// Apply the host networking for the current leases. `force` re-applies
+    /// even when nothing changed (start-up, periodic repair).
+    pub fn sync_host(&self, force: bool) -> Result<(), ApiError> {
+        let _g = self.lock_host()?;
+        self.apply_host_locked(force)
+    }
+
+    /// Release `lease` if it is still exactly what the store holds (lease
+    /// reconciliation); the host table follows. Returns whether it did.
+    pub fn reclaim(&self, lease: &Lease) -> Result<bool, ApiError> {
+        let _g = self.lock_host()?;
+        let gone = self.store.release_if_unchanged(lease)?;
+        if gone {
+            self.apply_host_locked(false)?;
         }
-        self.host.ensure(&self.config).map_err(|e| {
-            ApiError::new(ErrorKind::Unavailable, format!("host network setup: {e}"))
-        })?;
-        self.host_ready.store(true, Ordering::Release);
-        Ok(())
+        Ok(gone)
     }
 
     pub fn handle(&self, req: Request) -> Response {
@@ -157,9 +190,11 @@ impl Service {
             Request::Allocate(r) => self.allocate(r),
             Request::Release(key) => {
                 check_key(&key)?;
+                let _g = self.lock_host()?;
                 let lease = self.store.release(&key)?;
                 if let Some(l) = &lease {
                     info!(ip = %l.ip, container = %key.container_id, ifname = %key.ifname, "released");
+                    self.after_release()?;
                 }
                 Ok(Reply::Released { lease })
             }
@@ -172,9 +207,13 @@ impl Service {
             }
             Request::Gc { network, valid } => {
                 check_field("network", &network, MAX_ID)?;
+                let _g = self.lock_host()?;
                 let released = self.store.gc(&network, &valid)?;
                 for l in &released {
                     info!(ip = %l.ip, container = %l.key.container_id, "collected stale lease");
+                }
+                if !released.is_empty() {
+                    self.after_release()?;
                 }
                 Ok(Reply::Collected { released })
             }
@@ -182,16 +221,43 @@ impl Service {
         }
     }
 
+    /// The lease is gone; the host table must follow. The release itself
+    /// stands (the container is gone either way), so a failure here is
+    /// reported to the caller and repaired by the next periodic apply.
+    fn after_release(&self) -> Result<(), ApiError> {
+        self.apply_host_locked(false)
+            .inspect_err(|e| warn!("{}; the periodic repair retries it", e.message))
+    }
+
     fn allocate(&self, r: AllocateRequest) -> Result<Reply, ApiError> {
         check_key(&r.key)?;
         if let Some(n) = &r.container_name {
             check_field("container name", n, MAX_ID)?;
         }
-        if let Err(e) = self.ensure_host() {
-            warn!("{e}");
+        let _g = self.lock_host()?;
+        let before = self.store.get(&r.key)?;
+        let a = self.store.allocate(&self.pool, &r, now())?;
+        let checked = ports::check_free(&self.store.list()?, &a.lease)
+            .map_err(|e| ApiError::new(ErrorKind::InvalidRequest, e.to_string()))
+            .and_then(|()| self.apply_host_locked(false));
+        if let Err(e) = checked {
+            // Undo: a fresh lease is dropped, a renewed one gets its old
+            // record back, so a refused request changes nothing.
+            let undo = match &before {
+                None => self.store.release(&r.key).map(|_| ()),
+                Some(old) => self.store.restore(old),
+            };
+            if let Err(u) = undo {
+                warn!(
+                    "undoing the refused allocation of {}: {u}",
+                    r.key.container_id
+                );
+            }
+            if e.kind != ErrorKind::InvalidRequest {
+                warn!("{}", e.message);
+            }
             return Err(e);
         }
-        let a = self.store.allocate(&self.pool, &r, now())?;
         if a.fresh {
             info!(ip = %a.lease.ip, container = %r.key.container_id, ifname = %r.key.ifname, "leased");
         }
@@ -237,12 +303,7 @@ mod tests {
     }
 
     fn alloc(id: &str) -> Request {
-        Request::Allocate(AllocateRequest {
-            key: key(id),
-            netns: None,
-            container_name: None,
-            ports: vec![],
-        })
+        Request::Allocate(AllocateRequest::new(key(id)))
     }
 
     #[test]
@@ -283,9 +344,48 @@ mod tests {
 
     struct FailingHost;
     impl HostSetup for FailingHost {
-        fn ensure(&self, _: &Config) -> Result<(), String> {
+        fn apply(&self, _: &Config, _: &[Lease], _: bool) -> Result<(), String> {
             Err("nft missing".into())
         }
+    }
+
+    fn publishing(id: &str, host_port: u16) -> Request {
+        Request::Allocate(AllocateRequest {
+            ports: vec![flatnet_wire::PortMapping::simple(
+                80,
+                Some(host_port),
+                "tcp",
+            )],
+            publish: true,
+            ..AllocateRequest::new(key(id))
+        })
+    }
+
+    #[test]
+    fn a_host_port_clash_is_refused_and_stores_nothing() {
+        let (_d, s) = service();
+        assert!(matches!(s.handle(publishing("a", 8080)), Response::Ok(_)));
+        let r = s.handle(publishing("b", 8080));
+        let Response::Error(e) = r else {
+            panic!("clash accepted: {r:?}")
+        };
+        assert_eq!(e.kind, ErrorKind::InvalidRequest);
+        assert!(
+            e.message.contains("8080/tcp is already published"),
+            "{}",
+            e.message
+        );
+        assert_eq!(s.store().list().unwrap().len(), 1);
+        // A repeated ADD of the owner is not a clash, and a refused change
+        // of an existing lease keeps its old record.
+        assert!(matches!(s.handle(publishing("a", 8080)), Response::Ok(_)));
+        assert!(matches!(s.handle(publishing("b", 9090)), Response::Ok(_)));
+        let before = s.store().get(&key("b")).unwrap();
+        assert!(matches!(
+            s.handle(publishing("b", 8080)),
+            Response::Error(_)
+        ));
+        assert_eq!(s.store().get(&key("b")).unwrap(), before);
     }
 
     #[test]

@@ -128,6 +128,26 @@ fn peers(st: &HostStatus, out: &mut String) {
     ));
 }
 
+/// `80/tcp`, or as Podman shows a published port: `[ip:]8080->80/tcp`
+/// (`8000-8002->8000-8002/tcp` for a range).
+fn port(p: &flatnet_wire::PortMapping, published: bool) -> String {
+    let proto = p.protocol.to_ascii_lowercase();
+    let span = |start: u16| {
+        if p.range > 1 {
+            format!("{start}-{}", u32::from(start) + u32::from(p.range) - 1)
+        } else {
+            start.to_string()
+        }
+    };
+    match p.host_port.filter(|_| published) {
+        Some(h) => {
+            let ip = p.host_ip.map(|ip| format!("{ip}:")).unwrap_or_default();
+            format!("{ip}{}->{}/{proto}", span(h), span(p.container_port))
+        }
+        None => format!("{}/{proto}", span(p.container_port)),
+    }
+}
+
 fn containers(st: &HostStatus, out: &mut String) {
     let rows: Vec<Vec<String>> = st
         .leases
@@ -136,15 +156,20 @@ fn containers(st: &HostStatus, out: &mut String) {
             let ports = l
                 .ports
                 .iter()
-                .map(|p| format!("{}/{}", p.container_port, p.protocol.to_ascii_lowercase()))
+                .map(|p| port(p, l.publish))
                 .collect::<Vec<_>>()
                 .join(",");
+            let network = if l.internal {
+                format!("{} (internal)", l.key.network)
+            } else {
+                l.key.network.clone()
+            };
             vec![
                 l.container_name.clone().unwrap_or_else(|| "-".into()),
                 l.ip.to_string(),
                 short_id(&l.key.container_id).to_string(),
                 l.key.ifname.clone(),
-                l.key.network.clone(),
+                network,
                 if ports.is_empty() { "-".into() } else { ports },
             ]
         })
@@ -171,6 +196,7 @@ mod tests {
                 subnet: "10.87.1.0/24".parse().unwrap(),
                 gateway: "10.87.1.1".parse().unwrap(),
                 mtu: 1420,
+                dns: None,
             },
             leases: vec![Lease {
                 key: AttachmentKey {
@@ -182,7 +208,10 @@ mod tests {
                 netns: None,
                 container_name: Some("web".into()),
                 ports: vec![],
+                publish: false,
+                internal: false,
                 created: 0,
+                refreshed: 0,
             }],
             public_key: None,
             peers: vec![],
@@ -198,6 +227,15 @@ mod tests {
     }
 
     #[test]
+    fn published_ports_read_like_podman() {
+        let mut p = flatnet_wire::PortMapping::simple(8000, Some(9000), "tcp");
+        p.range = 3;
+        p.host_ip = Some("127.0.0.1".parse().unwrap());
+        assert_eq!(port(&p, true), "127.0.0.1:9000-9002->8000-8002/tcp");
+        assert_eq!(port(&p, false), "8000-8002/tcp");
+    }
+
+    #[test]
     fn renders_key_and_peers() {
         let st = HostStatus {
             node: "h1".into(),
@@ -207,6 +245,7 @@ mod tests {
                 subnet: "10.87.1.0/24".parse().unwrap(),
                 gateway: "10.87.1.1".parse().unwrap(),
                 mtu: 1420,
+                dns: None,
             },
             leases: vec![],
             public_key: Some("KEY=".into()),

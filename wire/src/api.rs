@@ -28,13 +28,46 @@ pub struct AttachmentId {
     pub ifname: String,
 }
 
-/// A port the container publishes (`podman run -p host:container`).
+/// A port the container publishes (`podman run -p [ip:]host:container[/proto]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
     pub container_port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<u16>,
+    /// `tcp`, `udp` or `sctp`.
     pub protocol: String,
+    /// Only this host address accepts the port (`-p 127.0.0.1:8080:80`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<Ipv4Addr>,
+    /// Number of consecutive ports from `host_port`/`container_port`
+    /// (`-p 8000-8009:8000-8009` is one mapping with range 10).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub range: u16,
+}
+
+fn one() -> u16 {
+    1
+}
+
+fn is_one(v: &u16) -> bool {
+    *v == 1
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+impl PortMapping {
+    /// A single TCP or UDP port, published on every host address.
+    pub fn simple(container_port: u16, host_port: Option<u16>, protocol: &str) -> Self {
+        Self {
+            container_port,
+            host_port,
+            protocol: protocol.into(),
+            host_ip: None,
+            range: 1,
+        }
+    }
 }
 
 /// A persistent address lease held by one attachment.
@@ -51,8 +84,27 @@ pub struct Lease {
     pub container_name: Option<String>,
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// flatnetd itself publishes `ports` on the host (netavark path); on
+    /// the CNI path the `portmap` plugin does.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub publish: bool,
+    /// The network is `--internal`: no default route, no egress.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub internal: bool,
     /// Unix seconds at allocation.
     pub created: u64,
+    /// Unix seconds of the last allocation request for this key (a repeated
+    /// ADD); 0 when there was none. Lease reconciliation waits a grace
+    /// period after the later of `created` and this.
+    #[serde(default)]
+    pub refreshed: u64,
+}
+
+impl Lease {
+    /// When the runtime last asked for this lease.
+    pub fn touched(&self) -> u64 {
+        self.created.max(self.refreshed)
+    }
 }
 
 /// How containers on this host are addressed and routed.
@@ -66,6 +118,21 @@ pub struct NetworkInfo {
     pub gateway: Ipv4Addr,
     /// MTU for container interfaces, chosen so that tunnelled packets fit.
     pub mtu: u32,
+    /// Resolver settings for containers (`/etc/resolv.conf`); absent when
+    /// flatnetd serves no DNS, so the runtime's defaults apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsConfig>,
+}
+
+/// What a container's resolver should use; the CNI result's `dns` and
+/// netavark's `dns_server_ips` / `dns_search_domains` carry it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsConfig {
+    pub nameservers: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub search: Vec<String>,
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 /// Parameters of an allocation.
@@ -79,6 +146,31 @@ pub struct AllocateRequest {
     pub container_name: Option<String>,
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// A specific address (`--ip`, or Podman's reload passing the current
+    /// one back); it must lie in this host's pool and be free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    /// flatnetd publishes `ports` itself (see [`Lease::publish`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub publish: bool,
+    /// The network is internal (see [`Lease::internal`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub internal: bool,
+}
+
+impl AllocateRequest {
+    /// A plain request: a dynamic address, no ports, not internal.
+    pub fn new(key: AttachmentKey) -> Self {
+        Self {
+            key,
+            netns: None,
+            container_name: None,
+            ports: vec![],
+            ip: None,
+            publish: false,
+            internal: false,
+        }
+    }
 }
 
 /// A request on the local API.

@@ -16,12 +16,12 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The daemon is not running or not listening (a retryable condition).
-    #[error("flatnetd is not reachable at {path}: {source}")]
+    #[error("flatnetd is not reachable at {}: {}", path.display(), crate::plain_error(source))]
     Unreachable {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("talking to flatnetd: {0}")]
+    #[error("talking to flatnetd: {}", crate::plain_error(.0))]
     Io(#[from] std::io::Error),
     #[error("bad reply from flatnetd: {0}")]
     Frame(#[from] FrameError),

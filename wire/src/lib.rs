@@ -4,7 +4,8 @@
 //! - [`api`]: the local API spoken on flatnetd's unix socket by the `flatnet`
 //!   plugin and `flatnetctl` (one JSON request line, one JSON response line);
 //! - [`catalog`]: the service catalog the gateway reads over HTTP;
-//! - [`client`]: the one blocking client of the local API.
+//! - [`client`]: the one blocking client of the local API;
+//! - [`veth`]: the host-side interface names the plugin creates.
 //!
 //! Keeping them in one small crate means every side agrees on the
 //! format at compile time and the types can be unit-tested without sockets.
@@ -14,8 +15,45 @@ pub mod catalog;
 pub mod client;
 pub mod framing;
 pub mod lighthouse;
+pub mod veth;
 
 pub use api::{
-    ApiError, AttachmentId, AttachmentKey, ErrorKind, HostStatus, Lease, LighthouseStatus,
-    NetworkInfo, PeerStatus, PortMapping, Reply, Request, Response,
+    ApiError, AttachmentId, AttachmentKey, DnsConfig, ErrorKind, HostStatus, Lease,
+    LighthouseStatus, NetworkInfo, PeerStatus, PortMapping, Reply, Request, Response,
 };
+
+/// An error's message as a user should read it: Rust's io errors end in
+/// " (os error N)", which says nothing to a user, so it is dropped.
+pub fn plain_error(e: &dyn std::fmt::Display) -> String {
+    let s = e.to_string();
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s.as_str();
+    while let Some(i) = rest.find(" (os error ") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + " (os error ".len()..];
+        match tail.find(')') {
+            Some(j) if j > 0 && tail[..j].bytes().all(|b| b.is_ascii_digit()) => {
+                rest = &tail[j + 1..];
+            }
+            _ => {
+                out.push_str(" (os error ");
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn os_error_numbers_are_dropped() {
+        let e = std::io::Error::from_raw_os_error(2);
+        assert_eq!(super::plain_error(&e), "No such file or directory");
+        assert_eq!(
+            super::plain_error(&"a (os error 19): b (os error x)"),
+            "a: b (os error x)"
+        );
+    }
+}

@@ -35,15 +35,22 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
             .runtime_config
             .port_mappings
             .iter()
-            .map(|p| PortMapping {
-                container_port: p.container_port,
-                host_port: (p.host_port != 0).then_some(p.host_port),
-                protocol: p.protocol.to_ascii_lowercase(),
+            .map(|p| {
+                PortMapping::simple(
+                    p.container_port,
+                    (p.host_port != 0).then_some(p.host_port),
+                    &p.protocol.to_ascii_lowercase(),
+                )
             })
             .collect(),
         routes: conf.routes,
         mtu: conf.mtu,
         socket: conf.socket(),
+        ip: None,
+        mac: None,
+        // On the CNI path the conflist's `portmap` plugin publishes ports.
+        publish: false,
+        internal: false,
     };
     match env.command {
         Command::Add => {
@@ -128,6 +135,7 @@ fn result_of(a: &attach::Attached, env: &Env) -> CniResult {
                 gw: Some(*gw),
             })
             .collect(),
+        dns: a.network.dns.clone(),
     }
 }
 

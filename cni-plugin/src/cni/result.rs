@@ -36,6 +36,9 @@ pub struct CniResult {
     pub interfaces: Vec<Interface>,
     pub ips: Vec<IpConfig>,
     pub routes: Vec<RouteOut>,
+    /// flatnetd's resolver settings; the runtime writes them into the
+    /// container's `/etc/resolv.conf`.
+    pub dns: Option<flatnet_wire::DnsConfig>,
 }
 
 fn array(v: Option<&Value>) -> Vec<Value> {
@@ -84,10 +87,24 @@ impl CniResult {
             }
             routes.push(Value::Object(o));
         }
-        let dns = prev
-            .and_then(|p| p.get("dns"))
-            .cloned()
-            .unwrap_or_else(|| json!({}));
+        let dns = match &self.dns {
+            Some(d) => {
+                let mut o = Map::new();
+                let servers: Vec<String> = d.nameservers.iter().map(ToString::to_string).collect();
+                o.insert("nameservers".into(), json!(servers));
+                if !d.search.is_empty() {
+                    o.insert("search".into(), json!(d.search));
+                }
+                if !d.options.is_empty() {
+                    o.insert("options".into(), json!(d.options));
+                }
+                Value::Object(o)
+            }
+            None => prev
+                .and_then(|p| p.get("dns"))
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+        };
         json!({
             "cniVersion": cni_version,
             "interfaces": interfaces,
@@ -145,7 +162,26 @@ mod tests {
                 dst: "0.0.0.0/0".parse().unwrap(),
                 gw: Some("10.87.1.1".parse().unwrap()),
             }],
+            dns: None,
         }
+    }
+
+    #[test]
+    fn flatnet_dns_reaches_the_result() {
+        let mut r = sample();
+        r.dns = Some(flatnet_wire::DnsConfig {
+            nameservers: vec!["10.87.1.1".parse().unwrap()],
+            search: vec!["flatnet".into()],
+            options: vec![],
+        });
+        let prev = json!({"dns":{"nameservers":["192.0.2.53"]}});
+        let j = r.to_json("1.0.0", Some(&prev));
+        assert_eq!(
+            j["dns"],
+            json!({"nameservers":["10.87.1.1"],"search":["flatnet"]})
+        );
+        // Without Flatnet DNS the chain's earlier answer is kept.
+        assert_eq!(sample().to_json("1.0.0", Some(&prev))["dns"], prev["dns"]);
     }
 
     #[test]

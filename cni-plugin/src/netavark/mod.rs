@@ -7,7 +7,11 @@
 
 pub mod types;
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+};
 
 use flatnet_wire::PortMapping;
 use serde_json::Value;
@@ -15,6 +19,7 @@ use serde_json::Value;
 use crate::{
     attach::{self, Spec},
     cni::conf::{RouteMode, DEFAULT_SOCKET},
+    netlink::link::parse_mac,
 };
 use types::{NetAddress, NetInterface, Network, PluginExec, StatusBlock};
 
@@ -66,14 +71,6 @@ pub fn run(args: &[String], stdin: &[u8]) -> Result<Option<Value>, PluginError> 
             let exec: PluginExec = parse(stdin)?;
             let spec = spec_of(&exec, netns)?;
             if sub == "setup" {
-                if exec
-                    .network_options
-                    .static_ips
-                    .as_ref()
-                    .is_some_and(|v| !v.is_empty())
-                {
-                    return Err(bad("flatnet assigns addresses itself (flatnetd IPAM); static IPs (--ip) are not supported"));
-                }
                 let a = attach::add(&spec)?;
                 Ok(Some(to_json(&status_block(&spec, &a))?))
             } else {
@@ -162,6 +159,53 @@ fn options_of(opts: &HashMap<String, String>) -> Result<Options, PluginError> {
     })
 }
 
+/// `--ip`: at most one IPv4 address per network. Podman's reload passes
+/// the current address back here, which flatnetd then hands out again.
+fn static_ip(ips: Option<&Vec<String>>) -> Result<Option<Ipv4Addr>, PluginError> {
+    let mut v4 = Vec::new();
+    for s in ips.into_iter().flatten() {
+        match s.parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) => v4.push(ip),
+            Ok(IpAddr::V6(_)) => {
+                return Err(bad(format!(
+                    "static IP {s}: flatnet is IPv4 only; drop --ip6"
+                )))
+            }
+            Err(_) => return Err(bad(format!("static IP {s:?} is not an IP address"))),
+        }
+    }
+    match v4.as_slice() {
+        [] => Ok(None),
+        [ip] => Ok(Some(*ip)),
+        _ => Err(bad(
+            "more than one static IPv4 address for one flatnet network; give one --ip",
+        )),
+    }
+}
+
+fn port_of(p: &types::PortMapping) -> Result<PortMapping, PluginError> {
+    let host_ip = match p.host_ip.as_str() {
+        "" | "0.0.0.0" => None,
+        s => match s.parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) => Some(ip),
+            Ok(IpAddr::V6(_)) => {
+                return Err(bad(format!(
+                    "-p {s}:{}:{}: flatnet publishes ports on IPv4 host addresses only",
+                    p.host_port, p.container_port
+                )))
+            }
+            Err(_) => return Err(bad(format!("-p: host address {s:?} is not an IP address"))),
+        },
+    };
+    Ok(PortMapping {
+        container_port: p.container_port,
+        host_port: (p.host_port != 0).then_some(p.host_port),
+        protocol: p.protocol.clone().unwrap_or_else(|| "tcp".into()),
+        host_ip,
+        range: p.range.max(1),
+    })
+}
+
 fn spec_of(exec: &PluginExec, netns: &str) -> Result<Spec, PluginError> {
     let o = options_of(&exec.network.options.clone().unwrap_or_default())?;
     let ifname = &exec.network_options.interface_name;
@@ -181,23 +225,31 @@ fn spec_of(exec: &PluginExec, netns: &str) -> Result<Spec, PluginError> {
             .port_mappings
             .iter()
             .flatten()
-            .map(|p| PortMapping {
-                container_port: p.container_port,
-                host_port: (p.host_port != 0).then_some(p.host_port),
-                protocol: p.protocol.clone().unwrap_or_else(|| "tcp".into()),
-            })
-            .collect(),
+            .map(port_of)
+            .collect::<Result<_, _>>()?,
         routes: o.routes,
         mtu: o.mtu,
         socket: o.socket,
+        ip: static_ip(exec.network_options.static_ips.as_ref())?,
+        mac: exec
+            .network_options
+            .static_mac
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .map(|m| parse_mac(m).map_err(|e| bad(format!("--mac-address: {e}"))))
+            .transpose()?,
+        // netavark publishes ports only for its own bridge driver.
+        publish: true,
+        internal: exec.network.internal,
     })
 }
 
 fn status_block(spec: &Spec, a: &attach::Attached) -> StatusBlock {
     let ipnet = format!("{}/{}", a.lease.ip, a.network.subnet.prefix_len());
+    let dns = a.network.dns.clone().unwrap_or_default();
     StatusBlock {
-        dns_search_domains: Some(vec![]),
-        dns_server_ips: Some(vec![]),
+        dns_search_domains: Some(dns.search),
+        dns_server_ips: Some(dns.nameservers.iter().map(ToString::to_string).collect()),
         interfaces: Some(HashMap::from([(
             spec.ifname.clone(),
             NetInterface {
@@ -266,6 +318,46 @@ mod tests {
         assert!(e.0.contains("invalid JSON"), "{e}");
         let e = run(&["frob".into()], b"").unwrap_err();
         assert!(e.0.contains("unknown subcommand"), "{e}");
+    }
+
+    #[test]
+    fn static_ips_and_ports_are_read_as_podman_sends_them() {
+        let one = vec!["10.87.1.9".to_string()];
+        assert_eq!(
+            static_ip(Some(&one)).unwrap(),
+            Some("10.87.1.9".parse().unwrap())
+        );
+        assert_eq!(static_ip(None).unwrap(), None);
+        let v6 = vec!["fd00::9".to_string()];
+        assert!(static_ip(Some(&v6)).unwrap_err().0.contains("IPv4 only"));
+        let two = vec!["10.87.1.9".to_string(), "10.87.1.10".to_string()];
+        assert!(static_ip(Some(&two)).unwrap_err().0.contains("one --ip"));
+        let junk = vec!["ten".to_string()];
+        assert!(static_ip(Some(&junk)).is_err());
+
+        let p: types::PortMapping = serde_json::from_str(
+            r#"{"container_port":80,"host_ip":"127.0.0.1","host_port":8080,"range":3,"protocol":"tcp,udp"}"#,
+        )
+        .unwrap();
+        let m = port_of(&p).unwrap();
+        assert_eq!(m.host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            (m.host_port, m.range, m.protocol.as_str()),
+            (Some(8080), 3, "tcp,udp")
+        );
+        let p: types::PortMapping = serde_json::from_str(
+            r#"{"container_port":80,"host_ip":"","host_port":8080,"range":0}"#,
+        )
+        .unwrap();
+        let m = port_of(&p).unwrap();
+        assert_eq!((m.host_ip, m.range, m.protocol.as_str()), (None, 1, "tcp"));
+        let p: types::PortMapping =
+            serde_json::from_str(r#"{"container_port":80,"host_ip":"::1","host_port":8080}"#)
+                .unwrap();
+        assert!(port_of(&p)
+            .unwrap_err()
+            .0
+            .contains("IPv4 host addresses only"));
     }
 
     #[test]

@@ -34,6 +34,13 @@ pub struct PortMapping {
     pub container_port: u16,
     #[serde(default)]
     pub host_port: u16,
+    /// `""` (every address) or one host address.
+    #[serde(default)]
+    pub host_ip: String,
+    /// Consecutive ports from `host_port` / `container_port`; 0 means 1.
+    #[serde(default)]
+    pub range: u16,
+    /// `tcp`, `udp`, `sctp`, or several joined by commas.
     #[serde(default)]
     pub protocol: Option<String>,
 }
@@ -41,8 +48,12 @@ pub struct PortMapping {
 #[derive(Debug, Clone, Deserialize)]
 pub struct PerNetworkOptions {
     pub interface_name: String,
+    /// `--ip`, and on `podman network reload` the current address.
     #[serde(default)]
     pub static_ips: Option<Vec<String>>,
+    /// `--mac-address`, and on reload the current MAC.
+    #[serde(default)]
+    pub static_mac: Option<String>,
 }
 
 /// `setup`/`teardown` input.

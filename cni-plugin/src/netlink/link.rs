@@ -18,6 +18,35 @@ pub struct Link {
     pub up: bool,
 }
 
+/// Parse `aa:bb:cc:dd:ee:ff` (or with dashes); refuses multicast
+/// addresses, which no interface may carry.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let mut mac = [0u8; 6];
+    if parts.len() != 6 {
+        return Err(format!(
+            "MAC address {s:?} must be six hex bytes like 02:42:ac:11:00:02"
+        ));
+    }
+    for (b, p) in mac.iter_mut().zip(&parts) {
+        *b = u8::from_str_radix(p, 16)
+            .ok()
+            .filter(|_| p.len() == 2)
+            .ok_or_else(|| {
+                format!("MAC address {s:?} must be six hex bytes like 02:42:ac:11:00:02")
+            })?;
+    }
+    if mac[0] & 1 == 1 {
+        return Err(format!(
+            "MAC address {s:?} is a multicast address; use a unicast one (first byte even)"
+        ));
+    }
+    if mac == [0; 6] {
+        return Err("MAC address 00:00:00:00:00:00 is not usable".into());
+    }
+    Ok(mac)
+}
+
 fn format_mac(b: &[u8]) -> String {
     b.iter()
         .map(|x| format!("{x:02x}"))
@@ -97,6 +126,19 @@ impl Netlink {
         self.set_up(index)
     }
 
+    /// `ip link set dev INDEX address MAC`
+    pub fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<(), NlError> {
+        let msg = LinkUnspec::new_with_index(index)
+            .address(mac.to_vec())
+            .build();
+        self.run(self.handle().link().set(msg).execute()).ctx(|| {
+            format!(
+                "setting the MAC address of link {index} to {}",
+                format_mac(&mac)
+            )
+        })
+    }
+
     /// `ip link set dev INDEX up`
     pub fn set_up(&self, index: u32) -> Result<(), NlError> {
         let msg = LinkUnspec::new_with_index(index).up().build();
@@ -120,5 +162,34 @@ impl Netlink {
             },
             None => Ok(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            parse_mac("02:42:AC:11:00:02").unwrap(),
+            [0x02, 0x42, 0xac, 0x11, 0x00, 0x02]
+        );
+        assert_eq!(parse_mac("02-42-ac-11-00-02").unwrap()[5], 2);
+        for bad in [
+            "02:42:ac:11:00",
+            "zz:42:ac:11:00:02",
+            "002:42:ac:11:00:2",
+            "",
+        ] {
+            assert!(
+                parse_mac(bad).unwrap_err().contains("six hex bytes"),
+                "{bad}"
+            );
+        }
+        assert!(parse_mac("01:00:5e:00:00:01")
+            .unwrap_err()
+            .contains("multicast"));
+        assert!(parse_mac("00:00:00:00:00:00").is_err());
     }
 }

@@ -16,12 +16,12 @@ use tokio::runtime::Runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NlError {
-    #[error("{op}: {source}")]
+    #[error("{op}: {}", flatnet_wire::plain_error(source))]
     Netlink {
         op: String,
         source: rtnetlink::Error,
     },
-    #[error("{op}: {source}")]
+    #[error("{op}: {}", flatnet_wire::plain_error(source))]
     Io { op: String, source: std::io::Error },
     #[error("{0}")]
     Other(String),

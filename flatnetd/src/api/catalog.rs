@@ -279,13 +279,12 @@ mod tests {
             container_name: name.map(String::from),
             ports: ports
                 .iter()
-                .map(|p| PortMapping {
-                    container_port: *p,
-                    host_port: None,
-                    protocol: "TCP".into(),
-                })
+                .map(|p| PortMapping::simple(*p, None, "TCP"))
                 .collect(),
+            publish: false,
+            internal: false,
             created: 0,
+            refreshed: 0,
         }
     }
 

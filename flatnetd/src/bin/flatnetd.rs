@@ -174,13 +174,13 @@ fn main() -> anyhow::Result<()> {
     let host: Box<dyn HostSetup> = if args.no_host_setup {
         Box::new(NoHostSetup)
     } else {
-        Box::new(NftHostSetup)
+        Box::new(NftHostSetup::default())
     };
     let service = Arc::new(Service::new(config.clone(), store, host));
     service.set_public_key(identity.public_base64());
-    if let Err(e) = service.ensure_host() {
-        // Not fatal: retried on the next allocation.
-        warn!("{e}");
+    if let Err(e) = service.sync_host(true) {
+        // Not fatal: retried on the next allocation and by the periodic repair.
+        warn!("{}", e.message);
     }
     let mut client = None;
     match lh_state {
@@ -237,6 +237,7 @@ fn main() -> anyhow::Result<()> {
             "flatnetd ready"
         );
         tokio::spawn(api::unix::serve(listener, service.clone()));
+        tokio::spawn(flatnetd::reconcile::run(service.clone()));
         if let Some(addr) = config.catalog_listen {
             let l = tokio::net::TcpListener::bind(addr)
                 .await

@@ -30,6 +30,15 @@ pub enum IpamError {
     Db(#[from] redb::Error),
     #[error("corrupt lease record: {0}")]
     Corrupt(String),
+    #[error("address {ip} is not assignable on this host: use one of {subnet} except its network, gateway (first) and broadcast addresses")]
+    OutOfPool {
+        ip: Ipv4Addr,
+        subnet: ipnet::Ipv4Net,
+    },
+    #[error("address {ip} is already leased to container {holder}; pick another address or remove that container first")]
+    InUse { ip: Ipv4Addr, holder: String },
+    #[error("this attachment already holds {held}, not {asked}; disconnect it before asking for another address")]
+    Held { held: Ipv4Addr, asked: Ipv4Addr },
 }
 
 macro_rules! db_err {
@@ -110,11 +119,20 @@ impl LeaseStore {
             };
             if let Some(mut lease) = existing {
                 if pool.contains(lease.ip) {
+                    if let Some(asked) = req.ip.filter(|ip| *ip != lease.ip) {
+                        return Err(IpamError::Held {
+                            held: lease.ip,
+                            asked,
+                        });
+                    }
                     lease.netns = req.netns.clone().or(lease.netns);
                     lease.container_name = req.container_name.clone().or(lease.container_name);
                     if !req.ports.is_empty() {
                         lease.ports = req.ports.clone();
                     }
+                    lease.publish = req.publish;
+                    lease.internal = req.internal;
+                    lease.refreshed = now;
                     leases.insert(key, encode(&lease)?.as_str())?;
                     Allocation {
                         lease,
@@ -149,6 +167,51 @@ impl LeaseStore {
         };
         tx.commit()?;
         Ok(old)
+    }
+
+    /// Put back `old` exactly as it was, replacing whatever its key holds
+    /// now (undoing a refused renewal).
+    pub fn restore(&self, old: &Lease) -> Result<(), IpamError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut leases = tx.open_table(LEASES)?;
+            let mut addrs = tx.open_table(ADDRESSES)?;
+            let current = match leases.get(key_of(&old.key))? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            if let Some(c) = current {
+                addrs.remove(u32::from(c.ip))?;
+            }
+            leases.insert(key_of(&old.key), encode(old)?.as_str())?;
+            addrs.insert(u32::from(old.ip), key_of(&old.key))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Drop `lease` only if the store still holds exactly it: a
+    /// reconciliation that decided from an older list never removes a lease
+    /// the runtime has renewed or replaced since. Returns whether it did.
+    pub fn release_if_unchanged(&self, lease: &Lease) -> Result<bool, IpamError> {
+        let tx = self.db.begin_write()?;
+        let removed = {
+            let mut leases = tx.open_table(LEASES)?;
+            let mut addrs = tx.open_table(ADDRESSES)?;
+            let current = match leases.get(key_of(&lease.key))? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            if current.as_ref() == Some(lease) {
+                leases.remove(key_of(&lease.key))?;
+                addrs.remove(u32::from(lease.ip))?;
+                true
+            } else {
+                false
+            }
+        };
+        tx.commit()?;
+        Ok(removed)
     }
 
     /// The lease of `key`, if any.
@@ -215,6 +278,9 @@ fn fresh(
     addrs: &mut redb::Table<u32, KeyTuple>,
     meta: &mut redb::Table<&str, u32>,
 ) -> Result<Allocation, IpamError> {
+    if let Some(ip) = req.ip {
+        return fixed(pool, req, ip, now, leases, addrs);
+    }
     let cursor = meta.get(CURSOR)?.map(|v| Ipv4Addr::from(v.value()));
     let mut lookup_err = None;
     let ip = pool.next_free(cursor, |ip| match addrs.get(u32::from(ip)) {
@@ -228,17 +294,57 @@ fn fresh(
         return Err(e.into());
     }
     let ip = ip.ok_or(IpamError::Exhausted(pool.subnet()))?;
+    let a = record(req, ip, now, leases, addrs)?;
+    meta.insert(CURSOR, u32::from(ip))?;
+    Ok(a)
+}
+
+/// Record the address the request names (`--ip`), if it is in the pool and
+/// free. The round-robin cursor is left alone.
+fn fixed(
+    pool: &Pool,
+    req: &AllocateRequest,
+    ip: Ipv4Addr,
+    now: u64,
+    leases: &mut redb::Table<KeyTuple, &str>,
+    addrs: &mut redb::Table<u32, KeyTuple>,
+) -> Result<Allocation, IpamError> {
+    if !pool.contains(ip) {
+        return Err(IpamError::OutOfPool {
+            ip,
+            subnet: pool.subnet(),
+        });
+    }
+    if let Some(holder) = addrs.get(u32::from(ip))? {
+        let (network, container, ifname) = holder.value();
+        return Err(IpamError::InUse {
+            ip,
+            holder: format!("{container} ({network}, {ifname})"),
+        });
+    }
+    record(req, ip, now, leases, addrs)
+}
+
+fn record(
+    req: &AllocateRequest,
+    ip: Ipv4Addr,
+    now: u64,
+    leases: &mut redb::Table<KeyTuple, &str>,
+    addrs: &mut redb::Table<u32, KeyTuple>,
+) -> Result<Allocation, IpamError> {
     let lease = Lease {
         key: req.key.clone(),
         ip,
         netns: req.netns.clone(),
         container_name: req.container_name.clone(),
         ports: req.ports.clone(),
+        publish: req.publish,
+        internal: req.internal,
         created: now,
+        refreshed: 0,
     };
     leases.insert(key_of(&req.key), encode(&lease)?.as_str())?;
     addrs.insert(u32::from(ip), key_of(&req.key))?;
-    meta.insert(CURSOR, u32::from(ip))?;
     Ok(Allocation { lease, fresh: true })
 }
 
@@ -248,14 +354,13 @@ mod tests {
 
     fn req(id: &str) -> AllocateRequest {
         AllocateRequest {
-            key: AttachmentKey {
+            netns: Some(format!("/run/netns/{id}")),
+            container_name: Some(format!("name-{id}")),
+            ..AllocateRequest::new(AttachmentKey {
                 network: "flatnet".into(),
                 container_id: id.into(),
                 ifname: "eth0".into(),
-            },
-            netns: Some(format!("/run/netns/{id}")),
-            container_name: Some(format!("name-{id}")),
-            ports: vec![],
+            })
         }
     }
 
@@ -284,6 +389,41 @@ mod tests {
     }
 
     #[test]
+    fn a_requested_address_is_honoured_when_free_and_in_the_pool() {
+        let (_d, s) = store();
+        let mut r = req("a");
+        r.ip = Some("10.87.1.77".parse().unwrap());
+        let a = s.allocate(&pool(), &r, 1).unwrap();
+        assert_eq!(a.lease.ip, r.ip.unwrap());
+        // Asking again (Podman's reload) is the same lease.
+        let again = s.allocate(&pool(), &r, 5).unwrap();
+        assert!(!again.fresh);
+        assert_eq!((again.lease.ip, again.lease.touched()), (a.lease.ip, 5));
+        // The cursor did not move: the next dynamic address is the first.
+        let b = s.allocate(&pool(), &req("b"), 1).unwrap();
+        assert_eq!(b.lease.ip, "10.87.1.2".parse::<Ipv4Addr>().unwrap());
+        // Taken, out of the pool, the gateway, or another address for a held key.
+        let mut taken = req("c");
+        taken.ip = Some("10.87.1.77".parse().unwrap());
+        assert!(matches!(
+            s.allocate(&pool(), &taken, 1),
+            Err(IpamError::InUse { .. })
+        ));
+        for bad in ["10.87.1.1", "10.87.1.255", "10.87.2.9"] {
+            taken.ip = Some(bad.parse().unwrap());
+            let e = s.allocate(&pool(), &taken, 1).unwrap_err();
+            assert!(matches!(e, IpamError::OutOfPool { .. }), "{bad}: {e}");
+        }
+        let mut other = r.clone();
+        other.ip = Some("10.87.1.78".parse().unwrap());
+        assert!(matches!(
+            s.allocate(&pool(), &other, 1),
+            Err(IpamError::Held { .. })
+        ));
+        assert_eq!(s.list().unwrap().len(), 2, "failed requests store nothing");
+    }
+
+    #[test]
     fn same_container_other_ifname_gets_another_address() {
         let (_d, s) = store();
         let a = s.allocate(&pool(), &req("a"), 1).unwrap();
@@ -300,6 +440,17 @@ mod tests {
         assert_eq!(s.release(&a.lease.key).unwrap(), Some(a.lease.clone()));
         assert_eq!(s.release(&a.lease.key).unwrap(), None);
         assert_eq!(s.get(&a.lease.key).unwrap(), None);
+        assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn conditional_release_spares_a_renewed_lease() {
+        let (_d, s) = store();
+        let old = s.allocate(&pool(), &req("a"), 1).unwrap().lease;
+        let renewed = s.allocate(&pool(), &req("a"), 9).unwrap().lease;
+        assert!(!s.release_if_unchanged(&old).unwrap());
+        assert_eq!(s.list().unwrap(), vec![renewed.clone()]);
+        assert!(s.release_if_unchanged(&renewed).unwrap());
         assert!(s.list().unwrap().is_empty());
     }
 

@@ -1,0 +1,139 @@
+//! Lease reconciliation without GC.
+//!
+//! netavark never calls a GC, and a `podman rm` while flatnetd is down
+//! removes the container without releasing its lease. So flatnetd itself
+//! reclaims leases whose container is gone: the plugin names each host veth
+//! after its attachment ([`flatnet_wire::veth::host_ifname`]), and the
+//! kernel deletes that veth with the container's network namespace. A
+//! lease whose host veth has vanished, and which the runtime has not asked
+//! for within a grace period (an ADD in flight has its lease before its
+//! veth exists), is released. A live container's veth exists, so its lease
+//! is never touched. The same loop re-applies the host's nftables table,
+//! repairing it when a firewall reload or `nft flush ruleset` removed it.
+//!
+//! [`stale`] is the pure decision; [`run`] is the I/O loop around it.
+
+use std::time::Duration;
+
+use flatnet_wire::{veth::host_ifname, Lease};
+use tracing::{info, warn};
+
+use crate::service::SharedService;
+
+/// The leases to reclaim at `now`: last asked for more than `grace`
+/// seconds ago, and whose host veth `wired` says is gone.
+pub fn stale(leases: &[Lease], now: u64, grace: u64, wired: impl Fn(&str) -> bool) -> Vec<&Lease> {
+    leases
+        .iter()
+        .filter(|l| now.saturating_sub(l.touched()) >= grace)
+        .filter(|l| !wired(&host_ifname(&l.key.container_id, &l.key.ifname)))
+        .collect()
+}
+
+/// Whether a network interface of that name exists in flatnetd's network
+/// namespace (`ip link show NAME`), asked of the kernel by name.
+pub fn link_exists(name: &str) -> bool {
+    match nix::net::if_::if_nametoindex(name) {
+        Ok(_) => true,
+        // ENODEV: no such link. Any other error is not evidence that the
+        // container is gone: keep the lease.
+        Err(e) => e != nix::errno::Errno::ENODEV,
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// One pass: reclaim stale leases, then re-apply the host table.
+pub fn pass(service: &SharedService) {
+    let grace = service.config().lease_grace_secs;
+    match service.store().list() {
+        Ok(leases) => {
+            for l in stale(&leases, now(), grace, link_exists) {
+                match service.reclaim(l) {
+                    Ok(true) => info!(
+                        ip = %l.ip,
+                        container = %l.key.container_id,
+                        network = %l.key.network,
+                        "reclaimed the lease of a container that is gone (its host veth vanished)"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => warn!(ip = %l.ip, "reclaiming a stale lease: {}", e.message),
+                }
+            }
+        }
+        Err(e) => warn!("lease reconciliation could not read the lease database: {e}"),
+    }
+    if let Err(e) = service.sync_host(true) {
+        warn!(
+            "{}; retrying in {}s",
+            e.message,
+            service.config().reconcile_secs
+        );
+    }
+}
+
+/// Reconcile at start and then every `reconcile_secs`.
+pub async fn run(service: SharedService) {
+    let period = Duration::from_secs(service.config().reconcile_secs);
+    loop {
+        let svc = service.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || pass(&svc)).await {
+            warn!("lease reconciliation pass failed: {e}");
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flatnet_wire::AttachmentKey;
+
+    use super::*;
+
+    fn lease(id: &str, created: u64, refreshed: u64) -> Lease {
+        Lease {
+            key: AttachmentKey {
+                network: "fnet".into(),
+                container_id: id.into(),
+                ifname: "eth0".into(),
+            },
+            ip: "10.87.1.5".parse().unwrap(),
+            netns: None,
+            container_name: None,
+            ports: vec![],
+            publish: false,
+            internal: false,
+            created,
+            refreshed,
+        }
+    }
+
+    #[test]
+    fn only_old_unwired_leases_are_stale() {
+        let live = lease("live", 0, 0);
+        let gone = lease("gone", 0, 0);
+        let young = lease("young", 95, 0);
+        let renewed = lease("renewed", 0, 95);
+        let leases = [live.clone(), gone, young, renewed];
+        let live_if = host_ifname("live", "eth0");
+        let got: Vec<&str> = stale(&leases, 100, 60, |n| n == live_if)
+            .iter()
+            .map(|l| l.key.container_id.as_str())
+            .collect();
+        assert_eq!(got, ["gone"]);
+        // At the grace boundary exactly, it is stale; one second before, not.
+        assert_eq!(stale(&leases[2..3], 155, 60, |_| false).len(), 1);
+        assert!(stale(&leases[2..3], 154, 60, |_| false).is_empty());
+    }
+
+    #[test]
+    fn loopback_exists_and_a_random_name_does_not() {
+        assert!(link_exists("lo"));
+        assert!(!link_exists("fnnope0000"));
+    }
+}
