@@ -1,8 +1,13 @@
 #!/usr/bin/env bats
-# The netavark plugin mode, driven by a real netavark >= 1.6.
+# The netavark plugin mode, driven by a real netavark 1.14 (Debian 13's, in
+# the Podman 5 root) without Podman in between.
 
 load helpers
+load podman5
 load netavark
+
+setup_file() { p5_setup_file; }
+teardown_file() { p5_teardown_file; }
 
 setup() {
     fn_setup
@@ -75,9 +80,9 @@ teardown() { fn_teardown; }
 
 @test "plugin errors pass through netavark to the user" {
     ip netns add "$(ns h1-a)"
-    run nv h1 setup "/run/netns/$(ns h1-a)" <<< "$(nv_conf h1 a '"static_ips": ["10.87.3.77"]')"
+    run nv h1 setup "/run/netns/$(ns h1-a)" <<< "$(nv_conf h1 a '"static_ips": ["10.99.3.77"]')"
     [ "$status" -ne 0 ]
-    [[ "$(echo "$output" | jq -r .error)" == *'plugin "flatnet" failed'*"static IPs"* ]]
+    [[ "$(echo "$output" | jq -r .error)" == *'plugin "flatnet" failed'*"10.99.3.77 is not assignable"*"10.87.3.0/24"* ]]
     host_kill h1
     run nv h1 setup "/run/netns/$(ns h1-a)" <<< "$(nv_conf h1 a)"
     [ "$status" -ne 0 ]

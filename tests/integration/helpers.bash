@@ -18,7 +18,10 @@ fn_setup() {
     for b in "$FLATNET" "$FLATNETD" "$FLATNETCTL"; do
         [ -x "$b" ] || { echo "missing $b: run 'cargo build --release' first" >&2; return 1; }
     done
-    FN_TMP="$(mktemp -d "${BATS_TMPDIR:-/tmp}/flatnet-it.XXXXXX")"
+    # FN_TMPBASE: suites whose programs run in another mount namespace (the
+    # Podman 5 root) put their files where that namespace sees them too.
+    mkdir -p "${FN_TMPBASE:-${BATS_TMPDIR:-/tmp}}"
+    FN_TMP="$(mktemp -d "${FN_TMPBASE:-${BATS_TMPDIR:-/tmp}}/flatnet-it.XXXXXX")"
     export FN_TMP
 }
 
@@ -32,6 +35,18 @@ fn_teardown() {
         ip netns del "$ns" 2>/dev/null
     done
     if [ -n "${FN_TMP:-}" ] && [ -z "${FN_KEEP:-}" ]; then rm -rf "$FN_TMP"; fi
+}
+
+# busybox_rootfs DIR: the offline test image's tree: busybox-static with
+# applet links, and a page for httpd at /www.
+busybox_rootfs() {
+    local root="$1" a
+    mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/www" "$root/proc" "$root/sys" "$root/dev"
+    cp "$(command -v busybox)" "$root/bin/busybox"
+    for a in $("$root/bin/busybox" --list); do
+        [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"
+    done
+    echo "flatnet test page" > "$root/www/index.html"
 }
 
 # ns NAME: the netns name of a host or container.

@@ -1,24 +1,25 @@
-# Helpers for driving the flatnet plugin through a real netavark (>= 1.6).
+# Helpers for driving the flatnet plugin through a real netavark 1.14, the
+# one Debian 13 ships, run inside the Podman 5 root (see podman5.bash).
+# Load after `helpers` and `podman5`.
 
-# The netavark binary: $NETAVARK, or the one scripts/netavark.sh builds.
+NETAVARK=/usr/lib/podman/netavark
+
 netavark_setup() {
-    NETAVARK="${NETAVARK:-/var/tmp/flatnet-netavark/bin/netavark}"
-    if ! [ -x "$NETAVARK" ]; then
-        echo "no netavark with plugin support at $NETAVARK: run scripts/netavark.sh (scripts/deps.sh does)" >&2
-        return 1
-    fi
     NV_PLUGINS="$FN_TMP/netavark-plugins"
     mkdir -p "$NV_PLUGINS" "$FN_TMP/netavark-config"
-    ln -sf "$FLATNET" "$NV_PLUGINS/flatnet"
+    cp "$FLATNET" "$NV_PLUGINS/flatnet"
 }
 
 # nv_conf HOST CONTAINER [extra network_options members] [extra network options]:
 # the JSON netavark reads for setup/teardown of one container on network "fnet".
+# Each container publishes port 80 on its own host port (8000 + the code of
+# its name's first letter): two containers may not share one.
 nv_conf() {
-    local host="$1" c="$2" extra_netopts="${3:-}" extra_opts="${4:-}"
+    local host="$1" c="$2" extra_netopts="${3:-}" extra_opts="${4:-}" hp
+    hp=$((8000 + $(printf '%d' "'$c")))
     cat <<JSON
 {"container_id": "cid-$c", "container_name": "$c",
- "port_mappings": [{"container_port": 80, "host_ip": "", "host_port": 8080, "protocol": "tcp", "range": 1}],
+ "port_mappings": [{"container_port": 80, "host_ip": "", "host_port": $hp, "protocol": "tcp", "range": 1}],
  "networks": {"fnet": {"interface_name": "eth0"${extra_netopts:+, $extra_netopts}}},
  "network_info": {"fnet": {"name": "fnet", "id": "$(printf 'f%.0s' {1..64})", "driver": "flatnet",
    "network_interface": "", "ipv6_enabled": false, "internal": false, "dns_enabled": false,
@@ -27,9 +28,12 @@ nv_conf() {
 JSON
 }
 
-# nv HOST ARGS...: netavark inside HOST's namespace with our plugin directory.
+# nv HOST ARGS...: netavark in HOST's namespace with our plugin directory.
+# Namespace paths under /run/netns are the host's; inside the root they are
+# at /run/host-netns.
 nv() {
-    local host="$1"; shift
-    ip netns exec "$(ns "$host")" "$NETAVARK" --config "$FN_TMP/netavark-config" \
-        --plugin-directory "$NV_PLUGINS" "$@"
+    local host="$1" a args=(); shift
+    for a in "$@"; do args+=("${a/#\/run\/netns\//\/run\/host-netns\/}"); done
+    "$P5" run --net "$(ns "$host")" "$NETAVARK" --config "$FN_TMP/netavark-config" \
+        --plugin-directory "$NV_PLUGINS" "${args[@]}"
 }

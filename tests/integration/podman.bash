@@ -33,13 +33,8 @@ CONF
 
 # The offline image: busybox-static with applet links, imported from a tar.
 podman_build_image() {
-    local root="$FN_TMP/rootfs" a
-    mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/www" "$root/proc" "$root/sys" "$root/dev"
-    cp "$(command -v busybox)" "$root/bin/busybox"
-    for a in $("$root/bin/busybox" --list); do
-        [ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"
-    done
-    echo "flatnet test page" > "$root/www/index.html"
+    local root="$FN_TMP/rootfs"
+    busybox_rootfs "$root"
     tar -C "$root" -c . | podman import - "$PODMAN_IMAGE" >/dev/null
 }
 
