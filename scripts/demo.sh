@@ -4,8 +4,10 @@
 #   a Lighthouse on an "internet"; two sites, each a host behind its own NAT
 #   router (like WSL2 VMs behind their Windows hosts on office LANs); each
 #   host's flatnetd joins the Lighthouse with a token, gets its subnet, and
-#   punches a direct WireGuard path through both NATs; a real Podman
-#   container on each host talks to the other by Flatnet IP; the OpenResty /
+#   punches a direct WireGuard path through both NATs; h1 runs Podman 4.3
+#   (CNI), h2 a real Podman 5 with `podman network create --driver flatnet`
+#   (from a cached Debian 13 root); the container on h1 talks to the one on
+#   h2 by Flatnet IP; h2 publishes it with `-p 8080:80`; the OpenResty /
 #   nginx gateway on site 1's router serves the web container to a "browser"
 #   on the office LAN; `flatnetctl status` on both hosts at the end.
 #
@@ -33,16 +35,18 @@ if [ "$DEPS" = 1 ]; then step "Installing system packages"; scripts/deps.sh; fi
 step "Building Flatnet"
 cargo build --release --locked --workspace
 
-# The demo reuses the integration tests' topology helpers.
-FN_TMP="/tmp/flatnet-demo"
+# The demo reuses the integration tests' topology helpers. Its files live
+# where the Podman 5 root sees them too.
 BATS_TMPDIR=/tmp
 source tests/integration/helpers.bash
 source tests/integration/helpers-wg.bash
 source tests/integration/helpers-nat.bash
 source tests/integration/helpers-gw.bash
 source tests/integration/podman.bash
+source tests/integration/podman5.bash
+FN_TMP="$P5_SHARE/demo"
 FN_PREFIX="demo"
-cleanup() { podman_teardown; gw_stop; fn_teardown; }
+cleanup() { p5_teardown; podman_teardown; gw_stop; fn_teardown; "$P5" stop; }
 if [ -d "$FN_TMP" ]; then cleanup 2>/dev/null || true; fi
 mkdir -p "$FN_TMP"
 if [ "$KEEP" = 0 ]; then trap cleanup EXIT; fi
@@ -72,15 +76,25 @@ nat_wait_path h2 h1 direct 15
 echo "h1 reaches h2 directly at $(wg_peer h1 h2 endpoint) (h2's NAT mapping, learnt from the Lighthouse)"
 echo "h2 reaches h1 directly at $(wg_peer h2 h1 endpoint)"
 
-step "Podman containers: demo-web on h2, demo-client on h1"
+step "Podman 5 on h2 (Debian 13's podman $(scripts/podman5.sh run podman --version | awk '{print $3}')): the flatnet network driver"
+p5_setup_file
+p5_setup
+echo "\$ podman network create --driver flatnet flatnet"
+p5_net h2 flatnet
+p5 h2 network ls --filter driver=flatnet
+echo "\$ podman run -d --name demo-web --network flatnet -p 8080:80 busybox httpd -f -p 80 -h /www"
+p5 h2 run -d --name demo-web --network flatnet -p 8080:80 "$P5_IMAGE" httpd -f -p 80 -h /www >/dev/null
+web="$(p5_ip h2 demo-web flatnet)"
+echo "demo-web on h2, Flatnet IP $web; -p 8080 published by flatnetd (netavark does not for plugins):"
+echo "\$ curl http://127.0.0.1:8080/   (on h2)"
+in_ns h2 curl -s http://127.0.0.1:8080/
+echo "\$ podman network reload demo-web   (keeps the address: $(p5 h2 network reload demo-web >/dev/null && p5_ip h2 demo-web flatnet))"
+
+step "Podman 4.3 with the CNI backend on h1: demo-client"
 podman_setup
 podman_conflist h1 flatnet-h1
-podman_conflist h2 flatnet-h2
-pm h2 run -d --name demo-web --network flatnet-h2 -p 8080:80 "$PODMAN_IMAGE" httpd -f -p 80 -h /www >/dev/null
 pm h1 run -d --name demo-client --network flatnet-h1 "$PODMAN_IMAGE" sleep 3600 >/dev/null
-web="$(pm h2 inspect -f '{{(index .NetworkSettings.Networks "flatnet-h2").IPAddress}}' demo-web)"
 client="$(pm h1 inspect -f '{{(index .NetworkSettings.Networks "flatnet-h1").IPAddress}}' demo-client)"
-echo "demo-web    on h2, Flatnet IP $web"
 echo "demo-client on h1, Flatnet IP $client"
 
 step "demo-client (h1) -> demo-web (h2) by Flatnet IP, WireGuard through both NATs"
@@ -109,6 +123,7 @@ if [ "$KEEP" = 1 ]; then
 Left running. Try:
   CONTAINERS_CONF=$FN_TMP/containers.conf CONTAINERS_STORAGE_CONF=$FN_TMP/storage.conf \\
     nsenter --net=/run/netns/$(ns h1) podman exec demo-client wget -qO- http://$web/
+  CONTAINERS_CONF=$FN_TMP/containers5.conf scripts/podman5.sh run --net $(ns h2) podman ps
   $FLATNETCTL --socket $FN_TMP/h1/flatnetd.sock status
   ip netns exec $(ns office) curl -s --connect-to ::$GW_IP: http://gateway.flatnet.test/_flatnet/status
   LIGHTHOUSE_ADMIN_SOCKET=$FN_TMP/lh.sock $LIGHTHOUSE nodes list

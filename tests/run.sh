@@ -61,7 +61,9 @@ if [ "$unit_only" = 0 ]; then
     done
     for s in "${suites[@]}"; do
         note "integration: $s"
+        t0=$SECONDS
         bats --tap "$s" 2>&1 | tee "$OUT/$(basename "$s" .bats).tap"
+        echo "($s: $((SECONDS - t0)) s)"
         p=$(grep -cE '^ok ' "$OUT/$(basename "$s" .bats).tap")
         f=$(grep -cE '^not ok ' "$OUT/$(basename "$s" .bats).tap")
         passed=$((passed + p))
@@ -72,7 +74,9 @@ if [ "$unit_only" = 0 ]; then
 
     if [ ${#filters[@]} -eq 0 ] && [ -x tests/gateway/run.sh ]; then
         note "gateway suites"
+        t0=$SECONDS
         tests/gateway/run.sh 2>&1 | tee "$OUT/gateway.log"
+        echo "(gateway suites: $((SECONDS - t0)) s)"
         rc=${PIPESTATUS[0]}
         p=$(grep -cE '^ok ' "$OUT/gateway.log")
         f=$(grep -cE '^not ok ' "$OUT/gateway.log")
