@@ -76,8 +76,8 @@ nat_wait_path h2 h1 direct 15
 echo "h1 reaches h2 directly at $(wg_peer h1 h2 endpoint) (h2's NAT mapping, learnt from the Lighthouse)"
 echo "h2 reaches h1 directly at $(wg_peer h2 h1 endpoint)"
 
-step "Podman 5 on h2 (Debian 13's podman $(scripts/podman5.sh run podman --version | awk '{print $3}')): the flatnet network driver"
 p5_setup_file
+step "Podman 5 on h2 (Debian 13's podman $("$P5" run podman --version | awk '{print $3}')): the flatnet network driver"
 p5_setup
 echo "\$ podman network create --driver flatnet flatnet"
 p5_net h2 flatnet
