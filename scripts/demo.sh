@@ -97,9 +97,19 @@ pm h1 run -d --name demo-client --network flatnet-h1 "$PODMAN_IMAGE" sleep 3600 
 client="$(pm h1 inspect -f '{{(index .NetworkSettings.Networks "flatnet-h1").IPAddress}}' demo-client)"
 echo "demo-client on h1, Flatnet IP $client"
 
-step "demo-client (h1) -> demo-web (h2) by Flatnet IP, WireGuard through both NATs"
-pm h1 exec demo-client ping -c 3 "$web"
-echo "HTTP: $(pm h1 exec demo-client wget -qO- "http://$web/")"
+step "demo-client (h1) -> demo-web (h2) by name and by Flatnet IP, WireGuard through both NATs"
+echo "Flatnet DNS: h1's flatnetd learnt h2's names over the tunnel"
+for i in $(seq 50); do
+    [ "$(in_ns h1 dig +short "@$(ctl h1 status --json | jq -r .network.gateway)" demo-web.flatnet)" = "$web" ] && break
+    sleep 0.1
+done
+echo "\$ podman exec demo-client nslookup demo-web   (on h1)"
+pm h1 exec demo-client nslookup demo-web
+pm h1 exec demo-client ping -c 3 demo-web
+echo "HTTP: $(pm h1 exec demo-client wget -qO- "http://demo-web/")"
+echo "HTTP by Flatnet IP: $(pm h1 exec demo-client wget -qO- "http://$web/")"
+echo "\$ flatnetctl names   (on h1)"
+ctl h1 names
 
 step "The gateway: a browser on site 1's office LAN opens http://demo-web.flatnet.test/"
 echo "r1 plays the Windows host: it routes the Flatnet to h1 (what 'flatnetctl gateway-route' prints)"

@@ -53,6 +53,8 @@ pub struct Spec {
     pub ip: Option<Ipv4Addr>,
     /// A specific MAC address for the container's interface.
     pub mac: Option<[u8; 6]>,
+    /// Extra DNS names for Flatnet DNS.
+    pub aliases: Vec<String>,
     /// flatnetd publishes `ports` on the host (netavark path).
     pub publish: bool,
     /// An internal network: no default route, no egress.
@@ -138,6 +140,7 @@ fn unexpected(reply: &Reply) -> CniError {
         Reply::Released { .. } => "released",
         Reply::Collected { .. } => "collected",
         Reply::Status(_) => "status",
+        Reply::Names { .. } => "names",
     };
     CniError::new(
         code::DAEMON,
@@ -207,6 +210,7 @@ pub fn add(spec: &Spec) -> Result<Attached, CniError> {
         netns: spec.netns.as_ref().map(|p| p.display().to_string()),
         container_name: spec.container_name.clone(),
         ports: spec.ports.clone(),
+        aliases: spec.aliases.clone(),
         ip: spec.ip,
         publish: spec.publish,
         internal: spec.internal,

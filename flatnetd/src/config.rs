@@ -22,6 +22,14 @@
 //! interface = "flatnet0"
 //! offloads = true                    # TUN TSO + UDP GSO/GRO when the kernel has them
 //!
+//! [dns]                              # Flatnet DNS on the gateway address, port 53
+//! enabled = true
+//! domain = "flatnet"                 # <name>, <name>.flatnet, <name>.<node>.flatnet
+//! pins = { forgejo-db = "h1" }       # a bare name always means that node's container
+//! replicas = ["web"]                 # bare names answered by every node that has them
+//! resolv_conf = "/etc/resolv.conf"   # where the upstream resolvers are read
+//! allow = ["192.168.1.10/32"]        # besides the Flatnet and this host (e.g. the gateway)
+//!
 //! [lighthouse]                       # optional: join a Lighthouse at first start
 //! token = "flatnet1_…"               # used until the first successful join
 //!
@@ -93,8 +101,84 @@ struct RawConfig {
     lease_grace_secs: Option<u64>,
     wireguard: Option<RawWireguard>,
     lighthouse: Option<RawLighthouse>,
+    dns: Option<RawDns>,
     #[serde(default)]
     peers: Vec<RawPeer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    enabled: Option<bool>,
+    domain: Option<String>,
+    #[serde(default)]
+    pins: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    replicas: Vec<String>,
+    resolv_conf: Option<PathBuf>,
+    #[serde(default)]
+    allow: Vec<Ipv4Net>,
+}
+
+/// The `[dns]` table with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    pub enabled: bool,
+    /// Lowercase, without the trailing dot.
+    pub domain: String,
+    pub pins: std::collections::HashMap<String, String>,
+    pub replicas: Vec<String>,
+    pub resolv_conf: PathBuf,
+    /// Sources besides the Flatnet and this host that may ask.
+    pub allow: Vec<Ipv4Net>,
+}
+
+pub const DEFAULT_DNS_DOMAIN: &str = "flatnet";
+
+impl DnsSettings {
+    fn from_raw(raw: Option<RawDns>) -> Result<Self, ConfigError> {
+        let raw = raw.unwrap_or_default();
+        let domain = raw
+            .domain
+            .unwrap_or_else(|| DEFAULT_DNS_DOMAIN.into())
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if domain.len() > 200 || !domain.split('.').all(label_ok) {
+            return Err(ConfigError::Invalid(format!(
+                "[dns] domain {domain:?} must be dot-separated labels of [a-z0-9-]"
+            )));
+        }
+        for name in raw.pins.keys().chain(raw.replicas.iter()) {
+            if crate::dns::table::label(name).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "[dns] name {name:?} is not a valid container name label"
+                )));
+            }
+        }
+        Ok(Self {
+            enabled: raw.enabled.unwrap_or(true),
+            domain,
+            pins: raw
+                .pins
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
+            replicas: raw
+                .replicas
+                .iter()
+                .map(|r| r.to_ascii_lowercase())
+                .collect(),
+            resolv_conf: raw
+                .resolv_conf
+                .unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
+            allow: raw.allow,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +285,7 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
     /// `[lighthouse] token`: join with it when not joined yet.
     pub lighthouse_token: Option<String>,
+    pub dns: DnsSettings,
 }
 
 impl Config {
@@ -335,7 +420,9 @@ impl Config {
                 "lease_grace_secs {lease_grace_secs} out of range 1..=86400"
             )));
         }
+        let dns = DnsSettings::from_raw(raw.dns)?;
         Ok(Config {
+            dns,
             reconcile_secs,
             lease_grace_secs,
             node_name,
@@ -397,9 +484,12 @@ impl Config {
             subnet: self.subnet,
             gateway: self.gateway(),
             mtu: self.mtu,
-            // Flatnet DNS fills this in; until then containers keep the
-            // runtime's resolvers.
-            dns: None,
+            // Containers resolve through flatnetd's DNS on their gateway.
+            dns: self.dns.enabled.then(|| flatnet_wire::DnsConfig {
+                nameservers: vec![self.gateway()],
+                search: vec![self.dns.domain.clone()],
+                options: vec![],
+            }),
         }
     }
 }
@@ -463,6 +553,25 @@ mod tests {
         assert_eq!((c.reconcile_secs, c.lease_grace_secs), (10, 60));
         assert!(Config::parse("reconcile_secs = 0").is_err());
         assert!(Config::parse("lease_grace_secs = 0").is_err());
+        assert!(c.dns.enabled);
+        assert_eq!(c.dns.domain, "flatnet");
+        let info = c.network_info().dns.unwrap();
+        assert_eq!(info.nameservers, vec![c.gateway()]);
+        assert_eq!(info.search, vec!["flatnet".to_string()]);
+    }
+
+    #[test]
+    fn dns_table_validates() {
+        let c = Config::parse(
+            "[dns]\ndomain = \"Corp.Flat.\"\npins = { Forgejo-DB = \"h1\" }\nreplicas = [\"web\"]",
+        )
+        .unwrap();
+        assert_eq!(c.dns.domain, "corp.flat");
+        assert_eq!(c.dns.pins["forgejo-db"], "h1");
+        assert!(Config::parse("[dns]\ndomain = \"a..b\"").is_err());
+        assert!(Config::parse("[dns]\nreplicas = [\"a.b\"]").is_err());
+        let off = Config::parse("[dns]\nenabled = false").unwrap();
+        assert!(off.network_info().dns.is_none());
     }
 
     #[test]

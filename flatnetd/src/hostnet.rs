@@ -232,6 +232,7 @@ mod tests {
             netns: None,
             container_name: None,
             ports,
+            aliases: vec![],
             publish: true,
             internal,
             created: 0,

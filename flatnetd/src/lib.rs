@@ -18,6 +18,7 @@
 pub mod api;
 pub mod config;
 pub mod dataplane;
+pub mod dns;
 pub mod gwroute;
 pub mod hostnet;
 pub mod ifaddrs;

@@ -215,6 +215,7 @@ mod tests {
             netns: None,
             container_name: Some(format!("c-{id}")),
             ports,
+            aliases: vec![],
             publish: true,
             internal: false,
             created: 1,

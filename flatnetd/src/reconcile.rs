@@ -106,6 +106,7 @@ mod tests {
             netns: None,
             container_name: None,
             ports: vec![],
+            aliases: vec![],
             publish: false,
             internal: false,
             created,

@@ -55,6 +55,7 @@ pub struct Service {
     public_key: OnceLock<String>,
     overlay: OnceLock<Arc<dyn Backend>>,
     lighthouse: OnceLock<LighthouseProbe>,
+    dns: OnceLock<Arc<crate::dns::Dns>>,
 }
 
 /// Reports the Lighthouse session for status.
@@ -113,6 +114,7 @@ impl Service {
             public_key: OnceLock::new(),
             overlay: OnceLock::new(),
             lighthouse: OnceLock::new(),
+            dns: OnceLock::new(),
         }
     }
 
@@ -129,6 +131,21 @@ impl Service {
     /// Attach the Lighthouse client; its state shows up in status.
     pub fn set_lighthouse(&self, probe: LighthouseProbe) {
         let _ = self.lighthouse.set(probe);
+    }
+
+    /// Attach Flatnet DNS: this host's names follow its leases from now on.
+    pub fn set_dns(&self, dns: Arc<crate::dns::Dns>) -> Result<(), ApiError> {
+        let _ = self.dns.set(dns);
+        let _g = self.lock_host()?;
+        let leases = self.store.list()?;
+        if let Some(d) = self.dns.get() {
+            d.set_local(&leases, now());
+        }
+        Ok(())
+    }
+
+    pub fn dns(&self) -> Option<&Arc<crate::dns::Dns>> {
+        self.dns.get()
     }
 
     pub fn overlay(&self) -> Option<&Arc<dyn Backend>> {
@@ -151,6 +168,9 @@ impl Service {
 
     fn apply_host_locked(&self, force: bool) -> Result<(), ApiError> {
         let leases = self.store.list()?;
+        if let Some(d) = self.dns.get() {
+            d.set_local(&leases, now());
+        }
         self.host.apply(&self.config, &leases, force).map_err(|e| {
             ApiError::new(
                 ErrorKind::Unavailable,
@@ -218,6 +238,23 @@ impl Service {
                 Ok(Reply::Collected { released })
             }
             Request::Status => Ok(Reply::Status(self.status()?)),
+            Request::Names => Ok(Reply::Names {
+                domain: self.config.dns.domain.clone(),
+                enabled: self.dns.get().is_some(),
+                names: self
+                    .dns
+                    .get()
+                    .map(|d| d.list())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(node, name, ip, owner)| flatnet_wire::api::NameRecord {
+                        name,
+                        node,
+                        ip,
+                        owner,
+                    })
+                    .collect(),
+            }),
         }
     }
 

@@ -128,6 +128,37 @@ fn peers(st: &HostStatus, out: &mut String) {
     ));
 }
 
+/// `flatnetctl names`: every name Flatnet DNS serves, and which record a
+/// bare name resolves to.
+pub fn render_names(
+    domain: &str,
+    enabled: bool,
+    names: &[flatnet_wire::api::NameRecord],
+) -> String {
+    if !enabled {
+        return "Flatnet DNS is off ([dns] enabled = false in flatnetd.toml).\n".into();
+    }
+    let mut out = format!("Flatnet DNS, domain {domain} ({} names)\n\n", names.len());
+    let rows: Vec<Vec<String>> = names
+        .iter()
+        .map(|n| {
+            vec![
+                if n.owner {
+                    n.name.clone()
+                } else {
+                    format!("({})", n.name)
+                },
+                format!("{}.{}.{domain}", n.name, n.node),
+                n.ip.to_string(),
+                n.node.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["NAME", "FULL NAME", "IP", "NODE"], &rows));
+    out.push_str("\n(name) in parentheses: another node owns the bare name; use the full name.\n");
+    out
+}
+
 /// `80/tcp`, or as Podman shows a published port: `[ip:]8080->80/tcp`
 /// (`8000-8002->8000-8002/tcp` for a range).
 fn port(p: &flatnet_wire::PortMapping, published: bool) -> String {
@@ -208,6 +239,7 @@ mod tests {
                 netns: None,
                 container_name: Some("web".into()),
                 ports: vec![],
+                aliases: vec![],
                 publish: false,
                 internal: false,
                 created: 0,

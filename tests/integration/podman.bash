@@ -43,7 +43,7 @@ podman_conflist() {
     local host="$1" name="${2:-flatnet}"
     cat > "$FN_TMP/cni/$name.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "$name", "plugins": [
-  {"type": "flatnet", "socket": "$FN_TMP/$host/flatnetd.sock", "capabilities": {"portMappings": true}},
+  {"type": "flatnet", "socket": "$FN_TMP/$host/flatnetd.sock", "capabilities": {"portMappings": true, "aliases": true}},
   {"type": "portmap", "capabilities": {"portMappings": true}}
 ]}
 JSON

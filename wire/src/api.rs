@@ -84,6 +84,9 @@ pub struct Lease {
     pub container_name: Option<String>,
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// Extra DNS names (`--network-alias`, a pod's name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     /// flatnetd itself publishes `ports` on the host (netavark path); on
     /// the CNI path the `portmap` plugin does.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -146,6 +149,9 @@ pub struct AllocateRequest {
     pub container_name: Option<String>,
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// Extra DNS names (`--network-alias`, a pod's name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     /// A specific address (`--ip`, or Podman's reload passing the current
     /// one back); it must lie in this host's pool and be free.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,6 +172,7 @@ impl AllocateRequest {
             netns: None,
             container_name: None,
             ports: vec![],
+            aliases: vec![],
             ip: None,
             publish: false,
             internal: false,
@@ -192,6 +199,18 @@ pub enum Request {
     },
     /// Everything `flatnetctl status` shows.
     Status,
+    /// The names Flatnet DNS serves (`flatnetctl names`).
+    Names,
+}
+
+/// One name Flatnet DNS serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameRecord {
+    pub name: String,
+    pub node: String,
+    pub ip: Ipv4Addr,
+    /// Whether this record answers the bare `<name>` (the ownership rule).
+    pub owner: bool,
 }
 
 /// Host-wide status.
@@ -286,6 +305,11 @@ pub enum Reply {
         released: Vec<Lease>,
     },
     Status(HostStatus),
+    Names {
+        domain: String,
+        enabled: bool,
+        names: Vec<NameRecord>,
+    },
 }
 
 /// Error classes; clients map these to their own protocol's codes

@@ -48,6 +48,12 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
         socket: conf.socket(),
         ip: None,
         mac: None,
+        aliases: conf
+            .runtime_config
+            .aliases
+            .get(&conf.name)
+            .cloned()
+            .unwrap_or_default(),
         // On the CNI path the conflist's `portmap` plugin publishes ports.
         publish: false,
         internal: false,

@@ -50,6 +50,9 @@ fn tcp() -> String {
 pub struct RuntimeConfig {
     #[serde(rename = "portMappings", default)]
     pub port_mappings: Vec<PortMapping>,
+    /// The `aliases` capability: network name → extra DNS names.
+    #[serde(default)]
+    pub aliases: std::collections::HashMap<String, Vec<String>>,
 }
 
 /// One `{containerID, ifname}` entry of a GC request.

@@ -238,6 +238,7 @@ fn spec_of(exec: &PluginExec, netns: &str) -> Result<Spec, PluginError> {
             .filter(|m| !m.is_empty())
             .map(|m| parse_mac(m).map_err(|e| bad(format!("--mac-address: {e}"))))
             .transpose()?,
+        aliases: exec.network_options.aliases.clone().unwrap_or_default(),
         // netavark publishes ports only for its own bridge driver.
         publish: true,
         internal: exec.network.internal,

@@ -54,6 +54,9 @@ pub struct PerNetworkOptions {
     /// `--mac-address`, and on reload the current MAC.
     #[serde(default)]
     pub static_mac: Option<String>,
+    /// `--network-alias`, and the names Podman adds (a pod's name).
+    #[serde(default)]
+    pub aliases: Option<Vec<String>>,
 }
 
 /// `setup`/`teardown` input.

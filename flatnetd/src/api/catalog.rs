@@ -281,6 +281,7 @@ mod tests {
                 .iter()
                 .map(|p| PortMapping::simple(*p, None, "TCP"))
                 .collect(),
+            aliases: vec![],
             publish: false,
             internal: false,
             created: 0,

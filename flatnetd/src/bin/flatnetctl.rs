@@ -27,6 +27,12 @@ enum Cmd {
     },
     /// The service catalog this host publishes (what the gateway sees).
     Catalog,
+    /// The names Flatnet DNS serves: this host's containers and every peer's.
+    Names {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check that flatnetd answers.
     Ping,
     /// This node's WireGuard public key (base64), for peers' `[[peers]]`.
@@ -57,6 +63,22 @@ fn main() -> anyhow::Result<()> {
             };
             let c = catalog::build(&st.node, &st.leases);
             println!("{}", serde_json::to_string_pretty(&c)?);
+        }
+        Cmd::Names { json } => {
+            let Reply::Names {
+                domain,
+                enabled,
+                names,
+            } = client.call(&Request::Names).context("names")?
+            else {
+                bail!("unexpected reply to names");
+            };
+            if json {
+                let v = serde_json::json!({"domain": domain, "enabled": enabled, "names": names});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", status::render_names(&domain, enabled, &names));
+            }
         }
         Cmd::Pubkey => {
             let Reply::Status(st) = client.call(&Request::Status).context("status")? else {

@@ -237,6 +237,9 @@ fn main() -> anyhow::Result<()> {
             "flatnetd ready"
         );
         tokio::spawn(api::unix::serve(listener, service.clone()));
+        if config.dns.enabled {
+            start_dns(&config, &service)?;
+        }
         tokio::spawn(flatnetd::reconcile::run(service.clone()));
         if let Some(addr) = config.catalog_listen {
             let l = tokio::net::TcpListener::bind(addr)
@@ -258,6 +261,43 @@ fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&config.socket);
         anyhow::Ok(())
     })
+}
+
+/// Flatnet DNS on the gateway address: the server, and the peers' names.
+fn start_dns(config: &Config, service: &Arc<Service>) -> anyhow::Result<()> {
+    use flatnetd::dns::{
+        server::{self, Acl, Server},
+        upstream::Upstream,
+        Dns,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let dns = Arc::new(Dns::new(config, now).map_err(anyhow::Error::msg)?);
+    service
+        .set_dns(dns.clone())
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let addr = std::net::SocketAddrV4::new(config.gateway(), 53);
+    let (udp, tcp) = server::bind(addr).with_context(|| {
+        format!(
+            "binding Flatnet DNS on {addr} (UDP and TCP): another DNS server may hold port 53 \
+             on every address; make it listen on its own addresses only, or set \
+             [dns] enabled = false in the config"
+        )
+    })?;
+    let upstream = Arc::new(Upstream::new(
+        config.dns.resolv_conf.clone(),
+        vec![std::net::IpAddr::V4(config.gateway())],
+    ));
+    let acl = Acl {
+        cidr: config.cidr,
+        allow: config.dns.allow.clone(),
+    };
+    info!(%addr, domain = %config.dns.domain, "serving Flatnet DNS");
+    tokio::spawn(Server::new(dns.clone(), upstream, acl).serve(udp, tcp));
+    tokio::spawn(flatnetd::dns::sync::run(dns, service.clone()));
+    Ok(())
 }
 
 /// Wait for SIGTERM/SIGINT; on SIGHUP re-read the config and apply what

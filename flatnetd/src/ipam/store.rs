@@ -130,6 +130,9 @@ impl LeaseStore {
                     if !req.ports.is_empty() {
                         lease.ports = req.ports.clone();
                     }
+                    if !req.aliases.is_empty() {
+                        lease.aliases = req.aliases.clone();
+                    }
                     lease.publish = req.publish;
                     lease.internal = req.internal;
                     lease.refreshed = now;
@@ -338,6 +341,7 @@ fn record(
         netns: req.netns.clone(),
         container_name: req.container_name.clone(),
         ports: req.ports.clone(),
+        aliases: req.aliases.clone(),
         publish: req.publish,
         internal: req.internal,
         created: now,

@@ -1,0 +1,318 @@
+//! The DNS server: UDP and TCP port 53 on this host's gateway address.
+//!
+//! It is bound with `IP_FREEBIND`, since the gateway address appears on the
+//! host only with the first container's veth (or the tunnel device).
+//! It answers only the Flatnet (containers and peers), this host itself and
+//! the `[dns] allow` list; anyone else gets REFUSED, so it is never an open
+//! resolver. Forwarded queries and TCP connections are capped, and TCP
+//! connections that go quiet are closed, so a flood cannot starve other
+//! clients or grow memory without bound.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::fd::OwnedFd,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use hickory_proto::op::{Message, OpCode, ResponseCode};
+use ipnet::Ipv4Net;
+use nix::sys::socket::{self as ns, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::Semaphore,
+};
+use tracing::{debug, warn};
+
+use super::{
+    answer::{Outcome, Transport},
+    upstream::Upstream,
+    Dns,
+};
+
+/// Forwarded queries in flight at once; past this, SERVFAIL at once.
+pub const MAX_FORWARDS: usize = 256;
+/// TCP connections at once; past this, new ones are closed.
+pub const MAX_TCP: usize = 64;
+/// A TCP connection that sends nothing for this long is closed.
+pub const TCP_IDLE: Duration = Duration::from_secs(5);
+/// Queries on one TCP connection before it is closed.
+const TCP_MAX_QUERIES: usize = 100;
+
+/// Who may ask.
+#[derive(Debug, Clone)]
+pub struct Acl {
+    pub cidr: Ipv4Net,
+    pub allow: Vec<Ipv4Net>,
+}
+
+impl Acl {
+    /// `local`: whether the address is one of this host's own.
+    pub fn allows(&self, src: IpAddr, local: impl Fn(Ipv4Addr) -> bool) -> bool {
+        let v4 = match src {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4,
+                None => return v6.is_loopback(),
+            },
+        };
+        v4.is_loopback()
+            || self.cidr.contains(&v4)
+            || self.allow.iter().any(|n| n.contains(&v4))
+            || local(v4)
+    }
+}
+
+/// This host's own IPv4 addresses, re-read at most every few seconds.
+struct LocalAddrs {
+    at: std::sync::Mutex<(Instant, Vec<Ipv4Addr>)>,
+}
+
+impl LocalAddrs {
+    fn new() -> Self {
+        Self {
+            at: std::sync::Mutex::new((Instant::now(), read_local())),
+        }
+    }
+
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mut g = self
+            .at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.0.elapsed() > Duration::from_secs(5) {
+            *g = (Instant::now(), read_local());
+        }
+        g.1.contains(&ip)
+    }
+}
+
+fn read_local() -> Vec<Ipv4Addr> {
+    nix::ifaddrs::getifaddrs()
+        .map(|all| {
+            all.filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A header-only answer with `code` (REFUSED, SERVFAIL) to `query`.
+pub fn error_reply(query: &[u8], code: ResponseCode) -> Option<Vec<u8>> {
+    if query.len() < 12 || query[2] & 0x80 != 0 {
+        return None;
+    }
+    let id = u16::from_be_bytes([query[0], query[1]]);
+    let mut m = Message::error_msg(id, OpCode::Query, code);
+    // Echo the question when it parses, as resolvers expect.
+    if let Ok(q) = Message::from_vec(query) {
+        m.queries = q.queries;
+        m.metadata.recursion_desired = q.metadata.recursion_desired;
+    }
+    m.metadata.recursion_available = true;
+    m.to_vec().ok()
+}
+
+/// A socket bound to `addr` with `IP_FREEBIND` (`ip` need not exist yet).
+fn freebind(addr: SocketAddrV4, ty: SockType) -> std::io::Result<OwnedFd> {
+    let fd = ns::socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None)?;
+    ns::setsockopt(&fd, sockopt::IpFreebind, &true)?;
+    ns::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    ns::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(addr),
+    )?;
+    Ok(fd)
+}
+
+/// Bind UDP and TCP on `addr`.
+pub fn bind(addr: SocketAddrV4) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let u = std::net::UdpSocket::from(freebind(addr, SockType::Datagram)?);
+    u.set_nonblocking(true)?;
+    let t = freebind(addr, SockType::Stream)?;
+    ns::listen(&t, ns::Backlog::new(128).map_err(std::io::Error::from)?)?;
+    let t = std::net::TcpListener::from(t);
+    t.set_nonblocking(true)?;
+    Ok((UdpSocket::from_std(u)?, TcpListener::from_std(t)?))
+}
+
+pub struct Server {
+    dns: Arc<Dns>,
+    upstream: Arc<Upstream>,
+    acl: Acl,
+    local: LocalAddrs,
+    forwards: Arc<Semaphore>,
+    tcp: Arc<Semaphore>,
+}
+
+impl Server {
+    pub fn new(dns: Arc<Dns>, upstream: Arc<Upstream>, acl: Acl) -> Arc<Self> {
+        Arc::new(Self {
+            dns,
+            upstream,
+            acl,
+            local: LocalAddrs::new(),
+            forwards: Arc::new(Semaphore::new(MAX_FORWARDS)),
+            tcp: Arc::new(Semaphore::new(MAX_TCP)),
+        })
+    }
+
+    fn allowed(&self, src: IpAddr) -> bool {
+        self.acl.allows(src, |ip| self.local.contains(ip))
+    }
+
+    /// Serve both sockets until the process ends.
+    pub async fn serve(self: Arc<Self>, udp: UdpSocket, tcp: TcpListener) {
+        let udp = Arc::new(udp);
+        tokio::spawn(self.clone().serve_tcp(tcp));
+        let mut buf = vec![0u8; 65535];
+        loop {
+            let (n, src) = match udp.recv_from(&mut buf).await {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!("DNS: receiving on UDP port 53: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let q = &buf[..n];
+            if !self.allowed(src.ip()) {
+                debug!(%src, "DNS: refused a query from outside the Flatnet");
+                if let Some(r) = error_reply(q, ResponseCode::Refused) {
+                    let _ = udp.send_to(&r, src).await;
+                }
+                continue;
+            }
+            match self.dns.answer(q, Transport::Udp) {
+                Outcome::Reply(r) => {
+                    let _ = udp.send_to(&r, src).await;
+                }
+                Outcome::Drop => {}
+                Outcome::Forward => self.spawn_forward(q.to_vec(), src, udp.clone()),
+            }
+        }
+    }
+
+    fn spawn_forward(&self, q: Vec<u8>, src: SocketAddr, udp: Arc<UdpSocket>) {
+        let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
+            if let Some(r) = error_reply(&q, ResponseCode::ServFail) {
+                tokio::spawn(async move { udp.send_to(&r, src).await });
+            }
+            return;
+        };
+        let up = self.upstream.clone();
+        tokio::spawn(async move {
+            let r = match up.forward(&q).await {
+                Some(r) => Some(r),
+                None => error_reply(&q, ResponseCode::ServFail),
+            };
+            if let Some(r) = r {
+                let _ = udp.send_to(&r, src).await;
+            }
+            drop(permit);
+        });
+    }
+
+    async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, src) = match listener.accept().await {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!("DNS: accepting on TCP port 53: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.tcp.clone().try_acquire_owned() else {
+                debug!(%src, "DNS: too many TCP connections; closing a new one");
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.tcp_connection(stream, src).await {
+                    debug!(%src, "DNS over TCP: {e}");
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    async fn tcp_connection(&self, mut s: TcpStream, src: SocketAddr) -> std::io::Result<()> {
+        let allowed = self.allowed(src.ip());
+        for _ in 0..TCP_MAX_QUERIES {
+            let len = match tokio::time::timeout(TCP_IDLE, s.read_u16()).await {
+                Ok(Ok(n)) => usize::from(n),
+                _ => return Ok(()),
+            };
+            let mut q = vec![0u8; len];
+            if tokio::time::timeout(TCP_IDLE, s.read_exact(&mut q))
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+            let reply = if !allowed {
+                error_reply(&q, ResponseCode::Refused)
+            } else {
+                match self.dns.answer(&q, Transport::Tcp) {
+                    Outcome::Reply(r) => Some(r),
+                    Outcome::Drop => None,
+                    Outcome::Forward => match self.upstream.forward(&q).await {
+                        Some(r) => Some(r),
+                        None => error_reply(&q, ResponseCode::ServFail),
+                    },
+                }
+            };
+            let Some(r) = reply else { return Ok(()) };
+            let Ok(n) = u16::try_from(r.len()) else {
+                return Ok(());
+            };
+            s.write_all(&n.to_be_bytes()).await?;
+            s.write_all(&r).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_flatnet_the_host_and_the_allow_list_may_ask() {
+        let acl = Acl {
+            cidr: "10.87.0.0/16".parse().unwrap(),
+            allow: vec!["192.168.1.10/32".parse().unwrap()],
+        };
+        let none = |_| false;
+        for ok in [
+            "10.87.3.4",
+            "127.0.0.1",
+            "192.168.1.10",
+            "::1",
+            "::ffff:10.87.1.2",
+        ] {
+            assert!(acl.allows(ok.parse().unwrap(), none), "{ok}");
+        }
+        for no in ["192.168.1.11", "203.0.113.5", "fd00::1"] {
+            assert!(!acl.allows(no.parse().unwrap(), none), "{no}");
+        }
+        assert!(acl.allows("192.168.1.11".parse().unwrap(), |ip| ip
+            == Ipv4Addr::new(192, 168, 1, 11)));
+    }
+
+    #[test]
+    fn error_replies_keep_id_and_question() {
+        let mut q = Message::query();
+        q.add_query(hickory_proto::op::Query::query(
+            hickory_proto::rr::Name::from_ascii("example.com").unwrap(),
+            hickory_proto::rr::RecordType::A,
+        ));
+        let bytes = q.to_vec().unwrap();
+        let r = Message::from_vec(&error_reply(&bytes, ResponseCode::Refused).unwrap()).unwrap();
+        assert_eq!(r.metadata.id, q.metadata.id);
+        assert_eq!(r.metadata.response_code, ResponseCode::Refused);
+        assert_eq!(r.queries.len(), 1);
+        assert!(error_reply(b"short", ResponseCode::Refused).is_none());
+    }
+}
