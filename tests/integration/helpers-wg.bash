@@ -20,10 +20,12 @@ wg_lan_join() {
 }
 
 # wg_host_create NAME SUBNET LANIP: a host running the data plane, on the LAN.
+# $WG_HOST_EXTRA, when set, goes into its config too.
 wg_host_create() {
     local name="$1" subnet="$2" ip="$3"
     [ -e "/run/netns/$(ns lan)" ] || wg_lan_create
-    host_create "$name" "$subnet" "[wireguard]
+    host_create "$name" "$subnet" "${WG_HOST_EXTRA:-}
+[wireguard]
 listen_port = $WG_PORT
 keepalive_secs = 25"
     wg_lan_join "$name" "$ip"

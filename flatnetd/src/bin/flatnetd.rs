@@ -274,7 +274,11 @@ fn start_dns(config: &Config, service: &Arc<Service>) -> anyhow::Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let dns = Arc::new(Dns::new(config, now).map_err(anyhow::Error::msg)?);
+    let dns = Arc::new(
+        Dns::new(config, now)
+            .map_err(anyhow::Error::msg)?
+            .with_state_file(config.state_dir.join(flatnetd::dns::SEEN_FILE)),
+    );
     service
         .set_dns(dns.clone())
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;

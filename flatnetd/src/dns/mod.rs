@@ -24,8 +24,9 @@ pub mod table;
 pub mod upstream;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     net::Ipv4Addr,
+    path::PathBuf,
     sync::{Mutex, PoisonError},
 };
 
@@ -44,6 +45,35 @@ pub struct Dns {
 struct Inner {
     table: NameTable,
     zone: Zone,
+    /// When this host first saw each peer name, from before a restart:
+    /// (node, name, ip) → unix seconds. Keeps the first-come rule stable
+    /// across flatnetd restarts.
+    earlier: HashMap<(String, String, Ipv4Addr), u64>,
+    /// Where those times are kept (`<state_dir>/dns-seen.json`).
+    path: Option<PathBuf>,
+}
+
+/// File name of the first-seen times in the state dir.
+pub const SEEN_FILE: &str = "dns-seen.json";
+
+fn load_seen(path: &std::path::Path) -> HashMap<(String, String, Ipv4Addr), u64> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    let rows: Vec<(String, String, Ipv4Addr, u64)> = serde_json::from_str(&text).unwrap_or_default();
+    rows.into_iter()
+        .map(|(node, name, ip, t)| ((node, name, ip), t))
+        .collect()
+}
+
+/// Write atomically (temp file, fsync, rename): a crash leaves the old file.
+fn save_seen(path: &std::path::Path, rows: &[(String, String, Ipv4Addr, u64)]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(rows).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The names a lease gives its container: the container name and aliases.
@@ -88,8 +118,20 @@ impl Dns {
                     node: config.node_name.clone(),
                     serial: now as u32,
                 },
+                earlier: HashMap::new(),
+                path: None,
             }),
         })
+    }
+
+    /// Keep first-seen times in `path` across restarts (loaded now).
+    pub fn with_state_file(self, path: PathBuf) -> Self {
+        {
+            let mut g = self.lock();
+            g.earlier = load_seen(&path);
+            g.path = Some(path);
+        }
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -120,7 +162,35 @@ impl Dns {
         if node.eq_ignore_ascii_case(&g.zone.node) {
             return false; // a peer cannot speak for this host
         }
-        g.table.set_node(node, entries, |_| now)
+        let g = &mut *g;
+        let earlier = &g.earlier;
+        let changed = g.table.set_node(node, entries, |e| {
+            table::label(&e.name)
+                .and_then(|n| earlier.get(&(node.to_string(), n, e.ip)).copied())
+                .map_or(now, |t| t.min(now))
+        });
+        if changed {
+            if let Some(path) = &g.path {
+                let own = &g.zone.node;
+                let rows: Vec<_> = g
+                    .table
+                    .seen_times()
+                    .into_iter()
+                    .filter(|r| &r.0 != own)
+                    .collect();
+                if let Err(e) = save_seen(path, &rows) {
+                    // Names keep working; only the first-come order may
+                    // shift after a restart.
+                    tracing::warn!(
+                        "DNS: saving first-seen times to {}: {}; name ownership may change \
+                         at the next restart",
+                        path.display(),
+                        flatnet_wire::plain_error(&e)
+                    );
+                }
+            }
+        }
+        changed
     }
 
     /// Forget peers that are no longer configured.
@@ -200,5 +270,27 @@ mod tests {
         assert!(dns.set_peer("h2", &[e], 1));
         dns.retain_peers(&[]);
         assert!(dns.list().iter().all(|r| r.0 == "h1"));
+    }
+
+    #[test]
+    fn first_seen_times_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SEEN_FILE);
+        let cfg = Config::parse("node_name = \"h3\"").unwrap();
+        let e = |ip: &str| Entry {
+            name: "web".into(),
+            ip: ip.parse().unwrap(),
+            primary: true,
+        };
+        let dns = Dns::new(&cfg, 0).unwrap().with_state_file(path.clone());
+        dns.set_peer("h2", &[e("10.87.2.2")], 10);
+        dns.set_peer("h1", &[e("10.87.1.2")], 20);
+        // After a restart both arrive again, h1's first this time: h2 still
+        // owns the name, as on every other host.
+        let dns = Dns::new(&cfg, 0).unwrap().with_state_file(path);
+        dns.set_peer("h1", &[e("10.87.1.2")], 100);
+        dns.set_peer("h2", &[e("10.87.2.2")], 101);
+        let owner: Vec<String> = dns.list().into_iter().filter(|r| r.3).map(|r| r.0).collect();
+        assert_eq!(owner, ["h2"]);
     }
 }
