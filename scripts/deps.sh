@@ -9,7 +9,7 @@ PACKAGES=(
     build-essential pkg-config git curl ca-certificates
     # networking, used by flatnetd and the tests
     iproute2 nftables iptables conntrack iputils-ping tcpdump iperf3 netcat-openbsd socat jq python3
-    bind9-dnsutils
+    bind9-dnsutils dnsperf
     # containers: Podman with the CNI backend, runc, reference CNI plugins
     podman runc containernetworking-plugins busybox-static
     # test runner; debootstrap builds the Debian 13 root for real Podman 5

@@ -51,12 +51,10 @@ for i in $(seq 50); do
     sleep 0.1
 done
 
-# aardvark-dns with the same names, in its own namespace on a dummy link.
+# aardvark-dns with the same names, in its own namespace, its address on lo.
 ip netns add "$(ns av)"
 in_ns av ip link set lo up
-in_ns av ip link add av0 type dummy
-in_ns av ip addr add "$AV_IP/24" dev av0
-in_ns av ip link set av0 up
+in_ns av ip addr add "$AV_IP/32" dev lo
 mkdir -p "$FN_TMP/aardvark"
 {
     echo "$AV_IP"

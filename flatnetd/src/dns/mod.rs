@@ -27,7 +27,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     net::Ipv4Addr,
     path::PathBuf,
-    sync::{Mutex, PoisonError},
+    sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard},
 };
 
 use flatnet_wire::Lease;
@@ -39,7 +39,8 @@ use table::{Entry, NameTable, Policy};
 /// The live name table and zone facts, shared by the server, the peer sync
 /// and the lease code that feeds in this host's own names.
 pub struct Dns {
-    inner: Mutex<Inner>,
+    /// Read by every answer, written only when names change.
+    inner: RwLock<Inner>,
 }
 
 struct Inner {
@@ -60,14 +61,18 @@ fn load_seen(path: &std::path::Path) -> HashMap<(String, String, Ipv4Addr), u64>
     let Ok(text) = std::fs::read_to_string(path) else {
         return HashMap::new();
     };
-    let rows: Vec<(String, String, Ipv4Addr, u64)> = serde_json::from_str(&text).unwrap_or_default();
+    let rows: Vec<(String, String, Ipv4Addr, u64)> =
+        serde_json::from_str(&text).unwrap_or_default();
     rows.into_iter()
         .map(|(node, name, ip, t)| ((node, name, ip), t))
         .collect()
 }
 
 /// Write atomically (temp file, fsync, rename): a crash leaves the old file.
-fn save_seen(path: &std::path::Path, rows: &[(String, String, Ipv4Addr, u64)]) -> std::io::Result<()> {
+fn save_seen(
+    path: &std::path::Path,
+    rows: &[(String, String, Ipv4Addr, u64)],
+) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::File::create(&tmp)?;
@@ -110,7 +115,7 @@ impl Dns {
             replicas: config.dns.replicas.iter().cloned().collect(),
         };
         Ok(Self {
-            inner: Mutex::new(Inner {
+            inner: RwLock::new(Inner {
                 table: NameTable::new(policy),
                 zone: Zone {
                     domain,
@@ -134,8 +139,12 @@ impl Dns {
         self
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// This host's leases changed: its own names follow, and the zone's
@@ -209,17 +218,17 @@ impl Dns {
     }
 
     pub fn answer(&self, packet: &[u8], transport: Transport) -> Outcome {
-        let g = self.lock();
+        let g = self.read();
         answer::answer(packet, &g.table, &g.zone, transport)
     }
 
     /// `(node, name, ip, owns the bare name)` for every name served.
     pub fn list(&self) -> Vec<(String, String, Ipv4Addr, bool)> {
-        self.lock().table.list()
+        self.read().table.list()
     }
 
     pub fn domain(&self) -> hickory_proto::rr::Name {
-        self.lock().zone.domain.clone()
+        self.read().zone.domain.clone()
     }
 }
 
@@ -290,7 +299,12 @@ mod tests {
         let dns = Dns::new(&cfg, 0).unwrap().with_state_file(path);
         dns.set_peer("h1", &[e("10.87.1.2")], 100);
         dns.set_peer("h2", &[e("10.87.2.2")], 101);
-        let owner: Vec<String> = dns.list().into_iter().filter(|r| r.3).map(|r| r.0).collect();
+        let owner: Vec<String> = dns
+            .list()
+            .into_iter()
+            .filter(|r| r.3)
+            .map(|r| r.0)
+            .collect();
         assert_eq!(owner, ["h2"]);
     }
 }

@@ -20,7 +20,7 @@ use ipnet::Ipv4Net;
 use nix::sys::socket::{self as ns, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
 use tracing::{debug, warn};
@@ -114,10 +114,15 @@ pub fn error_reply(query: &[u8], code: ResponseCode) -> Option<Vec<u8>> {
 }
 
 /// A socket bound to `addr` with `IP_FREEBIND` (`ip` need not exist yet).
+/// UDP sockets also get `SO_REUSEPORT`, so each receive loop has its own
+/// socket and the kernel spreads clients across them.
 fn freebind(addr: SocketAddrV4, ty: SockType) -> std::io::Result<OwnedFd> {
     let fd = ns::socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None)?;
     ns::setsockopt(&fd, sockopt::IpFreebind, &true)?;
     ns::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if ty == SockType::Datagram {
+        ns::setsockopt(&fd, sockopt::ReusePort, &true)?;
+    }
     ns::bind(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
         &SockaddrIn::from(addr),
@@ -125,15 +130,25 @@ fn freebind(addr: SocketAddrV4, ty: SockType) -> std::io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Bind UDP and TCP on `addr`.
-pub fn bind(addr: SocketAddrV4) -> std::io::Result<(UdpSocket, TcpListener)> {
-    let u = std::net::UdpSocket::from(freebind(addr, SockType::Datagram)?);
-    u.set_nonblocking(true)?;
+/// How many UDP sockets (and receive loops) serve port 53: one per core.
+fn udp_loops() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
+}
+
+/// Bind UDP (one blocking socket per receive thread) and TCP on `addr`.
+pub fn bind(addr: SocketAddrV4) -> std::io::Result<(Vec<std::net::UdpSocket>, TcpListener)> {
+    let mut udp = Vec::new();
+    for _ in 0..udp_loops() {
+        udp.push(std::net::UdpSocket::from(freebind(
+            addr,
+            SockType::Datagram,
+        )?));
+    }
     let t = freebind(addr, SockType::Stream)?;
     ns::listen(&t, ns::Backlog::new(128).map_err(std::io::Error::from)?)?;
     let t = std::net::TcpListener::from(t);
     t.set_nonblocking(true)?;
-    Ok((UdpSocket::from_std(u)?, TcpListener::from_std(t)?))
+    Ok((udp, TcpListener::from_std(t)?))
 }
 
 pub struct Server {
@@ -161,17 +176,33 @@ impl Server {
         self.acl.allows(src, |ip| self.local.contains(ip))
     }
 
-    /// Serve both sockets until the process ends.
-    pub async fn serve(self: Arc<Self>, udp: UdpSocket, tcp: TcpListener) {
-        let udp = Arc::new(udp);
-        tokio::spawn(self.clone().serve_tcp(tcp));
+    /// Serve until the process ends: the TCP listener on the runtime, and
+    /// a plain thread per UDP socket (blocking receive, answer, send), which
+    /// keeps a runtime's wake-ups out of the hot path; forwarded queries go
+    /// to the runtime.
+    pub async fn serve(self: Arc<Self>, udp: Vec<std::net::UdpSocket>, tcp: TcpListener) {
+        let rt = tokio::runtime::Handle::current();
+        for (i, u) in udp.into_iter().enumerate() {
+            let me = self.clone();
+            let rt = rt.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || me.serve_udp(&Arc::new(u), &rt));
+            if let Err(e) = spawned {
+                warn!("DNS: starting a UDP receive thread: {e}");
+            }
+        }
+        self.serve_tcp(tcp).await;
+    }
+
+    fn serve_udp(&self, udp: &Arc<std::net::UdpSocket>, rt: &tokio::runtime::Handle) {
         let mut buf = vec![0u8; 65535];
         loop {
-            let (n, src) = match udp.recv_from(&mut buf).await {
+            let (n, src) = match udp.recv_from(&mut buf) {
                 Ok(v) => v,
                 Err(e) => {
                     warn!("DNS: receiving on UDP port 53: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
             };
@@ -179,35 +210,42 @@ impl Server {
             if !self.allowed(src.ip()) {
                 debug!(%src, "DNS: refused a query from outside the Flatnet");
                 if let Some(r) = error_reply(q, ResponseCode::Refused) {
-                    let _ = udp.send_to(&r, src).await;
+                    let _ = udp.send_to(&r, src);
                 }
                 continue;
             }
             match self.dns.answer(q, Transport::Udp) {
                 Outcome::Reply(r) => {
-                    let _ = udp.send_to(&r, src).await;
+                    let _ = udp.send_to(&r, src);
                 }
                 Outcome::Drop => {}
-                Outcome::Forward => self.spawn_forward(q.to_vec(), src, udp.clone()),
+                Outcome::Forward => self.spawn_forward(q.to_vec(), src, udp.clone(), rt),
             }
         }
     }
 
-    fn spawn_forward(&self, q: Vec<u8>, src: SocketAddr, udp: Arc<UdpSocket>) {
+    fn spawn_forward(
+        &self,
+        q: Vec<u8>,
+        src: SocketAddr,
+        udp: Arc<std::net::UdpSocket>,
+        rt: &tokio::runtime::Handle,
+    ) {
         let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
             if let Some(r) = error_reply(&q, ResponseCode::ServFail) {
-                tokio::spawn(async move { udp.send_to(&r, src).await });
+                let _ = udp.send_to(&r, src);
             }
             return;
         };
         let up = self.upstream.clone();
-        tokio::spawn(async move {
+        rt.spawn(async move {
             let r = match up.forward(&q).await {
                 Some(r) => Some(r),
                 None => error_reply(&q, ResponseCode::ServFail),
             };
             if let Some(r) = r {
-                let _ = udp.send_to(&r, src).await;
+                // One datagram on a socket with room: does not block.
+                let _ = udp.send_to(&r, src);
             }
             drop(permit);
         });
