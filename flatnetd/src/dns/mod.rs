@@ -2,6 +2,7 @@
 //!
 //! - [`table`]: the names on the Flatnet and who owns a bare name (pure);
 //! - [`answer`]: DNS answers from the table, via hickory-proto (pure);
+//! - [`batch`]: `recvmmsg`/`sendmmsg` for the UDP hot path;
 //! - [`server`]: UDP and TCP port 53 on this host's gateway address, who may
 //!   ask, and forwarding the rest;
 //! - [`upstream`]: the host's own resolvers, read as aardvark-dns reads them;
@@ -18,6 +19,7 @@
 //! a second. See docs/dns.md.
 
 pub mod answer;
+pub mod batch;
 pub mod server;
 pub mod sync;
 pub mod table;

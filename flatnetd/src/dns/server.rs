@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 
 use super::{
     answer::{Outcome, Transport},
+    batch::{send_all, Batch, BATCH},
     upstream::Upstream,
     Dns,
 };
@@ -177,9 +178,9 @@ impl Server {
     }
 
     /// Serve until the process ends: the TCP listener on the runtime, and
-    /// a plain thread per UDP socket (blocking receive, answer, send), which
-    /// keeps a runtime's wake-ups out of the hot path; forwarded queries go
-    /// to the runtime.
+    /// a plain thread per UDP socket (batched blocking receive, answer,
+    /// batched send), which keeps a runtime's wake-ups out of the hot path;
+    /// forwarded queries go to the runtime.
     pub async fn serve(self: Arc<Self>, udp: Vec<std::net::UdpSocket>, tcp: TcpListener) {
         let rt = tokio::runtime::Handle::current();
         for (i, u) in udp.into_iter().enumerate() {
@@ -196,31 +197,39 @@ impl Server {
     }
 
     fn serve_udp(&self, udp: &Arc<std::net::UdpSocket>, rt: &tokio::runtime::Handle) {
-        let mut buf = vec![0u8; 65535];
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&**udp);
+        let mut batch = Batch::new();
+        let mut out: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
         loop {
-            let (n, src) = match udp.recv_from(&mut buf) {
-                Ok(v) => v,
+            let n = match batch.recv(fd) {
+                Ok(n) => n,
                 Err(e) => {
-                    warn!("DNS: receiving on UDP port 53: {e}");
-                    std::thread::sleep(Duration::from_millis(50));
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        warn!("DNS: receiving on UDP port 53: {e}");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                     continue;
                 }
             };
-            let q = &buf[..n];
-            if !self.allowed(src.ip()) {
-                debug!(%src, "DNS: refused a query from outside the Flatnet");
-                if let Some(r) = error_reply(q, ResponseCode::Refused) {
-                    let _ = udp.send_to(&r, src);
+            out.clear();
+            for i in 0..n {
+                let Some((q, src)) = batch.get(i) else {
+                    continue;
+                };
+                if !self.allowed(src.ip()) {
+                    debug!(%src, "DNS: refused a query from outside the Flatnet");
+                    if let Some(r) = error_reply(q, ResponseCode::Refused) {
+                        out.push((r, src));
+                    }
+                    continue;
                 }
-                continue;
-            }
-            match self.dns.answer(q, Transport::Udp) {
-                Outcome::Reply(r) => {
-                    let _ = udp.send_to(&r, src);
+                match self.dns.answer(q, Transport::Udp) {
+                    Outcome::Reply(r) => out.push((r, src)),
+                    Outcome::Drop => {}
+                    Outcome::Forward => self.spawn_forward(q.to_vec(), src, udp.clone(), rt),
                 }
-                Outcome::Drop => {}
-                Outcome::Forward => self.spawn_forward(q.to_vec(), src, udp.clone(), rt),
             }
+            send_all(fd, &out);
         }
     }
 
