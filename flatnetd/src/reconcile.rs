@@ -8,7 +8,10 @@
 //! lease whose host veth has vanished, and which the runtime has not asked
 //! for within a grace period (an ADD in flight has its lease before its
 //! veth exists), is released. A live container's veth exists, so its lease
-//! is never touched. The same loop re-applies the host's nftables table,
+//! is never touched; and while the network namespace recorded with the
+//! lease is still a live namespace (when flatnetd can see that path), the
+//! lease is kept too, so a flatnetd started in the wrong network namespace
+//! cannot mistake every container for a dead one. The same loop re-applies the host's nftables table,
 //! repairing it when a firewall reload or `nft flush ruleset` removed it.
 //!
 //! [`stale`] is the pure decision; [`run`] is the I/O loop around it.
@@ -21,13 +24,30 @@ use tracing::{info, warn};
 use crate::service::SharedService;
 
 /// The leases to reclaim at `now`: last asked for more than `grace`
-/// seconds ago, and whose host veth `wired` says is gone.
-pub fn stale(leases: &[Lease], now: u64, grace: u64, wired: impl Fn(&str) -> bool) -> Vec<&Lease> {
+/// seconds ago, whose host veth `wired` says is gone, and whose recorded
+/// network namespace `ns_alive` does not vouch for.
+pub fn stale(
+    leases: &[Lease],
+    now: u64,
+    grace: u64,
+    wired: impl Fn(&str) -> bool,
+    ns_alive: impl Fn(&str) -> bool,
+) -> Vec<&Lease> {
     leases
         .iter()
         .filter(|l| now.saturating_sub(l.touched()) >= grace)
         .filter(|l| !wired(&host_ifname(&l.key.container_id, &l.key.ifname)))
+        .filter(|l| !l.netns.as_deref().is_some_and(&ns_alive))
         .collect()
+}
+
+/// Whether `path` is a live network namespace (an nsfs mount or
+/// `/proc/PID/ns/net`). A path flatnetd cannot see (another mount
+/// namespace) or that was removed is not.
+pub fn netns_alive(path: &str) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+        .unwrap_or(false)
 }
 
 /// Whether a network interface of that name exists in flatnetd's network
@@ -53,7 +73,7 @@ pub fn pass(service: &SharedService) {
     let grace = service.config().lease_grace_secs;
     match service.store().list() {
         Ok(leases) => {
-            for l in stale(&leases, now(), grace, link_exists) {
+            for l in stale(&leases, now(), grace, link_exists, netns_alive) {
                 match service.reclaim(l) {
                     Ok(true) => info!(
                         ip = %l.ip,
@@ -122,14 +142,27 @@ mod tests {
         let renewed = lease("renewed", 0, 95);
         let leases = [live.clone(), gone, young, renewed];
         let live_if = host_ifname("live", "eth0");
-        let got: Vec<&str> = stale(&leases, 100, 60, |n| n == live_if)
+        let got: Vec<&str> = stale(&leases, 100, 60, |n| n == live_if, |_| false)
             .iter()
             .map(|l| l.key.container_id.as_str())
             .collect();
         assert_eq!(got, ["gone"]);
         // At the grace boundary exactly, it is stale; one second before, not.
-        assert_eq!(stale(&leases[2..3], 155, 60, |_| false).len(), 1);
-        assert!(stale(&leases[2..3], 154, 60, |_| false).is_empty());
+        assert_eq!(stale(&leases[2..3], 155, 60, |_| false, |_| false).len(), 1);
+        assert!(stale(&leases[2..3], 154, 60, |_| false, |_| false).is_empty());
+        // A namespace that is still alive keeps the lease, veth or not.
+        let mut in_ns = lease("ns", 0, 0);
+        in_ns.netns = Some("/run/netns/alive".into());
+        let ls = [in_ns];
+        assert!(stale(&ls, 100, 60, |_| false, |p| p == "/run/netns/alive").is_empty());
+        assert_eq!(stale(&ls, 100, 60, |_| false, |_| false).len(), 1);
+    }
+
+    #[test]
+    fn namespaces_are_told_from_plain_paths() {
+        assert!(netns_alive("/proc/self/ns/net"));
+        assert!(!netns_alive("/proc/self/status"));
+        assert!(!netns_alive("/nonexistent/netns"));
     }
 
     #[test]

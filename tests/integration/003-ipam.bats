@@ -91,3 +91,20 @@ add_parallel() {
     [ "$(ctl h1 status --json | jq -r '.leases[0].ip')" = "$ip" ]
     in_ns h1-a ping -c1 -W2 10.87.1.1
 }
+
+@test "reconciliation reclaims the lease of a vanished container, never one whose namespace lives" {
+    host_create h2 10.87.2.0/24 "reconcile_secs = 1
+lease_grace_secs = 2"
+    container_add h2 live
+    container_add h2 unwired
+    container_add h2 gone
+    # One container's host veth is deleted by hand while its namespace lives
+    # on; another's namespace goes away (its veth with it).
+    in_ns h2 ip link del "$(jq -r '.interfaces[0].name' "$FN_TMP/h2/unwired.json")"
+    ip netns del "$(ns h2-gone)"
+    sleep 4
+    [ "$(ctl h2 status --json | jq -r '[.leases[].container_id] | sort | join(",")')" = "cid-live,cid-unwired" ]
+    grep -q "reclaimed the lease of a container that is gone.*cid-gone" "$FN_TMP/h2/flatnetd.log"
+    # The live one still works.
+    in_ns h2-live ping -c1 -W2 10.87.2.1
+}
