@@ -8,23 +8,22 @@ use ipnet::Ipv4Net;
 
 /// (interface, address) pairs, in the kernel's order.
 pub fn outside(cidr: Ipv4Net) -> Vec<(String, Ipv4Addr)> {
-    let mut out = Vec::new();
-    let Ok(all) = nix::ifaddrs::getifaddrs() else {
-        return out;
+    all()
+        .into_iter()
+        .filter(|(_, ip)| !ip.is_loopback() && !ip.is_unspecified() && !cidr.contains(ip))
+        .collect()
+}
+
+/// Every IPv4 address of this host (`ip -4 -o addr show`), with its
+/// interface, in the kernel's order; empty when they cannot be read.
+pub fn all() -> Vec<(String, Ipv4Addr)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
     };
-    for a in all {
-        let Some(ip) = a
-            .address
-            .as_ref()
-            .and_then(|s| s.as_sockaddr_in())
-            .map(|s| s.ip())
-        else {
-            continue;
-        };
-        if ip.is_loopback() || ip.is_unspecified() || cidr.contains(&ip) {
-            continue;
-        }
-        out.push((a.interface_name, ip));
-    }
-    out
+    addrs
+        .filter_map(|a| {
+            let ip = a.address.as_ref()?.as_sockaddr_in()?.ip();
+            Some((a.interface_name, ip))
+        })
+        .collect()
 }

@@ -28,3 +28,12 @@ pub mod ports;
 pub mod reconcile;
 pub mod service;
 pub mod status;
+
+/// Seconds since the Unix epoch (0 if the clock is before it): lease
+/// times, DNS first-seen times and serials all use it.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use flatnet_wire::{veth::host_ifname, Lease};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::service::SharedService;
 
@@ -61,36 +61,18 @@ pub fn link_exists(name: &str) -> bool {
     }
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// One pass: reclaim stale leases, then re-apply the host table.
+/// One pass: reclaim stale leases and re-apply the host table (one nft
+/// transaction however many were reclaimed).
 pub fn pass(service: &SharedService) {
     let grace = service.config().lease_grace_secs;
-    match service.store().list() {
-        Ok(leases) => {
-            for l in stale(&leases, now(), grace, link_exists, netns_alive) {
-                match service.reclaim(l) {
-                    Ok(true) => info!(
-                        ip = %l.ip,
-                        container = %l.key.container_id,
-                        network = %l.key.network,
-                        "reclaimed the lease of a container that is gone (its host veth vanished)"
-                    ),
-                    Ok(false) => {}
-                    Err(e) => warn!(ip = %l.ip, "reclaiming a stale lease: {}", e.message),
-                }
-            }
-        }
-        Err(e) => warn!("lease reconciliation could not read the lease database: {e}"),
-    }
-    if let Err(e) = service.sync_host(true) {
+    let leases = service.store().list().unwrap_or_else(|e| {
+        warn!("lease reconciliation could not read the lease database: {e}");
+        Vec::new()
+    });
+    let stale = stale(&leases, crate::unix_now(), grace, link_exists, netns_alive);
+    if let Err(e) = service.reclaim(&stale) {
         warn!(
-            "{}; retrying in {}s",
+            "lease reconciliation: {}; retrying in {}s",
             e.message,
             service.config().reconcile_secs
         );

@@ -4,10 +4,7 @@
 //! no sockets, so every request path is unit-tested directly; the socket
 //! server in [`crate::api`] only moves lines in and out.
 
-use std::{
-    sync::{Arc, Mutex, MutexGuard, OnceLock},
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use flatnet_wire::{
     api::{AllocateRequest, API_VERSION},
@@ -20,7 +17,7 @@ use crate::{
     config::Config,
     dataplane::Backend,
     ipam::{IpamError, LeaseStore, Pool},
-    ports,
+    ports, unix_now as now,
 };
 
 /// Host networking that follows the leases: forwarding, masquerade,
@@ -82,13 +79,6 @@ fn check_key(k: &AttachmentKey) -> Result<(), ApiError> {
     check_field("ifname", &k.ifname, 15)
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl From<IpamError> for ApiError {
     fn from(e: IpamError) -> Self {
         match e {
@@ -144,10 +134,6 @@ impl Service {
         Ok(())
     }
 
-    pub fn dns(&self) -> Option<&Arc<crate::dns::Dns>> {
-        self.dns.get()
-    }
-
     pub fn overlay(&self) -> Option<&Arc<dyn Backend>> {
         self.overlay.get()
     }
@@ -166,12 +152,13 @@ impl Service {
             .map_err(|_| ApiError::new(ErrorKind::Internal, "host setup lock poisoned"))
     }
 
-    fn apply_host_locked(&self, force: bool) -> Result<(), ApiError> {
-        let leases = self.store.list()?;
+    /// Make DNS and the host table follow `leases`, the store's current
+    /// list (read by the caller under the host lock).
+    fn apply_host_locked(&self, leases: &[Lease], force: bool) -> Result<(), ApiError> {
         if let Some(d) = self.dns.get() {
-            d.set_local(&leases, now());
+            d.set_local(leases, now());
         }
-        self.host.apply(&self.config, &leases, force).map_err(|e| {
+        self.host.apply(&self.config, leases, force).map_err(|e| {
             ApiError::new(
                 ErrorKind::Unavailable,
                 format!("host network setup (forwarding, nftables table ip flatnet): {e}"),
@@ -183,18 +170,40 @@ impl Service {
     /// even when nothing changed (start-up, periodic repair).
     pub fn sync_host(&self, force: bool) -> Result<(), ApiError> {
         let _g = self.lock_host()?;
-        self.apply_host_locked(force)
+        self.apply_host_locked(&self.store.list()?, force)
     }
 
-    /// Release `lease` if it is still exactly what the store holds (lease
-    /// reconciliation); the host table follows. Returns whether it did.
-    pub fn reclaim(&self, lease: &Lease) -> Result<bool, ApiError> {
+    /// Lease reconciliation: release each of `stale` that is still exactly
+    /// what the store holds (never one the runtime renewed since), then
+    /// re-apply the host table once, forced (the periodic repair). Returns
+    /// how many were released; a store error is returned after the table
+    /// has been applied for the rest.
+    pub fn reclaim(&self, stale: &[&Lease]) -> Result<usize, ApiError> {
         let _g = self.lock_host()?;
-        let gone = self.store.release_if_unchanged(lease)?;
-        if gone {
-            self.apply_host_locked(false)?;
+        let mut released = 0;
+        let mut failed = None;
+        for l in stale {
+            match self.store.release_if_unchanged(l) {
+                Ok(true) => {
+                    released += 1;
+                    info!(
+                        ip = %l.ip,
+                        container = %l.key.container_id,
+                        network = %l.key.network,
+                        "reclaimed the lease of a container that is gone (its host veth vanished)"
+                    );
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        Ok(gone)
+        self.apply_host_locked(&self.store.list()?, true)?;
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(released),
+        }
     }
 
     pub fn handle(&self, req: Request) -> Response {
@@ -262,7 +271,7 @@ impl Service {
     /// stands (the container is gone either way), so a failure here is
     /// reported to the caller and repaired by the next periodic apply.
     fn after_release(&self) -> Result<(), ApiError> {
-        self.apply_host_locked(false)
+        self.apply_host_locked(&self.store.list()?, false)
             .inspect_err(|e| warn!("{}; the periodic repair retries it", e.message))
     }
 
@@ -274,9 +283,10 @@ impl Service {
         let _g = self.lock_host()?;
         let before = self.store.get(&r.key)?;
         let a = self.store.allocate(&self.pool, &r, now())?;
-        let checked = ports::check_free(&self.store.list()?, &a.lease)
+        let leases = self.store.list()?;
+        let checked = ports::check_free(&leases, &a.lease)
             .map_err(|e| ApiError::new(ErrorKind::InvalidRequest, e.to_string()))
-            .and_then(|()| self.apply_host_locked(false));
+            .and_then(|()| self.apply_host_locked(&leases, false));
         if let Err(e) = checked {
             // Undo: a fresh lease is dropped, a renewed one gets its old
             // record back, so a refused request changes nothing.

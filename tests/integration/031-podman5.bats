@@ -254,7 +254,7 @@ cget() { p5 "$1" exec "$2" timeout 5 wget -qO- "$3"; }
     [ "$(lease_count h1)" = "0" ]
 }
 
-@test "cross-host: a Podman 5 container and a Podman 4.3 (CNI) container reach each other" {
+@test "cross-host: a Podman 5 container and a Podman 4.3 (CNI) container reach each other; -p from the other host" {
     # h1 already runs flatnetd without WireGuard: restart it as a WireGuard host.
     host_kill h1
     rm -rf "$FN_TMP/h1"
@@ -264,7 +264,7 @@ cget() { p5 "$1" exec "$2" timeout 5 wget -qO- "$3"; }
     wg_add_peer h1 h2; wg_add_peer h2 h1
     wg_reload h1 1; wg_reload h2 1
     p5_net h1 fnet
-    p5 h1 run -d --name "$C-p5" --network fnet "$P5_IMAGE" httpd -f -p 80 -h /www
+    p5 h1 run -d --name "$C-p5" --network fnet -p 8080:80 "$P5_IMAGE" httpd -f -p 80 -h /www
     podman_setup
     podman_conflist h2
     pm h2 run -d --name "$C-p4" --network flatnet "$PODMAN_IMAGE" httpd -f -p 80 -h /www
@@ -274,4 +274,8 @@ cget() { p5 "$1" exec "$2" timeout 5 wget -qO- "$3"; }
     wait_for 10 p5 h1 exec "$C-p5" timeout 2 wget -qO- "http://$ip4/"
     [ "$(p5 h1 exec "$C-p5" timeout 5 wget -qO- "http://$ip4/")" = "flatnet test page" ]
     [ "$(pm h2 exec "$C-p4" timeout 5 wget -qO- "http://$ip5/")" = "flatnet test page" ]
+    # -p from another Flatnet host: through the tunnel to h1's Flatnet
+    # address, and over the LAN to h1's LAN address.
+    [ "$(get h2 http://10.87.6.1:8080/)" = "flatnet test page" ]
+    [ "$(get h2 http://192.168.77.1:8080/)" = "flatnet test page" ]
 }

@@ -128,13 +128,14 @@ pub struct NetworkInfo {
 }
 
 /// What a container's resolver should use; the CNI result's `dns` and
-/// netavark's `dns_server_ips` / `dns_search_domains` carry it.
+/// netavark's `dns_server_ips` / `dns_search_domains` carry it. Serialised
+/// with CNI's field names, so the CNI result's `dns` is this struct as is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsConfig {
     pub nameservers: Vec<Ipv4Addr>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub search: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
 }
 

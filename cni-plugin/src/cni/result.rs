@@ -88,18 +88,7 @@ impl CniResult {
             routes.push(Value::Object(o));
         }
         let dns = match &self.dns {
-            Some(d) => {
-                let mut o = Map::new();
-                let servers: Vec<String> = d.nameservers.iter().map(ToString::to_string).collect();
-                o.insert("nameservers".into(), json!(servers));
-                if !d.search.is_empty() {
-                    o.insert("search".into(), json!(d.search));
-                }
-                if !d.options.is_empty() {
-                    o.insert("options".into(), json!(d.options));
-                }
-                Value::Object(o)
-            }
+            Some(d) => json!(d),
             None => prev
                 .and_then(|p| p.get("dns"))
                 .cloned()

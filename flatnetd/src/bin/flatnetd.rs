@@ -270,12 +270,8 @@ fn start_dns(config: &Config, service: &Arc<Service>) -> anyhow::Result<()> {
         upstream::Upstream,
         Dns,
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     let dns = Arc::new(
-        Dns::new(config, now)
+        Dns::new(config, flatnetd::unix_now())
             .map_err(anyhow::Error::msg)?
             .with_state_file(config.state_dir.join(flatnetd::dns::SEEN_FILE)),
     );

@@ -90,12 +90,10 @@ impl LocalAddrs {
 }
 
 fn read_local() -> Vec<Ipv4Addr> {
-    nix::ifaddrs::getifaddrs()
-        .map(|all| {
-            all.filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::ifaddrs::all()
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .collect()
 }
 
 /// A header-only answer with `code` (REFUSED, SERVFAIL) to `query`.

@@ -9,12 +9,7 @@
 //! A peer that does not answer keeps its last names: the tunnel outlives a
 //! Lighthouse outage, and so do the names.
 
-use std::{
-    collections::HashMap,
-    net::{Ipv4Addr, SocketAddr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use hickory_proto::{
     op::{Message, Query},
@@ -28,7 +23,7 @@ use tokio::{
 use tracing::{debug, info};
 
 use super::{answer::NAMES_LABEL, table::Entry, Dns};
-use crate::service::SharedService;
+use crate::{ipam::Pool, service::SharedService};
 
 /// How often peers are asked for their serial.
 pub const PERIOD: Duration = Duration::from_secs(1);
@@ -110,27 +105,16 @@ struct PeerRef {
     subnet: Ipv4Net,
 }
 
-fn gateway(subnet: Ipv4Net) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(subnet.network()).wrapping_add(1))
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Fetch one peer's names if its serial moved; returns the new serial.
 async fn sync_peer(dns: &Dns, zone: &Name, p: &PeerRef, last: Option<u32>) -> Option<u32> {
-    let server = SocketAddr::from((gateway(p.subnet), 53));
+    let server = SocketAddr::from((Pool::new(p.subnet).gateway(), 53));
     let serial = soa_serial(server, zone).await?;
     if Some(serial) == last {
         return last;
     }
     let m = axfr(server, zone).await?;
     let entries = entries_from_axfr(&m, zone, p.subnet);
-    if dns.set_peer(&p.name, &entries, now()) {
+    if dns.set_peer(&p.name, &entries, crate::unix_now()) {
         info!(peer = %p.name, names = entries.len(), "DNS: names from peer updated");
     }
     Some(serial)

@@ -78,6 +78,17 @@ fn decode(json: &str) -> Result<Lease, IpamError> {
     serde_json::from_str(json).map_err(|e| IpamError::Corrupt(e.to_string()))
 }
 
+/// The lease stored under `key` in `leases`, decoded.
+fn lease_at(
+    leases: &impl ReadableTable<KeyTuple<'static>, &'static str>,
+    key: KeyTuple<'_>,
+) -> Result<Option<Lease>, IpamError> {
+    match leases.get(key)? {
+        Some(v) => Ok(Some(decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
 fn encode(lease: &Lease) -> Result<String, IpamError> {
     serde_json::to_string(lease).map_err(|e| IpamError::Corrupt(e.to_string()))
 }
@@ -113,11 +124,7 @@ impl LeaseStore {
             let mut meta = tx.open_table(META)?;
             let key = key_of(&req.key);
 
-            let existing = match leases.get(key)? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
-            };
-            if let Some(mut lease) = existing {
+            if let Some(mut lease) = lease_at(&leases, key)? {
                 if pool.contains(lease.ip) {
                     if let Some(asked) = req.ip.filter(|ip| *ip != lease.ip) {
                         return Err(IpamError::Held {
@@ -179,11 +186,7 @@ impl LeaseStore {
         {
             let mut leases = tx.open_table(LEASES)?;
             let mut addrs = tx.open_table(ADDRESSES)?;
-            let current = match leases.get(key_of(&old.key))? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
-            };
-            if let Some(c) = current {
+            if let Some(c) = lease_at(&leases, key_of(&old.key))? {
                 addrs.remove(u32::from(c.ip))?;
             }
             leases.insert(key_of(&old.key), encode(old)?.as_str())?;
@@ -201,11 +204,7 @@ impl LeaseStore {
         let removed = {
             let mut leases = tx.open_table(LEASES)?;
             let mut addrs = tx.open_table(ADDRESSES)?;
-            let current = match leases.get(key_of(&lease.key))? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
-            };
-            if current.as_ref() == Some(lease) {
+            if lease_at(&leases, key_of(&lease.key))?.as_ref() == Some(lease) {
                 leases.remove(key_of(&lease.key))?;
                 addrs.remove(u32::from(lease.ip))?;
                 true
@@ -221,11 +220,7 @@ impl LeaseStore {
     pub fn get(&self, key: &AttachmentKey) -> Result<Option<Lease>, IpamError> {
         let tx = self.db.begin_read()?;
         let leases = tx.open_table(LEASES)?;
-        let out = match leases.get(key_of(key))? {
-            Some(v) => Some(decode(v.value())?),
-            None => None,
-        };
-        Ok(out)
+        lease_at(&leases, key_of(key))
     }
 
     /// Every lease, ordered by key.
