@@ -66,7 +66,11 @@ echo "h1 and h2 have no route to each other except through both NATs."
 step "Each host's flatnetd joins the Lighthouse with a one-time token"
 echo "\$ lighthouse token create --ttl 1h"
 echo "$(lh token create --ttl 1h 2>/dev/null | cut -c1-40)…"
-nat_host_create 1 "catalog_listen = \"0.0.0.0:7070\""
+# h1's Flatnet DNS also answers the gateway's zone for site 1's office LAN.
+nat_host_create 1 "catalog_listen = \"0.0.0.0:7070\"
+[dns.lan]
+domain = \"$GW_DOMAIN\"
+address = \"$GW_IP\""
 nat_host_create 2 "catalog_listen = \"0.0.0.0:7070\""
 lh nodes list
 
@@ -114,10 +118,18 @@ ctl h1 names
 step "The gateway: a browser on site 1's office LAN opens http://demo-web.flatnet.test/"
 echo "r1 plays the Windows host: it routes the Flatnet to h1 (what 'flatnetctl gateway-route' prints)"
 gw_route_hint h1 | sed -n '1,4p'
-gw_start 1 "http://$(ctl h1 status --json | jq -r .network.gateway):7070/v1/catalog/all"
+gw1="$(ctl h1 status --json | jq -r .network.gateway)"
+GW_EXTRA="dns_listen = $GW_IP:53
+dns_upstream = $gw1:53" gw_start 1 "http://$gw1:7070/v1/catalog/all"
 gw_wait_route demo-web 20
+# The office machine's only DNS server is the gateway: no hosts-file entries.
+mkdir -p "/etc/netns/$(ns office)"
+echo "nameserver $GW_IP" > "/etc/netns/$(ns office)/resolv.conf"
+echo "the office's resolv.conf: nameserver $GW_IP (the gateway relays DNS to h1's Flatnet DNS)"
+echo "\$ getent hosts demo-web.flatnet.test   (on the office LAN)"
+in_ns office getent hosts demo-web.flatnet.test
 echo "\$ curl http://demo-web.flatnet.test/   (from the office LAN, no VPN client)"
-gw_curl http://demo-web.flatnet.test/
+in_ns office curl -sS --max-time 10 http://demo-web.flatnet.test/
 
 step "lighthouse nodes list"
 lh nodes list
@@ -135,7 +147,7 @@ Left running. Try:
     nsenter --net=/run/netns/$(ns h1) podman exec demo-client wget -qO- http://$web/
   CONTAINERS_CONF=$FN_TMP/containers5.conf scripts/podman5.sh run --net $(ns h2) podman ps
   $FLATNETCTL --socket $FN_TMP/h1/flatnetd.sock status
-  ip netns exec $(ns office) curl -s --connect-to ::$GW_IP: http://gateway.flatnet.test/_flatnet/status
+  ip netns exec $(ns office) curl -s http://gateway.flatnet.test/_flatnet/status
   LIGHTHOUSE_ADMIN_SOCKET=$FN_TMP/lh.sock $LIGHTHOUSE nodes list
 Clean up with: sudo scripts/demo.sh --no-deps (it removes the previous run first)
 HINT

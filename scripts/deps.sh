@@ -15,7 +15,7 @@ PACKAGES=(
     # test runner; debootstrap builds the Debian 13 root for real Podman 5
     bats debootstrap
     # gateway: nginx + lua-nginx-module, its Lua libraries and test tools
-    nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson lua5.1
+    nginx libnginx-mod-http-lua libnginx-mod-stream lua-resty-core lua-resty-lrucache lua-cjson lua5.1
     lua-busted lua-check openssl wrk chromium
 )
 

@@ -30,6 +30,11 @@
 //! resolv_conf = "/etc/resolv.conf"   # where the upstream resolvers are read
 //! allow = ["192.168.1.10/32"]        # besides the Flatnet and this host (e.g. the gateway)
 //!
+//! [dns.lan]                          # optional: the gateway's zone for the office LAN
+//! domain = "flatnet.example"         # the gateway's domain (gateway.conf `domain`)
+//! address = "192.168.10.5"           # the gateway's LAN address: every answer
+//! names = ["wiki"]                   # extra names (the gateway's static routes)
+//!
 //! [lighthouse]                       # optional: join a Lighthouse at first start
 //! token = "flatnet1_…"               # used until the first successful join
 //!
@@ -118,6 +123,27 @@ struct RawDns {
     resolv_conf: Option<PathBuf>,
     #[serde(default)]
     allow: Vec<Ipv4Net>,
+    lan: Option<RawLan>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLan {
+    domain: String,
+    address: Ipv4Addr,
+    #[serde(default)]
+    names: Vec<String>,
+}
+
+/// `[dns.lan]`: names under the gateway's domain, answered with the
+/// gateway's LAN address to anyone (see `dns::lan`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanSettings {
+    /// Lowercase, without the trailing dot.
+    pub domain: String,
+    pub address: Ipv4Addr,
+    /// Lowercase labels.
+    pub names: Vec<String>,
 }
 
 /// The `[dns]` table with defaults applied.
@@ -131,6 +157,56 @@ pub struct DnsSettings {
     pub resolv_conf: PathBuf,
     /// Sources besides the Flatnet and this host that may ask.
     pub allow: Vec<Ipv4Net>,
+    pub lan: Option<LanSettings>,
+}
+
+/// `domain` lowercased, without a trailing dot, if it is dot-separated
+/// labels of `[a-z0-9-]`.
+fn domain_of(domain: &str) -> Option<String> {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    (d.len() <= 200 && d.split('.').all(label_ok)).then_some(d)
+}
+
+/// Whether `a` is `b` or inside it.
+fn within(a: &str, b: &str) -> bool {
+    a == b || a.ends_with(&format!(".{b}"))
+}
+
+impl LanSettings {
+    fn from_raw(raw: RawLan, flatnet_domain: &str) -> Result<Self, ConfigError> {
+        let domain = domain_of(&raw.domain).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "[dns.lan] domain {:?} must be dot-separated labels of [a-z0-9-]",
+                raw.domain
+            ))
+        })?;
+        if within(&domain, flatnet_domain) || within(flatnet_domain, &domain) {
+            return Err(ConfigError::Invalid(format!(
+                "[dns.lan] domain {domain:?} overlaps the Flatnet domain {flatnet_domain:?}; \
+                 use the gateway's own domain (gateway.conf `domain`)"
+            )));
+        }
+        if raw.address.is_unspecified() || raw.address.is_loopback() || raw.address.is_multicast() {
+            return Err(ConfigError::Invalid(format!(
+                "[dns.lan] address {} must be the gateway's LAN address",
+                raw.address
+            )));
+        }
+        let mut names = Vec::new();
+        for n in &raw.names {
+            names.push(crate::dns::table::label(n).ok_or_else(|| {
+                ConfigError::Invalid(format!("[dns.lan] name {n:?} is not a DNS label"))
+            })?);
+        }
+        Ok(Self {
+            domain,
+            address: raw.address,
+            names,
+        })
+    }
 }
 
 pub const DEFAULT_DNS_DOMAIN: &str = "flatnet";
@@ -138,21 +214,16 @@ pub const DEFAULT_DNS_DOMAIN: &str = "flatnet";
 impl DnsSettings {
     fn from_raw(raw: Option<RawDns>) -> Result<Self, ConfigError> {
         let raw = raw.unwrap_or_default();
-        let domain = raw
-            .domain
-            .unwrap_or_else(|| DEFAULT_DNS_DOMAIN.into())
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        };
-        if domain.len() > 200 || !domain.split('.').all(label_ok) {
-            return Err(ConfigError::Invalid(format!(
-                "[dns] domain {domain:?} must be dot-separated labels of [a-z0-9-]"
-            )));
-        }
+        let given = raw.domain.unwrap_or_else(|| DEFAULT_DNS_DOMAIN.into());
+        let domain = domain_of(&given).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "[dns] domain {given:?} must be dot-separated labels of [a-z0-9-]"
+            ))
+        })?;
+        let lan = raw
+            .lan
+            .map(|l| LanSettings::from_raw(l, &domain))
+            .transpose()?;
         for name in raw.pins.keys().chain(raw.replicas.iter()) {
             if crate::dns::table::label(name).is_none() {
                 return Err(ConfigError::Invalid(format!(
@@ -177,6 +248,7 @@ impl DnsSettings {
                 .resolv_conf
                 .unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
             allow: raw.allow,
+            lan,
         })
     }
 }
@@ -570,6 +642,26 @@ mod tests {
         assert_eq!(c.dns.pins["forgejo-db"], "h1");
         assert!(Config::parse("[dns]\ndomain = \"a..b\"").is_err());
         assert!(Config::parse("[dns]\nreplicas = [\"a.b\"]").is_err());
+        let lan = Config::parse(
+            "[dns.lan]\ndomain = \"Flatnet.Example.\"\naddress = \"192.168.10.5\"\nnames = [\"Wiki\"]",
+        )
+        .unwrap();
+        let lan = lan.dns.lan.unwrap();
+        assert_eq!(lan.domain, "flatnet.example");
+        assert_eq!(lan.names, ["wiki"]);
+        for bad in [
+            "domain = \"flatnet\"\naddress = \"192.168.10.5\"",
+            "domain = \"x.flatnet\"\naddress = \"192.168.10.5\"",
+            "domain = \"a..b\"\naddress = \"192.168.10.5\"",
+            "domain = \"gw.example\"\naddress = \"127.0.0.1\"",
+            "domain = \"gw.example\"\naddress = \"192.168.10.5\"\nnames = [\"a.b\"]",
+            "domain = \"gw.example\"",
+        ] {
+            assert!(
+                Config::parse(&format!("[dns.lan]\n{bad}")).is_err(),
+                "{bad}"
+            );
+        }
         let off = Config::parse("[dns]\nenabled = false").unwrap();
         assert!(off.network_info().dns.is_none());
     }

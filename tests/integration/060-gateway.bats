@@ -20,7 +20,12 @@ setup() {
     lh_start
     nat_router_create 1 ""
     nat_router_create 2 ""
-    nat_host_create 1 'catalog_listen = "0.0.0.0:7070"'
+    # h1's Flatnet DNS also answers the gateway's zone for the office LAN.
+    nat_host_create 1 "catalog_listen = \"0.0.0.0:7070\"
+[dns.lan]
+domain = \"$GW_DOMAIN\"
+address = \"$GW_IP\"
+names = [\"wiki\"]"
     nat_host_create 2 'catalog_listen = "0.0.0.0:7070"'
     nat_wait_path h1 h2 direct 15
     GW1="$(ctl h1 status --json | jq -r .network.gateway)"
@@ -33,19 +38,29 @@ teardown() {
     fn_teardown
 }
 
-chromium_office() {
+# chromium_plain PROFILE ARGS...: headless Chromium in the office, resolving
+# names the office's way.
+chromium_plain() {
     in_ns office timeout 60 chromium --headless --no-sandbox --disable-gpu \
         --disable-background-networking --disable-component-update --disable-sync --no-first-run \
-        --disable-quic --disable-dev-shm-usage --user-data-dir="$FN_TMP/chromium-$1" \
-        --host-resolver-rules="MAP *.$GW_DOMAIN $GW_IP" "${@:2}"
+        --disable-quic --disable-dev-shm-usage --user-data-dir="$FN_TMP/chromium-$1" "${@:2}"
 }
 
-@test "Chromium in the office renders a page from a Podman container on another Flatnet host" {
+# chromium_office PROFILE ARGS...: the same, every service name mapped to the gateway.
+chromium_office() { chromium_plain "$1" --host-resolver-rules="MAP *.$GW_DOMAIN $GW_IP" "${@:2}"; }
+
+# web_on_h2: a Podman 4.3 container "$FN_PREFIX-web" on h2 publishing port
+# 80; sets $web to its Flatnet IP.
+web_on_h2() {
     podman_setup
     podman_conflist h2 flatnet-h2
     pm h2 run -d --name "$FN_PREFIX-web" --network flatnet-h2 -p 8080:80 "$PODMAN_IMAGE" \
         httpd -f -p 80 -h /www >/dev/null
     web="$(pm h2 inspect -f '{{(index .NetworkSettings.Networks "flatnet-h2").IPAddress}}' "$FN_PREFIX-web")"
+}
+
+@test "Chromium in the office renders a page from a Podman container on another Flatnet host" {
+    web_on_h2
     # One catalog URL, h1's Flatnet-wide one: h1 fetches h2's over the tunnel.
     gw_start 1 "http://$GW1:7070/v1/catalog/all"
     all="$(in_ns r1 curl -sS --max-time 10 "http://$GW1:7070/v1/catalog/all")"
@@ -67,6 +82,52 @@ chromium_office() {
     # The request crossed the gateway, and the route came from h2's catalog.
     grep -q "GET / " "$FN_TMP/gw/logs/access.log"
     gw_curl "http://gateway.$GW_DOMAIN/_flatnet/status?format=json" | grep -q "$web"
+}
+
+# office_dns NAME [TYPE] [DIG ARGS...]: the office asks the gateway; prints
+# the status and the answers.
+office_dns() {
+    local out
+    out="$(in_ns office dig +time=2 +tries=1 "@$GW_IP" "$1" "${2:-A}" "${@:3}")" || return 1
+    printf '%s %s\n' "$(sed -nE 's/.*status: ([A-Z]+).*/\1/p' <<<"$out")" \
+        "$(awk '/^;; ANSWER SECTION/{a=1;next} /^$/{a=0} a && $4 == "A" {print $5}' <<<"$out" | tr '\n' ' ')"
+}
+
+@test "an office machine whose only DNS server is the gateway opens services by name, no hosts file" {
+    web_on_h2
+    GW_EXTRA="dns_listen = $GW_IP:53
+dns_upstream = $GW1:53" gw_start 1 "http://$GW1:7070/v1/catalog/all"
+    # The office's resolver is the gateway, and nothing else: no hosts entry,
+    # no --host-resolver-rules, no curl --connect-to.
+    mkdir -p "/etc/netns/$(ns office)"
+    echo "nameserver $GW_IP" > "/etc/netns/$(ns office)/resolv.conf"
+    name="$FN_PREFIX-web.$GW_DOMAIN"
+    for i in $(seq 50); do [ "$(office_dns "$name")" = "NOERROR $GW_IP " ] && break; sleep 0.1; done
+    [ "$(office_dns "$name")" = "NOERROR $GW_IP " ]
+    [ "$(office_dns "$name" A +tcp)" = "NOERROR $GW_IP " ]
+    [ "$(office_dns "$FN_PREFIX-web.h2.$GW_DOMAIN")" = "NOERROR $GW_IP " ]
+    [ "$(office_dns "gateway.$GW_DOMAIN")" = "NOERROR $GW_IP " ]
+    [ "$(office_dns "wiki.$GW_DOMAIN")" = "NOERROR $GW_IP " ]
+    [ "$(office_dns "nothing.$GW_DOMAIN")" = "NXDOMAIN " ]
+    [ "$(office_dns "$name" AAAA)" = "NOERROR " ]
+    # glibc and Chromium resolve it through the gateway.
+    [ "$(in_ns office getent hosts "$name" | awk '{print $1}')" = "$GW_IP" ]
+    run chromium_plain dns --dump-dom "http://$name/"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *"flatnet test page"* ]]
+    # Never an open resolver, and nothing of the Flatnet leaks to the LAN.
+    [ "$(office_dns example.com)" = "REFUSED " ]
+    [ "$(office_dns "$FN_PREFIX-web.flatnet")" = "REFUSED " ]
+    [ "$(office_dns "$(echo "$web" | awk -F. '{print $4"."$3"."$2"."$1}').in-addr.arpa" PTR)" = "REFUSED " ]
+    # A new container is found from the office within 2 s; a removed one is gone.
+    pm h2 run -d --name "$FN_PREFIX-new" --network flatnet-h2 "$PODMAN_IMAGE" sleep 600 >/dev/null
+    t0=$(date +%s%N)
+    for i in $(seq 40); do [ "$(office_dns "$FN_PREFIX-new.$GW_DOMAIN")" = "NOERROR $GW_IP " ] && break; sleep 0.05; done
+    [ "$(office_dns "$FN_PREFIX-new.$GW_DOMAIN")" = "NOERROR $GW_IP " ]
+    echo "# new name answered to the office after $((($(date +%s%N) - t0) / 1000000)) ms" >&3
+    pm h2 rm -f -t 0 "$FN_PREFIX-new" >/dev/null
+    for i in $(seq 40); do [ "$(office_dns "$FN_PREFIX-new.$GW_DOMAIN")" = "NXDOMAIN " ] && break; sleep 0.05; done
+    [ "$(office_dns "$FN_PREFIX-new.$GW_DOMAIN")" = "NXDOMAIN " ]
 }
 
 @test "git clone and push through the gateway to a git server in a container on another host" {

@@ -22,7 +22,8 @@ gw_route_hint() {
 }
 
 # gw_start N CATALOG_URL...: route rN to the Flatnet through hN, add the
-# office namespace, render and start the gateway on rN.
+# office namespace, render and start the gateway on rN. GW_EXTRA: more
+# gateway.conf lines.
 gw_start() {
     local n="$1" route u
     shift
@@ -44,6 +45,7 @@ gw_start() {
         printf 'health_interval = 1\nerror_log = logs/error.log\nerror_log_level = info\n'
         printf 'allow = 192.168.200.0/24\n'
         for u in "$@"; do printf 'catalog_url = %s\n' "$u"; done
+        [ -z "${GW_EXTRA:-}" ] || printf '%s\n' "$GW_EXTRA"
     } > "$FN_TMP/gw/gateway.conf"
     (cd "$FN_TMP/gw" && lua5.1 "$GW_RENDER" gateway.conf -o nginx.conf) || return 1
     in_ns "r$n" nginx -p "$FN_TMP/gw" -c nginx.conf || return 1

@@ -33,6 +33,7 @@ fn_teardown() {
     for ns in $(ip netns list | awk '{print $1}' | grep "^$FN_PREFIX-" || true); do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
         ip netns del "$ns" 2>/dev/null
+        rm -rf "/etc/netns/$ns"
     done
     if [ -n "${FN_TMP:-}" ] && [ -z "${FN_KEEP:-}" ]; then rm -rf "$FN_TMP"; fi
 }

@@ -10,7 +10,11 @@
 //! - PTR of a Flatnet address: `<name>.<node>.<domain>`;
 //! - SOA of `<domain>` and of `_names.<domain>`, and AXFR of `_names.<domain>`
 //!   (TCP only): this host's own names, which peers fetch over the tunnel;
+//! - names under the gateway domain (`[dns.lan]`): see [`super::lan`];
 //! - anything else: [`Outcome::Forward`] to the host's resolvers.
+//!
+//! Askers outside the Flatnet ([`Scope::Lan`]) get the LAN zone and nothing
+//! else: [`Outcome::Refuse`].
 
 use std::net::Ipv4Addr;
 
@@ -23,7 +27,7 @@ use hickory_proto::{
 };
 use ipnet::Ipv4Net;
 
-use super::table::NameTable;
+use super::{lan::LanZone, table::NameTable};
 
 /// TTL of Flatnet answers: short, so a removed container is forgotten at
 /// once by any caching resolver in front of us.
@@ -53,6 +57,16 @@ pub struct Zone {
     pub node: String,
     /// Serial of this host's own names (changes with them).
     pub serial: u32,
+    /// The gateway's LAN zone, when configured.
+    pub lan: Option<LanZone>,
+}
+
+/// Who asked: the Flatnet, this host or the allow list get everything;
+/// anyone else only the LAN zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Lan,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,10 +77,23 @@ pub enum Outcome {
     Forward,
     /// Not even a DNS header: say nothing.
     Drop,
+    /// Not for this asker: REFUSED.
+    Refuse,
 }
 
-/// Answer one query.
+/// Answer one query from the Flatnet, this host or the allow list.
 pub fn answer(packet: &[u8], table: &NameTable, zone: &Zone, transport: Transport) -> Outcome {
+    answer_scoped(packet, table, zone, transport, Scope::All)
+}
+
+/// Answer one query from an asker in `scope`.
+pub fn answer_scoped(
+    packet: &[u8],
+    table: &NameTable,
+    zone: &Zone,
+    transport: Transport,
+    scope: Scope,
+) -> Outcome {
     let req = match Message::from_vec(packet) {
         Ok(m) => m,
         Err(_) => return formerr(packet),
@@ -92,6 +119,15 @@ pub fn answer(packet: &[u8], table: &NameTable, zone: &Zone, transport: Transpor
     };
     resp.add_query(q.clone());
     let qname = q.name().to_lowercase();
+    let lan = zone
+        .lan
+        .as_ref()
+        .filter(|l| q.query_class() == DNSClass::IN && l.contains(&qname));
+    match (lan, scope) {
+        (Some(lan), _) => return super::lan::answer(resp, &req, q, table, lan, transport),
+        (None, Scope::Lan) => return Outcome::Refuse,
+        (None, Scope::All) => {}
+    }
     if q.query_class() != DNSClass::IN {
         return Outcome::Forward;
     }
@@ -216,7 +252,7 @@ fn soa(zone: &Zone, origin: &Name) -> Record {
 }
 
 /// Serialise, truncating (TC) when a UDP answer does not fit.
-fn encode(resp: Message, req: &Message, t: Transport) -> Outcome {
+pub(super) fn encode(resp: Message, req: &Message, t: Transport) -> Outcome {
     let limit = match (t, &req.edns) {
         (Transport::Tcp, _) => usize::from(u16::MAX),
         (Transport::Udp, Some(e)) => usize::from(e.max_payload().clamp(512, UDP_EDNS)),
@@ -295,9 +331,45 @@ pub fn domain_name(domain: &str) -> Result<Name, hickory_proto::ProtoError> {
     Ok(n)
 }
 
+/// Query helpers for unit tests of the answer code.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Ask `name`/`rt` of `table` and `zone`: the parsed reply, or what
+    /// else came out.
+    pub fn ask(
+        name: &str,
+        rt: RecordType,
+        table: &NameTable,
+        zone: &Zone,
+        t: Transport,
+        scope: Scope,
+    ) -> Result<Message, Outcome> {
+        let mut q = Message::query();
+        q.metadata.recursion_desired = true;
+        q.add_query(Query::query(Name::from_ascii(name).unwrap(), rt));
+        match answer_scoped(&q.to_vec().unwrap(), table, zone, t, scope) {
+            Outcome::Reply(b) => Ok(Message::from_vec(&b).unwrap()),
+            other => Err(other),
+        }
+    }
+
+    /// The A records of an answer, as strings.
+    pub fn a(m: &Message) -> Vec<String> {
+        m.answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{testing::a, *};
     use crate::dns::table::Entry;
 
     fn zone() -> Zone {
@@ -306,6 +378,7 @@ mod tests {
             cidr: "10.87.0.0/16".parse().unwrap(),
             node: "h1".into(),
             serial: 7,
+            lan: None,
         }
     }
 
@@ -322,23 +395,7 @@ mod tests {
     }
 
     fn ask(name: &str, rt: RecordType, t: Transport) -> Result<Message, Outcome> {
-        let mut q = Message::query();
-        q.metadata.recursion_desired = true;
-        q.add_query(Query::query(Name::from_ascii(name).unwrap(), rt));
-        match answer(&q.to_vec().unwrap(), &table(), &zone(), t) {
-            Outcome::Reply(b) => Ok(Message::from_vec(&b).unwrap()),
-            other => Err(other),
-        }
-    }
-
-    fn a(m: &Message) -> Vec<String> {
-        m.answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(a.0.to_string()),
-                _ => None,
-            })
-            .collect()
+        testing::ask(name, rt, &table(), &zone(), t, Scope::All)
     }
 
     #[test]

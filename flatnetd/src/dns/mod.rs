@@ -2,6 +2,7 @@
 //!
 //! - [`table`]: the names on the Flatnet and who owns a bare name (pure);
 //! - [`answer`]: DNS answers from the table, via hickory-proto (pure);
+//! - [`lan`]: the gateway's zone for the office LAN (pure);
 //! - [`batch`]: `recvmmsg`/`sendmmsg` for the UDP hot path;
 //! - [`server`]: UDP and TCP port 53 on this host's gateway address, who may
 //!   ask, and forwarding the rest;
@@ -20,6 +21,7 @@
 
 pub mod answer;
 pub mod batch;
+pub mod lan;
 pub mod server;
 pub mod sync;
 pub mod table;
@@ -35,7 +37,7 @@ use std::{
 use flatnet_wire::Lease;
 
 use crate::config::Config;
-use answer::{Outcome, Transport, Zone};
+use answer::{Outcome, Scope, Transport, Zone};
 use table::{Entry, NameTable, Policy};
 
 /// The live name table and zone facts, shared by the server, the peer sync
@@ -116,6 +118,15 @@ impl Dns {
             pins: config.dns.pins.clone(),
             replicas: config.dns.replicas.iter().cloned().collect(),
         };
+        let lan = match &config.dns.lan {
+            Some(l) => Some(lan::LanZone {
+                domain: answer::domain_name(&l.domain)
+                    .map_err(|e| format!("[dns.lan] domain {:?}: {e}", l.domain))?,
+                address: l.address,
+                names: l.names.iter().cloned().collect(),
+            }),
+            None => None,
+        };
         Ok(Self {
             inner: RwLock::new(Inner {
                 table: NameTable::new(policy),
@@ -124,6 +135,7 @@ impl Dns {
                     cidr: config.cidr,
                     node: config.node_name.clone(),
                     serial: now as u32,
+                    lan,
                 },
                 earlier: HashMap::new(),
                 path: None,
@@ -220,8 +232,13 @@ impl Dns {
     }
 
     pub fn answer(&self, packet: &[u8], transport: Transport) -> Outcome {
+        self.answer_scoped(packet, transport, Scope::All)
+    }
+
+    /// Answer an asker in `scope` (outside the Flatnet: only the LAN zone).
+    pub fn answer_scoped(&self, packet: &[u8], transport: Transport, scope: Scope) -> Outcome {
         let g = self.read();
-        answer::answer(packet, &g.table, &g.zone, transport)
+        answer::answer_scoped(packet, &g.table, &g.zone, transport, scope)
     }
 
     /// `(node, name, ip, owns the bare name)` for every name served.

@@ -3,8 +3,9 @@
 //! It is bound with `IP_FREEBIND`, since the gateway address appears on the
 //! host only with the first container's veth (or the tunnel device).
 //! It answers only the Flatnet (containers and peers), this host itself and
-//! the `[dns] allow` list; anyone else gets REFUSED, so it is never an open
-//! resolver. Forwarded queries and TCP connections are capped, and TCP
+//! the `[dns] allow` list; anyone else gets the gateway's LAN zone
+//! (`[dns.lan]`, authoritative data only) and REFUSED for everything else,
+//! so it is never an open resolver. Forwarded queries and TCP connections are capped, and TCP
 //! connections that go quiet are closed, so a flood cannot starve other
 //! clients or grow memory without bound.
 
@@ -26,7 +27,7 @@ use tokio::{
 use tracing::{debug, warn};
 
 use super::{
-    answer::{Outcome, Transport},
+    answer::{Outcome, Scope, Transport},
     batch::{send_all, Batch, BATCH},
     upstream::Upstream,
     Dns,
@@ -171,8 +172,14 @@ impl Server {
         })
     }
 
-    fn allowed(&self, src: IpAddr) -> bool {
-        self.acl.allows(src, |ip| self.local.contains(ip))
+    /// Everything for the Flatnet, this host and the allow list; the LAN
+    /// zone only for anyone else.
+    fn scope(&self, src: IpAddr) -> Scope {
+        if self.acl.allows(src, |ip| self.local.contains(ip)) {
+            Scope::All
+        } else {
+            Scope::Lan
+        }
     }
 
     /// Serve until the process ends: the TCP listener on the runtime, and
@@ -214,17 +221,19 @@ impl Server {
                 let Some((q, src)) = batch.get(i) else {
                     continue;
                 };
-                if !self.allowed(src.ip()) {
-                    debug!(%src, "DNS: refused a query from outside the Flatnet");
-                    if let Some(r) = error_reply(q, ResponseCode::Refused) {
-                        out.push((r, src));
-                    }
-                    continue;
-                }
-                match self.dns.answer(q, Transport::Udp) {
+                let scope = self.scope(src.ip());
+                match self.dns.answer_scoped(q, Transport::Udp, scope) {
                     Outcome::Reply(r) => out.push((r, src)),
                     Outcome::Drop => {}
-                    Outcome::Forward => self.spawn_forward(q.to_vec(), src, udp.clone(), rt),
+                    Outcome::Forward if scope == Scope::All => {
+                        self.spawn_forward(q.to_vec(), src, udp.clone(), rt)
+                    }
+                    Outcome::Forward | Outcome::Refuse => {
+                        debug!(%src, "DNS: refused a query from outside the Flatnet");
+                        if let Some(r) = error_reply(q, ResponseCode::Refused) {
+                            out.push((r, src));
+                        }
+                    }
                 }
             }
             send_all(fd, &out);
@@ -283,7 +292,7 @@ impl Server {
     }
 
     async fn tcp_connection(&self, mut s: TcpStream, src: SocketAddr) -> std::io::Result<()> {
-        let allowed = self.allowed(src.ip());
+        let scope = self.scope(src.ip());
         for _ in 0..TCP_MAX_QUERIES {
             let len = match tokio::time::timeout(TCP_IDLE, s.read_u16()).await {
                 Ok(Ok(n)) => usize::from(n),
@@ -296,17 +305,14 @@ impl Server {
             {
                 return Ok(());
             }
-            let reply = if !allowed {
-                error_reply(&q, ResponseCode::Refused)
-            } else {
-                match self.dns.answer(&q, Transport::Tcp) {
-                    Outcome::Reply(r) => Some(r),
-                    Outcome::Drop => None,
-                    Outcome::Forward => match self.upstream.forward(&q).await {
-                        Some(r) => Some(r),
-                        None => error_reply(&q, ResponseCode::ServFail),
-                    },
-                }
+            let reply = match self.dns.answer_scoped(&q, Transport::Tcp, scope) {
+                Outcome::Reply(r) => Some(r),
+                Outcome::Drop => None,
+                Outcome::Forward if scope == Scope::All => match self.upstream.forward(&q).await {
+                    Some(r) => Some(r),
+                    None => error_reply(&q, ResponseCode::ServFail),
+                },
+                Outcome::Forward | Outcome::Refuse => error_reply(&q, ResponseCode::Refused),
             };
             let Some(r) = reply else { return Ok(()) };
             let Ok(n) = u16::try_from(r.len()) else {

@@ -25,6 +25,19 @@ catalog_url = http://10.87.0.1:7070/v1/catalog
         assert.equal("gateway.flatnet.test", cfg.status_host)
     end)
 
+    it("takes the LAN DNS relay: listen addresses and the Flatnet DNS upstream", function()
+        local cfg = assert(load([[
+domain = d.test
+catalog_url = http://10.87.1.1:7870/v1/catalog/all
+dns_listen = 192.168.10.5:53
+dns_upstream = 10.87.1.1:53
+]]))
+        assert.same({ "192.168.10.5:53" }, cfg.dns_listen)
+        assert.equal("10.87.1.1:53", cfg.dns_upstream)
+        local none = assert(load("domain = d.test\ncatalog_url = http://x/\n"))
+        assert.same({}, none.dns_listen)
+    end)
+
     local bad = {
         { "catalog_url = http://x/", "domain" },
         { "domain = d.test\nfoo = 1\n", "unknown key" },
@@ -36,6 +49,10 @@ catalog_url = http://10.87.0.1:7070/v1/catalog
         { "domain = d.test", "no routes" },
         { "domain = d.test\ndomain = e.test", "twice" },
         { "domain = d.test\ncatalog_url = http://x/\nlisten = 80x", "listen" },
+        { "domain = d.test\ncatalog_url = http://x/\ndns_listen = 53", "dns_upstream" },
+        { "domain = d.test\ncatalog_url = http://x/\ndns_listen = 53\ndns_upstream = 10.87.1.1", "dns_upstream" },
+        { "domain = d.test\ncatalog_url = http://x/\ndns_listen = x:53\ndns_upstream = 10.87.1.1:53", "dns_listen" },
+        { "domain = d.test\ncatalog_url = http://x/\ndns_upstream = 10.87.1.1:53", "dns_listen" },
     }
     for _, case in ipairs(bad) do
         it("rejects " .. case[1]:gsub("\n", "; "), function()

@@ -6,7 +6,7 @@ local httpclient = require("flatnet.gateway.httpclient")
 
 local M = {}
 
-local LISTS = { listen = true, listen_tls = true, allow = true, catalog_url = true }
+local LISTS = { listen = true, listen_tls = true, allow = true, catalog_url = true, dns_listen = true }
 
 M.DEFAULTS = {
     domain = nil,
@@ -30,6 +30,8 @@ M.DEFAULTS = {
     client_max_body_size = "0",
     status_host = "gateway",
     status_listen = "",
+    dns_listen = {},
+    dns_upstream = "",
     worker_processes = "1",
     worker_connections = 1024,
     user = "",
@@ -132,6 +134,21 @@ function M.finish(raw)
     end
     if cfg.status_listen ~= "" and not valid_listen(cfg.status_listen) then
         return nil, "status_listen: expected port or ipv4:port, got " .. cfg.status_listen
+    end
+    for _, v in ipairs(cfg.dns_listen) do
+        if not valid_listen(v) then
+            return nil, "dns_listen: expected port or ipv4:port, got " .. v
+        end
+    end
+    if #cfg.dns_listen > 0 then
+        local addr, port = cfg.dns_upstream:match("^([%d.]+):(%d+)$")
+        if not (addr and ipv4.is_ipv4(addr) and ipv4.is_port(tonumber(port))) then
+            return nil, "dns_upstream: expected the Flatnet DNS address as ipv4:port "
+                .. "(the gateway address flatnetctl status shows, port 53), got "
+                .. (cfg.dns_upstream == "" and "nothing" or cfg.dns_upstream)
+        end
+    elseif cfg.dns_upstream ~= "" then
+        return nil, "dns_upstream is set but dns_listen is not: give dns_listen = 53 to answer the LAN"
     end
     if #cfg.listen_tls > 0 and (cfg.tls_certificate == "" or cfg.tls_certificate_key == "") then
         return nil, "listen_tls needs tls_certificate and tls_certificate_key"
