@@ -134,6 +134,11 @@ impl Service {
         Ok(())
     }
 
+    /// Flatnet DNS, once attached.
+    pub fn dns(&self) -> Option<Arc<crate::dns::Dns>> {
+        self.dns.get().cloned()
+    }
+
     pub fn overlay(&self) -> Option<&Arc<dyn Backend>> {
         self.overlay.get()
     }

@@ -58,7 +58,9 @@ impl Lab {
             .map(str::to_string)
             .unwrap_or_else(|| self.lh.identity.fingerprint());
         let t = Token::generate(&self.addr.to_string(), &fp);
-        self.lh.mutate(|r| ((), r.add_token(&t, now(), ttl, false)));
+        self.lh
+            .mutate(|r| ((), r.add_token(&t, now(), ttl, false)))
+            .unwrap();
         (t.encode(), t.id())
     }
 }
@@ -110,7 +112,9 @@ async fn join_with_token_allocates_a_subnet_and_refuses_bad_tokens() {
 
     // Revoked.
     let (revoked, id) = lab.token(None, None);
-    lab.lh.mutate(|r| ((), r.revoke_token(&id).unwrap()));
+    lab.lh
+        .mutate(|r| ((), r.revoke_token(&id).unwrap()))
+        .unwrap();
     let e = join_with_token(&revoked, &b, "h2", vec![])
         .await
         .unwrap_err();

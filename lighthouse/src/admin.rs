@@ -47,7 +47,7 @@ pub fn handle(lh: &Lighthouse, req: AdminRequest) -> Result<Value, String> {
     match req {
         AdminRequest::TokenCreate { ttl_secs, reusable } => {
             let t = Token::generate(&lh.public_addr, &lh.identity.fingerprint());
-            lh.mutate(|r| ((), r.add_token(&t, now(), ttl_secs, reusable)));
+            lh.mutate(|r| ((), r.add_token(&t, now(), ttl_secs, reusable)))?;
             Ok(
                 json!({"token": t.encode(), "id": t.id(), "expires_in_secs": ttl_secs, "reusable": reusable}),
             )
@@ -67,7 +67,7 @@ pub fn handle(lh: &Lighthouse, req: AdminRequest) -> Result<Value, String> {
                     (Ok(n), ch)
                 }
                 Err(e) => (Err(e.message), vec![]),
-            })?;
+            })??;
             Ok(json!({"revoked": id, "nodes_removed": removed}))
         }
         AdminRequest::NodesList => Ok(lh.view(|r| {
@@ -80,7 +80,7 @@ pub fn handle(lh: &Lighthouse, req: AdminRequest) -> Result<Value, String> {
             lh.mutate(|r| match r.remove_node(&name) {
                 Ok(ch) => (Ok(()), ch),
                 Err(e) => (Err(e.message), vec![]),
-            })?;
+            })??;
             Ok(json!({"removed": name}))
         }
     }

@@ -62,6 +62,7 @@ fn err(code: LhErrorCode, message: impl Into<String>) -> RegistryError {
     }
 }
 
+#[derive(Clone)]
 pub struct Registry {
     cidr: Ipv4Net,
     host_prefix: u8,
@@ -75,6 +76,8 @@ pub struct Registry {
     used_subnets: HashSet<Ipv4Net>,
     /// No subnet below this index is free.
     free_hint: u64,
+    /// The id the next new node gets; ids are never reused.
+    next_id: u32,
 }
 
 /// Node names: 1-63 of `[A-Za-z0-9._-]`.
@@ -97,6 +100,7 @@ impl Registry {
             by_name: HashMap::new(),
             used_subnets: HashSet::new(),
             free_hint: 1,
+            next_id: 1,
         }
     }
 
@@ -106,8 +110,15 @@ impl Registry {
         self.used_subnets.insert(n.subnet);
     }
 
-    /// Load persisted state.
-    pub fn restore(&mut self, nodes: Vec<NodeRecord>, tokens: Vec<TokenRecord>) {
+    /// Load persisted state; `next_id` as stored (older stores have none).
+    pub fn restore(
+        &mut self,
+        nodes: Vec<NodeRecord>,
+        tokens: Vec<TokenRecord>,
+        next_id: Option<u32>,
+    ) {
+        let highest = nodes.iter().map(|n| n.id).max().unwrap_or(0);
+        self.next_id = next_id.unwrap_or(1).max(highest.saturating_add(1));
         for n in nodes {
             self.index(&n);
             self.nodes.insert(n.id, n);
@@ -115,6 +126,11 @@ impl Registry {
         for t in tokens {
             self.tokens.insert(t.id.clone(), t);
         }
+    }
+
+    /// The id the next new node will get (stored with every change).
+    pub fn next_id(&self) -> u32 {
+        self.next_id
     }
 
     pub fn cidr(&self) -> Ipv4Net {
@@ -277,7 +293,11 @@ impl Registry {
                 format!("no free /{} left in {}", self.host_prefix, self.cidr),
             )
         })?;
-        let id = self.nodes.keys().next_back().map_or(1, |m| m + 1);
+        let id = self.next_id;
+        self.next_id = self
+            .next_id
+            .checked_add(1)
+            .ok_or_else(|| err(LhErrorCode::Exhausted, "node ids are exhausted"))?;
         let node = NodeRecord {
             id,
             name: name.to_string(),
@@ -521,6 +541,26 @@ mod tests {
             LhErrorCode::BadToken
         );
         assert!(r.remove_node("a").is_err());
+    }
+
+    #[test]
+    fn node_ids_are_never_reused() {
+        let mut r = reg();
+        let t = tok(&mut r, None, true);
+        let (a, _) = r.admit("a", "KA", Some(&t), 100).unwrap();
+        let (b, _) = r.admit("b", "KB", Some(&t), 100).unwrap();
+        r.remove_node("b").unwrap();
+        let (c, _) = r.admit("c", "KC", Some(&t), 100).unwrap();
+        assert_eq!((a, b, c), (1, 2, 3));
+        // After a restart, from the stored counter, not the highest id
+        // left (which would hand c's id out again).
+        r.remove_node("c").unwrap();
+        let nodes: Vec<NodeRecord> = r.nodes().cloned().collect();
+        let tokens: Vec<_> = r.tokens().cloned().collect();
+        let mut again = reg();
+        again.restore(nodes, tokens, Some(r.next_id()));
+        let (d, _) = again.admit("d", "KD", Some(&t), 100).unwrap();
+        assert_eq!(d, 4);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use flatnet_wire::lighthouse::{
 use ipnet::Ipv4Net;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use tokio::sync::{mpsc, Notify};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     cert::{server_tls, CertError, Identity},
@@ -93,8 +93,8 @@ impl Lighthouse {
         let identity = Identity::load_or_create(state_dir)?;
         let store = Store::open(&state_dir.join("lighthouse.redb"))?;
         let mut registry = Registry::new(cidr, host_prefix);
-        let (nodes, tokens) = store.load()?;
-        registry.restore(nodes, tokens);
+        let (nodes, tokens, next_id) = store.load()?;
+        registry.restore(nodes, tokens, next_id);
         Ok(Arc::new(Self {
             shared: Mutex::new(Shared {
                 registry,
@@ -113,12 +113,32 @@ impl Lighthouse {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Run `f` on the registry and apply what it changed.
-    pub fn mutate<T>(&self, f: impl FnOnce(&mut Registry) -> (T, Vec<Change>)) -> T {
+    /// Run `f` on the registry, store what it changed (one transaction)
+    /// and announce it. If the store refuses, the registry is put back as
+    /// it was and the error is returned: nothing is answered or announced
+    /// that was not stored.
+    pub fn mutate<T>(
+        &self,
+        f: impl FnOnce(&mut Registry) -> (T, Vec<Change>),
+    ) -> Result<T, String> {
         let mut s = self.lock();
+        let before = s.registry.clone();
         let (out, changes) = f(&mut s.registry);
+        if let Err(e) = persist(&mut s, &changes) {
+            s.registry = before;
+            return Err(e);
+        }
         apply(&mut s, changes);
-        out
+        Ok(out)
+    }
+
+    /// Run `f`, whose changes are live data only (endpoints, online), and
+    /// announce them; nothing to store.
+    fn mutate_live(&self, f: impl FnOnce(&mut Registry) -> Vec<Change>) {
+        let mut s = self.lock();
+        let changes = f(&mut s.registry);
+        debug_assert!(!changes.iter().any(durable));
+        apply(&mut s, changes);
     }
 
     /// Read-only access to the registry.
@@ -274,10 +294,17 @@ impl Lighthouse {
         out: Outbox,
     ) -> Result<(u32, u64, LighthouseMsg), (LhErrorCode, String)> {
         let mut s = self.lock();
+        let before = s.registry.clone();
         let (id, changes) = s
             .registry
             .admit(name, public_key, token, now())
             .map_err(|e| (e.code, e.message))?;
+        // Stored before the Welcome: a node never gets a subnet (or an id)
+        // the Lighthouse would not have after a restart.
+        if let Err(e) = persist(&mut s, &changes) {
+            s.registry = before;
+            return Err((LhErrorCode::Internal, e));
+        }
         // Live data first, so the first announcement already carries it.
         let live = s.registry.connected(id, conn.remote_address(), local_addrs);
         apply(&mut s, changes.into_iter().chain(live).collect());
@@ -357,7 +384,7 @@ impl Lighthouse {
                 },
                 _ = tick.tick() => {
                     let observed = conn.remote_address();
-                    self.mutate(|r| ((), r.observed(id, observed)));
+                    self.mutate_live(|r| r.observed(id, observed));
                 }
             }
         };
@@ -375,11 +402,11 @@ impl Lighthouse {
         match msg {
             NodeMsg::Ping => {
                 let observed = conn.remote_address();
-                self.mutate(|r| ((), r.observed(id, observed)));
+                self.mutate_live(|r| r.observed(id, observed));
                 Some(LighthouseMsg::Pong { observed })
             }
             NodeMsg::Update { local_addrs } => {
-                self.mutate(|r| ((), r.update_local(id, local_addrs)));
+                self.mutate_live(|r| r.update_local(id, local_addrs));
                 None
             }
             NodeMsg::Punch { peer } => {
@@ -450,27 +477,50 @@ fn error(code: LhErrorCode, message: &str) -> LighthouseMsg {
     }
 }
 
-/// Persist registry changes and queue them for announcement (called with
-/// the lock held).
+/// Whether a change must be stored.
+fn durable(c: &Change) -> bool {
+    !matches!(c, Change::NodeLive(_))
+}
+
+/// Store the durable ones of `changes` in one transaction (called with the
+/// lock held). After a failure the database is opened again, since redb
+/// refuses all writes after an I/O error; if even that fails the process
+/// exits, for its supervisor to restart it on a healthy disk.
+fn persist(s: &mut Shared, changes: &[Change]) -> Result<(), String> {
+    if !changes.iter().any(durable) {
+        return Ok(());
+    }
+    let Err(e) = s.store.commit(changes, s.registry.next_id()) else {
+        return Ok(());
+    };
+    let e = flatnet_wire::plain_error(&e);
+    error!(
+        "storing a registry change failed: {e}; the change was refused and nothing \
+         was changed. Check free space and the disk of the state dir"
+    );
+    if let Err(re) = s.store.reopen() {
+        let re = flatnet_wire::plain_error(&re);
+        error!(
+            "reopening the Lighthouse database failed too: {re}; exiting so that the \
+             service manager restarts the Lighthouse"
+        );
+        std::process::exit(1);
+    }
+    Err(format!(
+        "the Lighthouse could not store this change ({e}); nothing was changed. \
+         Its state dir may be full: free space there and try again"
+    ))
+}
+
+/// Queue stored (or live) changes for announcement (called with the lock
+/// held).
 fn apply(s: &mut Shared, changes: Vec<Change>) {
     for c in changes {
         match c {
-            Change::TokenSaved(t) => {
-                if let Err(e) = s.store.save_token(&t) {
-                    warn!("saving token: {e}");
-                }
-            }
-            Change::NodeSaved(n) => {
-                if let Err(e) = s.store.save_node(&n) {
-                    warn!("saving node {}: {e}", n.name);
-                }
-                s.pending.upsert(n.id);
-            }
+            Change::TokenSaved(_) => {}
+            Change::NodeSaved(n) => s.pending.upsert(n.id),
             Change::NodeLive(id) => s.pending.upsert(id),
             Change::NodeRemoved(id) => {
-                if let Err(e) = s.store.remove_node(id) {
-                    warn!("removing node {id}: {e}");
-                }
                 if let Some(sess) = s.sessions.remove(&id) {
                     let _ = sess.out.push_msg(&error(
                         LhErrorCode::Removed,

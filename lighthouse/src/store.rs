@@ -1,15 +1,25 @@
 //! The Lighthouse's persistent state in redb (`<state_dir>/lighthouse.redb`):
-//! nodes (id → record) and tokens (id → record). Each change is one durable
-//! transaction; see docs/architecture.md for why redb.
+//! nodes (id → record), tokens (id → record) and the next node id. All the
+//! changes of one join or admin command are one durable transaction
+//! ([`Store::commit`]); see docs/architecture.md for why redb.
+//!
+//! After an I/O error redb refuses every later write until the database is
+//! opened again, so the server calls [`Store::reopen`] after a failed commit.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::{registry::NodeRecord, token::TokenRecord};
+use crate::{
+    registry::{Change, NodeRecord},
+    token::TokenRecord,
+};
 
 const NODES: TableDefinition<u32, &str> = TableDefinition::new("nodes");
 const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Node ids are never reused: the next one is stored with every new node.
+const NEXT_ID: &str = "next_node_id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,22 +44,50 @@ db_err!(
     redb::CommitError
 );
 
+/// What [`Store::load`] returns: nodes, tokens and the next node id.
+pub type Loaded = (Vec<NodeRecord>, Vec<TokenRecord>, Option<u32>);
+
 pub struct Store {
-    db: Database,
+    path: PathBuf,
+    /// `None` only between a failed reopen's drop and its open.
+    db: Option<Database>,
+}
+
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::create(path)?;
+    let tx = db.begin_write()?;
+    tx.open_table(NODES)?;
+    tx.open_table(TOKENS)?;
+    tx.open_table(META)?;
+    tx.commit()?;
+    Ok(db)
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
-        let tx = db.begin_write()?;
-        tx.open_table(NODES)?;
-        tx.open_table(TOKENS)?;
-        tx.commit()?;
-        Ok(Self { db })
+        Ok(Self {
+            path: path.to_path_buf(),
+            db: Some(open_db(path)?),
+        })
     }
 
-    pub fn load(&self) -> Result<(Vec<NodeRecord>, Vec<TokenRecord>), StoreError> {
-        let tx = self.db.begin_read()?;
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| {
+            StoreError::Db(redb::Error::Io(std::io::Error::other(
+                "the database is closed after a failed reopen",
+            )))
+        })
+    }
+
+    /// Close and open the database again (after an I/O error).
+    pub fn reopen(&mut self) -> Result<(), StoreError> {
+        self.db = None;
+        self.db = Some(open_db(&self.path)?);
+        Ok(())
+    }
+
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        let tx = self.db()?.begin_read()?;
         let mut nodes = Vec::new();
         for row in tx.open_table(NODES)?.iter()? {
             let (_, v) = row?;
@@ -60,29 +98,36 @@ impl Store {
             let (_, v) = row?;
             tokens.push(serde_json::from_str(v.value())?);
         }
-        Ok((nodes, tokens))
+        let next = tx
+            .open_table(META)?
+            .get(NEXT_ID)?
+            .and_then(|v| u32::try_from(v.value()).ok());
+        Ok((nodes, tokens, next))
     }
 
-    pub fn save_node(&self, n: &NodeRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_string(n)?;
-        let tx = self.db.begin_write()?;
-        tx.open_table(NODES)?.insert(n.id, json.as_str())?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    pub fn remove_node(&self, id: u32) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
-        tx.open_table(NODES)?.remove(id)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    pub fn save_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
-        let json = serde_json::to_string(t)?;
-        let tx = self.db.begin_write()?;
-        tx.open_table(TOKENS)?
-            .insert(t.id.as_str(), json.as_str())?;
+    /// Store every durable change (nodes, tokens, the next node id) in one
+    /// transaction: all of them or, on any error, none.
+    pub fn commit(&self, changes: &[Change], next_id: u32) -> Result<(), StoreError> {
+        let tx = self.db()?.begin_write()?;
+        {
+            let mut nodes = tx.open_table(NODES)?;
+            let mut tokens = tx.open_table(TOKENS)?;
+            for c in changes {
+                match c {
+                    Change::NodeSaved(n) => {
+                        nodes.insert(n.id, serde_json::to_string(n)?.as_str())?;
+                    }
+                    Change::NodeRemoved(id) => {
+                        nodes.remove(*id)?;
+                    }
+                    Change::TokenSaved(t) => {
+                        tokens.insert(t.id.as_str(), serde_json::to_string(t)?.as_str())?;
+                    }
+                    Change::NodeLive(_) => {}
+                }
+            }
+            tx.open_table(META)?.insert(NEXT_ID, u64::from(next_id))?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -114,12 +159,22 @@ mod tests {
         };
         {
             let s = Store::open(&p).unwrap();
-            s.save_node(&n).unwrap();
-            s.save_token(&t).unwrap();
+            s.commit(
+                &[Change::TokenSaved(t.clone()), Change::NodeSaved(n.clone())],
+                4,
+            )
+            .unwrap();
         }
-        let s = Store::open(&p).unwrap();
-        assert_eq!(s.load().unwrap(), (vec![n], vec![t]));
-        s.remove_node(3).unwrap();
-        assert!(s.load().unwrap().0.is_empty());
+        let mut s = Store::open(&p).unwrap();
+        assert_eq!(s.load().unwrap(), (vec![n], vec![t], Some(4)));
+        s.reopen().unwrap();
+        s.commit(&[Change::NodeRemoved(3)], 4).unwrap();
+        let (nodes, _, next) = s.load().unwrap();
+        assert!(nodes.is_empty());
+        assert_eq!(
+            next,
+            Some(4),
+            "the removed node's id is not handed out again"
+        );
     }
 }

@@ -435,21 +435,23 @@ async fn many_nodes_one_round_of_frames_and_a_welcome_that_spans_frames() {
     let mut watcher = lab.join("watcher", &key(), Some(t.clone())).await.unwrap();
     // 150 nodes registered in one registry mutation: one announcement round.
     let n = 150;
-    lab.lh.mutate(|r| {
-        let mut all = Vec::new();
-        for i in 0..n {
-            let k = encode_key(&PublicKey::from(&key()));
-            let (id, ch) = r.admit(&format!("bulk-{i}"), &k, Some(&t), now()).unwrap();
-            all.extend(ch);
-            // Fat records (16 LAN addresses): the late joiner's peer list
-            // is then far beyond one 64 KiB frame.
-            let lan = (1..=16)
-                .map(|h| SocketAddr::from(([192, 168, 100, h], 51820)))
-                .collect();
-            all.extend(r.connected(id, "198.51.100.7:40000".parse().unwrap(), lan));
-        }
-        ((), all)
-    });
+    lab.lh
+        .mutate(|r| {
+            let mut all = Vec::new();
+            for i in 0..n {
+                let k = encode_key(&PublicKey::from(&key()));
+                let (id, ch) = r.admit(&format!("bulk-{i}"), &k, Some(&t), now()).unwrap();
+                all.extend(ch);
+                // Fat records (16 LAN addresses): the late joiner's peer list
+                // is then far beyond one 64 KiB frame.
+                let lan = (1..=16)
+                    .map(|h| SocketAddr::from(([192, 168, 100, h], 51820)))
+                    .collect();
+                all.extend(r.connected(id, "198.51.100.7:40000".parse().unwrap(), lan));
+            }
+            ((), all)
+        })
+        .unwrap();
     let mut seen = std::collections::BTreeSet::new();
     let mut frames = 0;
     while seen.len() < n {

@@ -48,6 +48,7 @@ sed -i "1i $MODS" "$T/plain/nginx.conf"
 echo "route web / 127.0.0.1:18400" >"$T/gw/static.conf"
 cat >"$T/gw/gateway.conf" <<EOF2
 domain = flatnet.test
+flatnet_cidr = 127.0.0.0/8
 listen = 127.0.0.1:18401
 user = root
 static_routes = $T/gw/static.conf

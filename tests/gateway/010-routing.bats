@@ -84,6 +84,9 @@ teardown() {
     run lua5.1 "$FGW_RENDER" /dev/stdin <<<"domain = x.test"
     [ "$status" -ne 0 ]
     [[ "$output" == *"no routes"* ]]
+    run lua5.1 "$FGW_RENDER" /dev/stdin <<<$'domain = x.test\ncatalog_url = http://a/'
+    [ "$status" -ne 0 ]
+    [[ "$output" == *"flatnet_cidr: the Flatnet's address range is required"* ]]
     run lua5.1 "$FGW_RENDER" /dev/stdin <<<$'domain = x.test\ncatalog_url = http://a/\nallow = 10.0.0.0/99'
     [ "$status" -ne 0 ]
     [[ "$output" == *"allow"* ]]

@@ -91,7 +91,7 @@ has_route() {
     for i in "${!bad[@]}"; do
         printf '%s' "${bad[$i]}" >"$cat"
         fgw_eventually 5 bash -c "$(declare -f fgw_curl fgw_status_json fgw_json source_error); FGW_NS=$FGW_NS FGW_GW_IP=$FGW_GW_IP FGW_DOMAIN=$FGW_DOMAIN FGW_PYTHON=$FGW_PYTHON; source_error | grep -qF '${want[$i]}'"
-        [ "$(routes_hosts)" = "web.flatnet.test" ]
+        [ "$(routes_hosts)" = "web.flatnet.test web.host1.flatnet.test" ]
         [ "$(backend_of web)" = web ]
         grep -qF "${want[$i]}" "$FGW_TMP/gw/logs/error.log"
     done
@@ -123,7 +123,7 @@ has_route() {
         "$FGW_TMP/gw/logs/error.log"
 }
 
-@test "catalogs of several hosts merge: one name, several targets; static file overrides" {
+@test "catalogs of several hosts: a bare name has one owner, the other at <name>.<node>; replicas opt in; static overrides" {
     fgw_backend web2 10.87.3.5 8080
     fgw_catalog_server
     mkdir -p "$FGW_TMP/c2"
@@ -133,8 +133,42 @@ has_route() {
     echo "route web /api 10.87.2.7:9000" >"$FGW_TMP/static.conf"
     start_gateway "catalog_url = http://10.87.0.3:7070/v1/catalog
 static_routes = $FGW_TMP/static.conf"
-    fgw_eventually 5 bash -c "$(declare -f fgw_curl fgw_status_json fgw_json); FGW_NS=$FGW_NS FGW_GW_IP=$FGW_GW_IP FGW_DOMAIN=$FGW_DOMAIN FGW_PYTHON=$FGW_PYTHON; fgw_status_json | fgw_json '[len(r[\"targets\"]) for r in j[\"routes\"] if r[\"prefix\"] == \"/\"][0]' | grep -qx 2"
+    fgw_eventually 5 has_route web.host3 web2
+    # Both seen in the same refresh: host1 owns "web" (node name order); every
+    # request for web.flatnet.test goes there, none to host3's container.
+    seen=$(for i in 1 2 3 4 5 6 7 8; do backend_of web; done | sort | uniq -c | awk '{print $2 "=" $1}' | paste -sd' ')
+    [ "$seen" = "web=8" ]
+    [ "$(backend_of web.host1)" = web ]
+    fgw_status_json | grep -q "service web on node host3 does not own the name web: only at web.host3.flatnet.test"
+    [ "$(fgw_curl http://web.flatnet.test/api/x | fgw_json 'j["backend"]')" = api ]
+    # Balancing across hosts is explicit.
+    fgw_gateway_stop
+    sleep 0.5
+    start_gateway "catalog_url = http://10.87.0.3:7070/v1/catalog
+static_routes = $FGW_TMP/static.conf
+replicas = web"
+    fgw_eventually 5 has_route web.host3 web2
     seen=$(for i in 1 2 3 4; do backend_of web; done | sort -u | paste -sd' ')
     [ "$seen" = "web web2" ]
-    [ "$(fgw_curl http://web.flatnet.test/api/x | fgw_json 'j["backend"]')" = api ]
+}
+
+@test "a catalog naming an address outside the Flatnet (the gateway's loopback) is never proxied to" {
+    # A loopback-only admin service on the gateway host.
+    fgw_spawn gw backend-admin "$FGW_PYTHON" "$FGW_PY/backend.py" --name admin --bind 127.0.0.1 --port 9999 \
+        --verbose >"$FGW_TMP/backend-admin.pid"
+    fgw_wait_port gw 127.0.0.1 9999
+    fgw_catalog_server
+    fgw_catalog host1 "web 10.87.1.5 8080" "admin 127.0.0.1 9999"
+    start_gateway
+    fgw_eventually 5 has_route web web
+    [ "$(fgw_curl -o /dev/null -w '%{http_code}' http://admin.flatnet.test/x)" = 404 ]
+    [ "$(fgw_curl -o /dev/null -w '%{http_code}' http://admin.host1.flatnet.test/x)" = 404 ]
+    # It logs every request it gets: none so far.
+    ! grep -q '"GET ' "$FGW_TMP/backend-admin.log"
+    fgw_status_json | grep -q "service admin on node host1: 127.0.0.1 is outside the Flatnet 10.87.0.0"
+    grep -q "service admin on node host1: 127.0.0.1 is outside the Flatnet 10.87.0.0/16: not routed" \
+        "$FGW_TMP/gw/logs/error.log"
+    # The admin service is there: the gateway chose not to reach it.
+    ip netns exec "$FGW_NS-gw" curl -sf http://127.0.0.1:9999/x | grep -q admin
+    grep -q '"GET /x ' "$FGW_TMP/backend-admin.log"
 }

@@ -125,6 +125,7 @@ fgw_gateway_start() {
     {
         cat <<EOF2
 domain = $FGW_DOMAIN
+flatnet_cidr = 10.87.0.0/16
 user = root
 listen = 80
 refresh_interval = 1

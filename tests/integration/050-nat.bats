@@ -110,17 +110,9 @@ both_ways() {
     nat_inet_create
     lh_start
     nat_router_create 1 ""
-    ip netns add "$(ns h1)"
-    in_ns r1 ip link add lan0 type veth peer name lan0 netns "$(ns h1)"
-    in_ns r1 ip addr add 192.168.1.254/24 dev lan0
-    in_ns r1 ip link set lan0 up
-    in_ns h1 ip addr add 192.168.1.1/24 dev lan0
-    in_ns h1 ip link set lan0 up
-    in_ns h1 ip route add default via 192.168.1.254
-    mkdir -p "$FN_TMP/h1"
-    printf 'node_name = "h1"\nstate_dir = "%s"\nsocket = "%s"\n' \
-        "$FN_TMP/h1/state" "$FN_TMP/h1/flatnetd.sock" > "$FN_TMP/h1/flatnetd.toml"
-    join() { in_ns h1 "$FLATNETD" --config "$FN_TMP/h1/flatnetd.toml" join "$1"; }
+    nat_host_netns 1
+    nat_join_config 1
+    join() { nat_join 1 "$1"; }
 
     run join flatnet1_garbage
     [ "$status" -ne 0 ]

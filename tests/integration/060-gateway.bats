@@ -97,6 +97,7 @@ office_dns() {
     web_on_h2
     GW_EXTRA="dns_listen = $GW_IP:53
 dns_upstream = $GW1:53" gw_start 1 "http://$GW1:7070/v1/catalog/all"
+    gw_wait_route "$FN_PREFIX-web" 20
     # The office's resolver is the gateway, and nothing else: no hosts entry,
     # no --host-resolver-rules, no curl --connect-to.
     mkdir -p "/etc/netns/$(ns office)"
@@ -128,6 +129,38 @@ dns_upstream = $GW1:53" gw_start 1 "http://$GW1:7070/v1/catalog/all"
     pm h2 rm -f -t 0 "$FN_PREFIX-new" >/dev/null
     for i in $(seq 40); do [ "$(office_dns "$FN_PREFIX-new.$GW_DOMAIN")" = "NXDOMAIN " ] && break; sleep 0.05; done
     [ "$(office_dns "$FN_PREFIX-new.$GW_DOMAIN")" = "NXDOMAIN " ]
+}
+
+@test "a container on another host with the same name gets none of the name's requests: it is at <name>.<node>" {
+    podman_setup
+    podman_conflist h1 flatnet-h1
+    podman_conflist h2 flatnet-h2
+    # h1's "web" first; then h2 starts a "web" of its own.
+    pm h1 run -d --name "$FN_PREFIX-web" --network flatnet-h1 -p 8080:80 "$PODMAN_IMAGE" \
+        sh -c 'echo page-of-h1 > /tmp/index.html; exec httpd -f -p 80 -h /tmp' >/dev/null
+    gw_start 1 "http://$GW1:7070/v1/catalog/all"
+    gw_wait_route "$FN_PREFIX-web" 20
+    # (A CNI container: both hosts share one Podman 4.3 store here, so one name.)
+    ip netns add "$(ns h2-web)"
+    netconf h2 1.0.0 '"runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}' |
+        cni h2 ADD cid-web "/run/netns/$(ns h2-web)" eth0 "IgnoreUnknown=1;K8S_POD_NAME=$FN_PREFIX-web" \
+        > "$FN_TMP/h2/web.json"
+    mkdir -p "$FN_TMP/www2"
+    echo page-of-h2 > "$FN_TMP/www2/index.html"
+    in_ns h2-web python3 -m http.server 80 --bind "$(container_ip h2 web)" --directory "$FN_TMP/www2" \
+        >/dev/null 2>&1 &
+    disown $! 2>/dev/null || true
+    gw_wait_route "$FN_PREFIX-web.h2" 20
+    # h1's flatnetd says who owns the name (Flatnet DNS's rule), and the gateway follows.
+    all="$(in_ns r1 curl -sS --max-time 10 "http://$GW1:7070/v1/catalog/all")"
+    [ "$(echo "$all" | jq -r '.services[] | select(.node == "h1") | .owner')" = true ]
+    [ "$(echo "$all" | jq -r '.services[] | select(.node == "h2") | .owner')" = false ]
+    got="$(for i in 1 2 3 4 5 6 7 8; do gw_curl "http://$FN_PREFIX-web.$GW_DOMAIN/"; done | sort | uniq -c | awk '{print $2 "=" $1}')"
+    [ "$got" = "page-of-h1=8" ]
+    [ "$(gw_curl "http://$FN_PREFIX-web.h2.$GW_DOMAIN/")" = page-of-h2 ]
+    [ "$(gw_curl "http://$FN_PREFIX-web.h1.$GW_DOMAIN/")" = page-of-h1 ]
+    # Flatnet DNS agrees, on both hosts.
+    [ "$(in_ns h2 dig +short "@$GW2" "$FN_PREFIX-web.flatnet")" = "$(pm h1 inspect -f '{{(index .NetworkSettings.Networks "flatnet-h1").IPAddress}}' "$FN_PREFIX-web")" ]
 }
 
 @test "git clone and push through the gateway to a git server in a container on another host" {

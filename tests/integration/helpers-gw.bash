@@ -41,7 +41,8 @@ gw_start() {
     mkdir -p "$FN_TMP/gw/logs" "$FN_TMP/gw/temp"
     echo "r$n" > "$FN_TMP/gw/router"
     {
-        printf 'domain = %s\nuser = root\nlisten = 80\nrefresh_interval = 1\n' "$GW_DOMAIN"
+        printf 'domain = %s\nflatnet_cidr = 10.87.0.0/16\nuser = root\nlisten = 80\nrefresh_interval = 1\n' \
+            "$GW_DOMAIN"
         printf 'health_interval = 1\nerror_log = logs/error.log\nerror_log_level = info\n'
         printf 'allow = 192.168.200.0/24\n'
         for u in "$@"; do printf 'catalog_url = %s\n' "$u"; done

@@ -84,10 +84,10 @@ nat_router_create() {
     nat_masquerade "$n" "$mode"
 }
 
-# nat_host_create N [EXTRA_TOML]: host hN behind router N, its flatnetd
-# joined with a fresh token (the subnet comes from the Lighthouse).
-nat_host_create() {
-    local n="$1" h="h$1" extra="${2:-}" token
+# nat_host_netns N: host hN's namespace behind router N (192.168.N.1), no
+# flatnetd yet.
+nat_host_netns() {
+    local n="$1" h="h$1"
     ip netns add "$(ns "$h")"
     in_ns "$h" ip link set lo up
     in_ns "r$n" ip link add lan0 type veth peer name lan0 netns "$(ns "$h")"
@@ -96,6 +96,22 @@ nat_host_create() {
     in_ns "$h" ip addr add "192.168.$n.1/24" dev lan0
     in_ns "$h" ip link set lan0 up
     in_ns "$h" ip route add default via "192.168.$n.254"
+}
+
+# nat_join_config N: a minimal flatnetd.toml for hN (no token), for
+# `flatnetd join`; nat_join N TOKEN runs the join.
+nat_join_config() {
+    mkdir -p "$FN_TMP/h$1"
+    printf 'node_name = "h%s"\nstate_dir = "%s"\nsocket = "%s"\n' \
+        "$1" "$FN_TMP/h$1/state" "$FN_TMP/h$1/flatnetd.sock" > "$FN_TMP/h$1/flatnetd.toml"
+}
+nat_join() { in_ns "h$1" "$FLATNETD" --config "$FN_TMP/h$1/flatnetd.toml" join "$2"; }
+
+# nat_host_create N [EXTRA_TOML]: host hN behind router N, its flatnetd
+# joined with a fresh token (the subnet comes from the Lighthouse).
+nat_host_create() {
+    local n="$1" h="h$1" extra="${2:-}" token
+    nat_host_netns "$n"
     token="$(lh token create --ttl 1h 2>/dev/null)"
     mkdir -p "$FN_TMP/$h"
     cat > "$FN_TMP/$h/flatnetd.toml" <<TOML

@@ -41,6 +41,14 @@ pub struct Service {
     pub node: String,
     pub ip: Ipv4Addr,
     pub ports: Vec<ServicePort>,
+    /// Whether this service owns the bare name `<name>` on the Flatnet
+    /// (Flatnet DNS's rule: pinned, else first come; several only for
+    /// opted-in replicas). Set by the host serving the catalog, never taken
+    /// from a peer; absent when that host runs no Flatnet DNS. Gateways
+    /// route `<name>.<domain>` to owners only and `<name>.<node>.<domain>`
+    /// to each node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,6 +27,10 @@ use crate::service::SharedService;
 
 const MAX_HEAD: usize = 8192;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; gateways need one each per refresh.
+pub const MAX_CONNS: usize = 128;
+/// A request head must arrive this soon after the connection.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 /// A peer's catalog must arrive within this (the gateway waits for ours).
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -54,6 +58,7 @@ pub fn build(node: &str, leases: &[Lease]) -> Catalog {
                 node: node.to_string(),
                 ip: l.ip,
                 ports,
+                owner: None,
             })
         })
         .collect();
@@ -75,6 +80,11 @@ struct Server {
 }
 
 /// Serve the catalog until the task is dropped.
+///
+/// At most [`MAX_CONNS`] connections at once (more are closed at once), and
+/// a request head must arrive within [`HEAD_TIMEOUT`], so idle connections
+/// cannot pile up and take the process's file descriptors (which the API
+/// socket needs too).
 pub async fn serve(listener: TcpListener, service: SharedService) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let server = Arc::new(Server {
@@ -82,9 +92,14 @@ pub async fn serve(listener: TcpListener, service: SharedService) {
         port,
         peers: Mutex::new(PeerCatalogs::default()),
     });
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNS));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    debug!(%peer, "catalog: {MAX_CONNS} connections open; closing a new one");
+                    continue;
+                };
                 let svc = server.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(IO_TIMEOUT, handle(stream, svc)).await {
@@ -92,10 +107,14 @@ pub async fn serve(listener: TcpListener, service: SharedService) {
                         Err(_) => debug!(%peer, "catalog request timed out"),
                         Ok(Ok(())) => {}
                     }
+                    drop(slot);
                 });
             }
             Err(e) => {
-                warn!("accept on catalog listener: {e}");
+                warn!(
+                    "accepting on the catalog listener: {}; retrying",
+                    flatnet_wire::plain_error(&e)
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -121,6 +140,16 @@ pub fn respond(head: &[u8], catalog: impl FnOnce() -> Result<Catalog, String>) -
     }
 }
 
+/// Whether a request needs a catalog built (and peers asked, for `all`):
+/// only a GET of one of the two catalog paths does.
+fn wants_catalog(head: &[u8]) -> Option<bool> {
+    match request_line(head) {
+        (m, p) if m == "GET" && p == "/v1/catalog" => Some(false),
+        (m, p) if m == "GET" && p == "/v1/catalog/all" => Some(true),
+        _ => None,
+    }
+}
+
 /// Method and path (without query) of a request head.
 fn request_line(head: &[u8]) -> (String, String) {
     let text = String::from_utf8_lossy(head);
@@ -128,6 +157,21 @@ fn request_line(head: &[u8]) -> (String, String) {
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
     (method, path.to_string())
+}
+
+/// The request head (up to the blank line, or just past [`MAX_HEAD`]);
+/// `None` if the client closed first.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() <= MAX_HEAD {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(Some(head))
 }
 
 /// This host's catalog, and with `all` every peer's merged in.
@@ -138,8 +182,17 @@ async fn catalog_for(server: &Arc<Server>, all: bool) -> Result<Catalog, String>
         .map_err(|e| e.to_string())?
         .map_err(|e| e.message)?;
     let own = build(&st.node, &st.leases);
+    let dns = server.service.dns();
+    let owned = |mut c: Catalog| {
+        if let Some(d) = &dns {
+            for s in &mut c.services {
+                s.owner = Some(d.owns(&s.name, s.ip));
+            }
+        }
+        c
+    };
     if !all {
-        return Ok(own);
+        return Ok(owned(own));
     }
     let peers: Vec<Peer> = st
         .peers
@@ -153,7 +206,7 @@ async fn catalog_for(server: &Arc<Server>, all: bool) -> Result<Catalog, String>
         .peers
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .due(&peers, Instant::now());
+        .claim_due(&peers, Instant::now());
     let mut fetches = tokio::task::JoinSet::new();
     for p in due {
         let port = server.port;
@@ -180,7 +233,7 @@ async fn catalog_for(server: &Arc<Server>, all: bool) -> Result<Catalog, String>
         }
         pc.record(&p, r, now);
     }
-    Ok(pc.merge(own, &peers, now))
+    Ok(owned(pc.merge(own, &peers, now)))
 }
 
 /// `GET http://addr/v1/catalog`: a peer's own catalog.
@@ -230,21 +283,19 @@ fn error_body(msg: &str) -> String {
 }
 
 async fn handle(mut stream: TcpStream, server: Arc<Server>) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > MAX_HEAD {
-            let resp = "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
-            return stream.write_all(resp.as_bytes()).await;
-        }
+    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
+        Ok(Ok(Some(h))) => h,
+        Ok(Ok(None)) | Err(_) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+    };
+    if head.len() > MAX_HEAD {
+        let resp = "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        return stream.write_all(resp.as_bytes()).await;
     }
-    let all = request_line(&head).1 == "/v1/catalog/all";
-    let catalog = catalog_for(&server, all).await;
+    let catalog = match wants_catalog(&head) {
+        Some(all) => catalog_for(&server, all).await,
+        None => Err(String::new()), // answered 404/405 without it
+    };
     let (code, body) = respond(&head, move || catalog);
     let reason = match code {
         200 => "OK",
@@ -266,6 +317,31 @@ mod tests {
     use flatnet_wire::{AttachmentKey, PortMapping};
 
     use super::*;
+
+    #[test]
+    fn only_a_get_of_a_catalog_path_builds_one() {
+        assert_eq!(
+            wants_catalog(b"GET /v1/catalog/all HTTP/1.1\r\n\r\n"),
+            Some(true)
+        );
+        assert_eq!(
+            wants_catalog(b"GET /v1/catalog?x=1 HTTP/1.1\r\n\r\n"),
+            Some(false)
+        );
+        for head in [
+            &b"POST /v1/catalog/all HTTP/1.1\r\n\r\n"[..],
+            b"HEAD /v1/catalog/all HTTP/1.1\r\n\r\n",
+            b"GET /v1/other HTTP/1.1\r\n\r\n",
+            b"\r\n\r\n",
+        ] {
+            assert_eq!(
+                wants_catalog(head),
+                None,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
 
     fn lease(name: Option<&str>, ip: &str, ports: &[u16]) -> Lease {
         Lease {

@@ -64,6 +64,7 @@ pub fn accept(peer: &Peer, c: Catalog) -> Result<Vec<Service>, String> {
             continue;
         }
         s.node.clone_from(&peer.name);
+        s.owner = None; // ours to decide, not the peer's
         out.push(s);
     }
     Ok(out)
@@ -81,24 +82,36 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct PeerCatalogs {
     entries: HashMap<String, Entry>,
+    /// When each peer was last asked (whatever came of it).
+    tried: HashMap<String, Instant>,
 }
 
 impl PeerCatalogs {
-    /// Peers whose catalog should be fetched now (not fetched successfully
-    /// within [`FRESH_FOR`]).
-    pub fn due(&self, peers: &[Peer], now: Instant) -> Vec<Peer> {
-        peers
+    /// Peers whose catalog should be fetched now, claimed by the caller:
+    /// not asked within [`FRESH_FOR`], whether that went well or not, so
+    /// requests for `/v1/catalog/all` (however many) ask a failing peer at
+    /// most once per interval.
+    pub fn claim_due(&mut self, peers: &[Peer], now: Instant) -> Vec<Peer> {
+        self.tried.retain(|n, _| peers.iter().any(|p| &p.name == n));
+        let due: Vec<Peer> = peers
             .iter()
-            .filter(|p| match self.entries.get(&p.name) {
-                Some(e) => {
-                    e.subnet != p.subnet
-                        || e.error.is_some()
-                        || now.saturating_duration_since(e.fetched) >= FRESH_FOR
-                }
-                None => true,
+            .filter(|p| {
+                let moved = self
+                    .entries
+                    .get(&p.name)
+                    .is_some_and(|e| e.subnet != p.subnet);
+                moved
+                    || self
+                        .tried
+                        .get(&p.name)
+                        .is_none_or(|t| now.saturating_duration_since(*t) >= FRESH_FOR)
             })
             .cloned()
-            .collect()
+            .collect();
+        for p in &due {
+            self.tried.insert(p.name.clone(), now);
+        }
+        due
     }
 
     /// Record a fetch result.
@@ -194,6 +207,7 @@ mod tests {
                 port: 80,
                 protocol: "tcp".into(),
             }],
+            owner: None,
         }
     }
 
@@ -218,12 +232,15 @@ mod tests {
         let p = peer("h2", "10.87.2.0/24");
         let mut zero = svc("noport", "h2", "10.87.2.9");
         zero.ports[0].port = 0;
+        let mut claims = svc("web", "h9", "10.87.2.5");
+        claims.owner = Some(true); // a peer cannot claim a bare name
+
         let got = accept(
             &p,
             cat(
                 "liar",
                 vec![
-                    svc("web", "h9", "10.87.2.5"),
+                    claims,
                     svc("forgejo", "h2", "10.87.1.5"), // h1's subnet: hijack attempt
                     svc("Bad_Name", "h2", "10.87.2.6"),
                     zero,
@@ -233,6 +250,7 @@ mod tests {
         .unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].name.as_str(), got[0].node.as_str()), ("web", "h2"));
+        assert_eq!(got[0].owner, None);
         let mut v2 = cat("h2", vec![]);
         v2.version = 2;
         assert!(accept(&p, v2).is_err());
@@ -243,7 +261,7 @@ mod tests {
         let t0 = Instant::now();
         let peers = [peer("h2", "10.87.2.0/24"), peer("h3", "10.87.3.0/24")];
         let mut pc = PeerCatalogs::default();
-        assert_eq!(pc.due(&peers, t0).len(), 2);
+        assert_eq!(pc.claim_due(&peers, t0).len(), 2);
         pc.record(
             &peers[0],
             Ok(cat("h2", vec![svc("web", "h2", "10.87.2.5")])),
@@ -258,13 +276,10 @@ mod tests {
         assert_eq!(m.peers[0].services, 1);
         assert_eq!(m.peers[1].error.as_deref(), Some("connection refused"));
 
-        // h2 fetched just now is not due; h3 (failed) is.
-        let due: Vec<_> = pc
-            .due(&peers, t0 + Duration::from_secs(1))
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
-        assert_eq!(due, ["h3"]);
+        // Nobody is asked again within FRESH_FOR, not even the failing h3
+        // (however many requests come in); after it, both are.
+        assert!(pc.claim_due(&peers, t0 + Duration::from_secs(1)).is_empty());
+        assert_eq!(pc.claim_due(&peers, t0 + FRESH_FOR).len(), 2);
 
         // h2 stops answering: its services stay until STALE_FOR.
         let t1 = t0 + Duration::from_secs(60);
@@ -285,7 +300,7 @@ mod tests {
         let m = pc.merge(own, &peers[1..], t1);
         assert!(!m.services.iter().any(|s| s.name == "web"));
         assert!(
-            pc.due(&peers[..1], t1).len() == 1,
+            pc.claim_due(&peers[..1], t1).len() == 1,
             "a returning peer is fetched again"
         );
     }
@@ -297,7 +312,7 @@ mod tests {
         let old = peer("h2", "10.87.2.0/24");
         pc.record(&old, Ok(cat("h2", vec![svc("web", "h2", "10.87.2.5")])), t0);
         let moved = peer("h2", "10.87.7.0/24");
-        assert_eq!(pc.due(std::slice::from_ref(&moved), t0).len(), 1);
+        assert_eq!(pc.claim_due(std::slice::from_ref(&moved), t0).len(), 1);
         pc.record(&moved, Err("refused".into()), t0);
         let m = pc.merge(cat("h1", vec![]), &[moved], t0);
         assert!(m.services.is_empty());

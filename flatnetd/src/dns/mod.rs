@@ -241,6 +241,12 @@ impl Dns {
         answer::answer_scoped(packet, &g.table, &g.zone, transport, scope)
     }
 
+    /// Whether `ip` owns the bare name `name` (the ownership rule of
+    /// [`table`]); the gateway follows it for `<name>.<domain>`.
+    pub fn owns(&self, name: &str, ip: Ipv4Addr) -> bool {
+        table::label(name).is_some_and(|n| self.read().table.bare(&n).contains(&ip))
+    }
+
     /// `(node, name, ip, owns the bare name)` for every name served.
     pub fn list(&self) -> Vec<(String, String, Ipv4Addr, bool)> {
         self.read().table.list()

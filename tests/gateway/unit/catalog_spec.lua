@@ -21,6 +21,9 @@ describe("catalog", function()
         assert.equal(3000, c.services[1].tcp_port)
         assert.equal("wiki", c.services[2].name)
         assert.equal(80, c.services[2].tcp_port)
+        assert.is_nil(c.services[1].owner)
+        c = assert(catalog.decode(with(function(d) d.services[1].owner = false end)))
+        assert.is_false(c.services[1].owner)
     end)
 
     it("accepts an empty service list", function()
@@ -52,6 +55,8 @@ describe("catalog", function()
         { "port as string", with(function(d) d.services[1].ports[1].port = "80" end), "ports%[0%]%.port" },
         { "unknown protocol", with(function(d) d.services[1].ports[1].protocol = "sctp" end), "protocol" },
         { "ports missing", with(function(d) d.services[1].ports = nil end), "ports: expected an array" },
+        { "owner as string", with(function(d) d.services[1].owner = "yes" end),
+            'services%[0%]%.owner: expected true or false, got "yes"' },
         { "deep nesting", '{"version":1,"node":"h","services":' .. string.rep("[", 100) .. string.rep("]", 100) .. "}",
             "invalid JSON" },
         { "NaN port", '{"version":1,"node":"h","services":[{"name":"a","node":"h","ip":"10.0.0.1",' ..

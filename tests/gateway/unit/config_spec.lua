@@ -2,6 +2,9 @@ local config = require("flatnet.gateway.config")
 local template = require("flatnet.gateway.template")
 
 local function load(text)
+    if not text:find("flatnet_cidr", 1, true) then
+        text = text .. "\nflatnet_cidr = 10.87.0.0/16\n"
+    end
     local raw, err = config.parse(text)
     if not raw then
         return nil, err
@@ -50,6 +53,9 @@ dns_upstream = 10.87.1.1:53
         { "domain = d.test\ndomain = e.test", "twice" },
         { "domain = d.test\ncatalog_url = http://x/\nlisten = 80x", "listen" },
         { "domain = d.test\ncatalog_url = http://x/\ndns_listen = 53", "dns_upstream" },
+        { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = ", "flatnet_cidr" },
+        { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.1", "flatnet_cidr" },
+        { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.0/16\nreplicas = a.b", "replicas" },
         { "domain = d.test\ncatalog_url = http://x/\ndns_listen = 53\ndns_upstream = 10.87.1.1", "dns_upstream" },
         { "domain = d.test\ncatalog_url = http://x/\ndns_listen = x:53\ndns_upstream = 10.87.1.1:53", "dns_listen" },
         { "domain = d.test\ncatalog_url = http://x/\ndns_upstream = 10.87.1.1:53", "dns_listen" },

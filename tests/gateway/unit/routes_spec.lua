@@ -1,9 +1,18 @@
 local routes = require("flatnet.gateway.routes")
 local names = require("flatnet.gateway.names")
+local ipv4 = require("flatnet.gateway.ipv4")
 
 local function svc(name, ip, port, node)
     return { name = name, node = node or "host1", ip = ip, ports = { { port = port, protocol = "tcp" } },
         tcp_port = port }
+end
+
+local function hosts(list)
+    local out = {}
+    for _, r in ipairs(list) do
+        out[#out + 1] = r.host .. r.prefix
+    end
+    return out
 end
 
 describe("host names", function()
@@ -46,23 +55,79 @@ describe("route table", function()
 
     it("serves each service at <name>.<domain> on its first tcp port", function()
         local list = routes.build({ { services = { svc("forgejo", "10.87.1.5", 3000) } } }, nil, domain)
-        assert.equal(1, #list)
+        assert.same({ "forgejo.flatnet.test/", "forgejo.host1.flatnet.test/" }, hosts(list))
         assert.same({ "10.87.1.5:3000" }, list[1].targets)
         local c = routes.compile(list)
         assert.equal(list[1], routes.match(c, "forgejo.flatnet.test", "/user/login"))
+        assert.same({ "10.87.1.5:3000" }, routes.match(c, "forgejo.host1.flatnet.test", "/").targets)
         assert.is_nil(routes.match(c, "other.flatnet.test", "/"))
         assert.is_nil(routes.match(c, "forgejo", "/"))
     end)
 
-    it("merges same-named services from several catalogs into one route", function()
-        local list = routes.build({
+    it("gives a bare name to one node: first seen, then by node name; others at <name>.<node>", function()
+        local cats = {
             { services = { svc("forgejo", "10.87.2.9", 3000, "host2"), svc("wiki", "10.87.2.3", 80, "host2") } },
-            { services = { svc("forgejo", "10.87.1.5", 3000, "host1"), svc("forgejo", "10.87.2.9", 3000, "host2") } },
-        }, nil, domain)
-        assert.equal(2, #list)
-        assert.equal("forgejo.flatnet.test", list[1].host)
-        assert.same({ "10.87.1.5:3000", "10.87.2.9:3000" }, list[1].targets)
+            { services = { svc("forgejo", "10.87.1.5", 3000, "host1"), svc("forgejo", "10.87.2.9", 3000, "host2"),
+                svc("forgejo", "10.87.1.6", 3000, "host1") } },
+        }
+        local seen = {}
+        local list, warnings = routes.build(cats, nil, domain, { seen = seen, now = 100 })
+        assert.same({ "forgejo.flatnet.test/", "forgejo.host1.flatnet.test/", "forgejo.host2.flatnet.test/",
+            "wiki.flatnet.test/", "wiki.host2.flatnet.test/" }, hosts(list))
+        -- Seen at the same moment: the tie goes by node name. One node, both its containers.
+        assert.same({ "10.87.1.5:3000", "10.87.1.6:3000" }, list[1].targets)
         assert.equal("host1", list[1].nodes["10.87.1.5:3000"])
+        assert.same({ "10.87.2.9:3000" }, list[3].targets)
+        assert.matches("forgejo on node host2 does not own the name forgejo: only at forgejo.host2", warnings[1])
+
+        -- Seen first wins over node name: "web" on host9 came first; host1's arrives later.
+        seen = {}
+        routes.build({ { services = { svc("web", "10.87.9.2", 80, "host9") } } }, nil, domain, { seen = seen, now = 1 })
+        local both = { { services = { svc("web", "10.87.9.2", 80, "host9"), svc("web", "10.87.1.2", 80, "host1") } } }
+        list = routes.build(both, nil, domain, { seen = seen, now = 2 })
+        local c = routes.compile(list)
+        assert.same({ "10.87.9.2:80" }, routes.match(c, "web.flatnet.test", "/").targets)
+        assert.same({ "10.87.1.2:80" }, routes.match(c, "web.host1.flatnet.test", "/").targets)
+        -- The owner briefly gone (a restart) keeps its place; gone for long, it is forgotten.
+        routes.build({ { services = { svc("web", "10.87.1.2", 80, "host1") } } }, nil, domain, { seen = seen, now = 60 })
+        c = routes.compile(routes.build(both, nil, domain, { seen = seen, now = 61 }))
+        assert.same({ "10.87.9.2:80" }, routes.match(c, "web.flatnet.test", "/").targets)
+        routes.build({ { services = { svc("web", "10.87.1.2", 80, "host1") } } }, nil, domain, { seen = seen, now = 900 })
+        c = routes.compile(routes.build(both, nil, domain, { seen = seen, now = 901 }))
+        assert.same({ "10.87.1.2:80" }, routes.match(c, "web.flatnet.test", "/").targets)
+
+        -- Balancing across nodes only when asked.
+        c = routes.compile(routes.build(both, nil, domain, { seen = seen, now = 902, replicas = { web = true } }))
+        assert.same({ "10.87.1.2:80", "10.87.9.2:80" }, routes.match(c, "web.flatnet.test", "/").targets)
+    end)
+
+    it("follows the catalog's owner flags (Flatnet DNS's rule) when it gives them", function()
+        local mine, theirs = svc("web", "10.87.2.2", 80, "host2"), svc("web", "10.87.1.2", 80, "host1")
+        mine.owner, theirs.owner = true, false
+        local c = routes.compile(routes.build({ { services = { theirs, mine } } }, nil, domain, { now = 1 }))
+        assert.same({ "10.87.2.2:80" }, routes.match(c, "web.flatnet.test", "/").targets)
+        -- The owner has no routable port: nobody gets the bare name.
+        local other = svc("db", "10.87.1.3", 5432, "host1")
+        other.owner = false
+        c = routes.compile(routes.build({ { services = { other } } }, nil, domain, { now = 1 }))
+        assert.is_nil(routes.match(c, "db.flatnet.test", "/"))
+        assert.same({ "10.87.1.3:5432" }, routes.match(c, "db.host1.flatnet.test", "/").targets)
+    end)
+
+    it("never routes outside the Flatnet, from a catalog or the static file", function()
+        local cidr = ipv4.parse_cidr("10.87.0.0/16")
+        cidr.text = "10.87.0.0/16"
+        local static = { ports = {}, routes = {
+            { host = "admin.flatnet.test", prefix = "/", targets = { "127.0.0.1:9999" } },
+            { host = "mixed.flatnet.test", prefix = "/", targets = { "192.168.1.5:80", "10.87.3.3:80" } },
+        } }
+        local list, warnings = routes.build({ { services = { svc("admin", "127.0.0.1", 9999),
+            svc("web", "10.87.1.2", 80) } } }, static, domain, { cidr = cidr })
+        assert.same({ "mixed.flatnet.test/", "web.flatnet.test/", "web.host1.flatnet.test/" }, hosts(list))
+        assert.same({ "10.87.3.3:80" }, list[1].targets)
+        assert.matches("service admin on node host1: 127.0.0.1 is outside the Flatnet 10.87.0.0/16", warnings[1])
+        assert.matches("127.0.0.1:9999 is outside the Flatnet", table.concat(warnings, "\n"))
+        assert.matches("192.168.1.5:80 is outside the Flatnet", table.concat(warnings, "\n"))
     end)
 
     it("skips services without a tcp port, with a warning", function()
@@ -82,7 +147,8 @@ describe("route table", function()
         }
         local list, warnings = routes.build({ { services = { svc("forgejo", "10.87.1.5", 3000),
             svc("wiki", "10.87.1.6", 8080) } } }, static, domain)
-        assert.equal(3, #list)
+        assert.same({ "forgejo.flatnet.test/", "forgejo.flatnet.test/api", "forgejo.host1.flatnet.test/",
+            "wiki.flatnet.test/", "wiki.host1.flatnet.test/" }, hosts(list))
         local c = routes.compile(list)
         assert.same({ "10.87.1.5:3001" }, routes.match(c, "forgejo.flatnet.test", "/").targets)
         assert.same({ "10.87.9.9:9000" }, routes.match(c, "forgejo.flatnet.test", "/api/v1/repos").targets)

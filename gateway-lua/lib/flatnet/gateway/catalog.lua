@@ -2,7 +2,9 @@
 --
 --   {"version": 1, "node": "host1",
 --    "services": [{"name": "forgejo", "node": "host1", "ip": "10.87.1.5",
---                  "ports": [{"port": 3000, "protocol": "tcp"}]}]}
+--                  "ports": [{"port": 3000, "protocol": "tcp"}], "owner": true}]}
+--
+-- `owner` (optional) says whether the service owns the bare name (owners.lua).
 --
 -- Any error anywhere rejects the whole document: a half-understood catalog never
 -- becomes routes. Unknown extra fields are ignored so flatnetd can add some later.
@@ -85,7 +87,10 @@ local function validate_service(s, where)
             tcp = port.port
         end
     end
-    return { name = name, node = s.node, ip = s.ip, ports = ports, tcp_port = tcp }
+    if s.owner ~= nil and type(s.owner) ~= "boolean" then
+        return nil, where .. ".owner: expected true or false, got " .. show(s.owner)
+    end
+    return { name = name, node = s.node, ip = s.ip, ports = ports, tcp_port = tcp, owner = s.owner }
 end
 
 --- Validate a decoded catalog document.

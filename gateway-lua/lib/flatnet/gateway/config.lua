@@ -6,10 +6,14 @@ local httpclient = require("flatnet.gateway.httpclient")
 
 local M = {}
 
-local LISTS = { listen = true, listen_tls = true, allow = true, catalog_url = true, dns_listen = true }
+local LISTS = {
+    listen = true, listen_tls = true, allow = true, catalog_url = true, dns_listen = true, replicas = true,
+}
 
 M.DEFAULTS = {
     domain = nil,
+    flatnet_cidr = "",
+    replicas = {},
     listen = nil, -- default {"80"} unless listen_tls given
     listen_tls = {},
     tls_certificate = "",
@@ -170,6 +174,16 @@ function M.finish(raw)
     if not cfg.client_max_body_size:match("^%d+[kKmMgG]?$") then
         return nil, "client_max_body_size: expected e.g. 0 (no limit), 500m, 2g"
     end
+    local cidr = ipv4.parse_cidr(cfg.flatnet_cidr)
+    if not cidr or not cfg.flatnet_cidr:find("/", 1, true) then
+        return nil, "flatnet_cidr: the Flatnet's address range is required (e.g. flatnet_cidr = 10.87.0.0/16, "
+            .. "the Flatnet: line of flatnetctl status); the gateway proxies only to addresses inside it"
+    end
+    for _, r in ipairs(cfg.replicas) do
+        if not names.is_label(r:lower()) then
+            return nil, "replicas: expected service names (DNS labels), got " .. r
+        end
+    end
     cfg.status_host = names.qualify(cfg.status_host, cfg.domain)
     if not names.is_hostname(cfg.status_host) then
         return nil, "status_host: expected a DNS label or host name"
@@ -181,6 +195,8 @@ end
 function M.runtime_settings(cfg)
     return {
         domain = cfg.domain,
+        flatnet_cidr = cfg.flatnet_cidr,
+        replicas = cfg.replicas,
         catalog_urls = cfg.catalog_url,
         static_routes = cfg.static_routes,
         refresh_interval = cfg.refresh_interval,

@@ -3,6 +3,7 @@
 -- keeps the last good static routes. Runs from ngx.timer in any worker, once per period.
 local catalog = require("flatnet.gateway.catalog")
 local httpclient = require("flatnet.gateway.httpclient")
+local ipv4 = require("flatnet.gateway.ipv4")
 local routes = require("flatnet.gateway.routes")
 local static = require("flatnet.gateway.static")
 local state = require("flatnet.gateway.state")
@@ -82,7 +83,18 @@ function M.rebuild()
             cats[#cats + 1] = c
         end
     end
-    local list, warnings = routes.build(cats, state.get_json("static:data"), s.domain)
+    local cidr = ipv4.parse_cidr(s.flatnet_cidr)
+    if cidr then
+        cidr.text = s.flatnet_cidr
+    end
+    local replicas = {}
+    for _, r in ipairs(s.replicas or {}) do
+        replicas[r:lower()] = true
+    end
+    local list, warnings, seen = routes.build(cats, state.get_json("static:data"), s.domain, {
+        cidr = cidr, seen = state.get_json("routes:seen") or {}, now = ngx.now(), replicas = replicas,
+    })
+    state.set_json("routes:seen", seen)
     local old = state.get_json("routes:warnings") or {}
     if table.concat(old, "\n") ~= table.concat(warnings, "\n") then
         for _, w in ipairs(warnings) do

@@ -1,69 +1,123 @@
 -- Route tables: built from validated catalogs plus static routes, and matched by
 -- host and longest path prefix. Pure Lua.
+local ipv4 = require("flatnet.gateway.ipv4")
 local names = require("flatnet.gateway.names")
+local owners = require("flatnet.gateway.owners")
 
 local M = {}
 
-local function target_less(a, b)
-    return a < b
+local function new_route(host, service)
+    return { host = host, prefix = "/", service = service, origin = "catalog", targets = {}, nodes = {} }
 end
 
---- Build the route list.
--- catalogs: list of validated catalogs (catalog.validate results), in source order.
--- static:   static.parse result or nil.
--- Returns routes (sorted by host, then prefix), warnings (list of strings).
-function M.build(catalogs, static, domain)
-    static = static or { routes = {}, ports = {} }
-    local warnings = {}
-    local by_name, order = {}, {}
+local function add_targets(r, node, targets)
+    for _, t in ipairs(targets) do
+        r.targets[#r.targets + 1] = t
+        r.nodes[t] = node
+    end
+end
+
+local function sorted_keys(t)
+    local keys = {}
+    for k in pairs(t) do
+        keys[#keys + 1] = k
+    end
+    table.sort(keys)
+    return keys
+end
+
+--- Group catalog services by name and node, keeping only routable targets.
+-- Returns {[name] = {[node] = {owner=, targets={}}}}, present ({[name]={[node]=true}}).
+local function collect(catalogs, static, cidr, warnings)
+    local by_name, present = {}, {}
     for _, cat in ipairs(catalogs) do
         for _, svc in ipairs(cat.services) do
             local port = static.ports[svc.name] or svc.tcp_port
             if not port then
                 warnings[#warnings + 1] = string.format(
                     "service %s on node %s has no tcp port: not routed", svc.name, svc.node)
+            elseif cidr and not ipv4.in_cidr(cidr, svc.ip) then
+                warnings[#warnings + 1] = string.format(
+                    "service %s on node %s: %s is outside the Flatnet %s: not routed",
+                    svc.name, svc.node, svc.ip, cidr.text)
             else
-                local r = by_name[svc.name]
-                if not r then
-                    r = {
-                        host = names.qualify(svc.name, domain),
-                        prefix = "/",
-                        service = svc.name,
-                        origin = "catalog",
-                        targets = {},
-                        nodes = {},
-                        seen = {},
-                    }
-                    by_name[svc.name] = r
-                    order[#order + 1] = r
+                local nodes = by_name[svc.name] or {}
+                by_name[svc.name] = nodes
+                local n = nodes[svc.node] or { targets = {}, set = {} }
+                nodes[svc.node] = n
+                if svc.owner == true or (svc.owner == false and n.owner == nil) then
+                    n.owner = svc.owner
                 end
                 local t = svc.ip .. ":" .. port
-                if not r.seen[t] then
-                    r.seen[t] = true
-                    r.targets[#r.targets + 1] = t
+                if not n.set[t] then
+                    n.set[t] = true
+                    n.targets[#n.targets + 1] = t
                 end
-                r.nodes[t] = svc.node
+                present[svc.name] = present[svc.name] or {}
+                present[svc.name][svc.node] = true
             end
         end
     end
+    return by_name, present
+end
 
+--- Build the route list.
+-- catalogs: list of validated catalogs (catalog.validate results), in source order.
+-- static:   static.parse result or nil.
+-- opts:     cidr (ipv4.parse_cidr result plus .text: targets outside are dropped),
+--           seen (owners.observe state, updated in place), now (seconds),
+--           replicas ({[name] = true}: balanced across nodes when no catalog says who owns it).
+-- Returns routes (sorted by host, then prefix), warnings (list of strings).
+function M.build(catalogs, static, domain, opts)
+    opts = opts or {}
+    static = static or { routes = {}, ports = {} }
+    local warnings = {}
+    local by_name, present = collect(catalogs, static, opts.cidr, warnings)
+    local seen = owners.observe(opts.seen or {}, present, opts.now or 0)
     local list, index = {}, {}
-    for _, r in ipairs(order) do
-        r.seen = nil
-        table.sort(r.targets, target_less)
+    local function add(r)
+        table.sort(r.targets)
         index[r.host .. r.prefix] = #list + 1
         list[#list + 1] = r
     end
+    for _, name in ipairs(sorted_keys(by_name)) do
+        local nodes = by_name[name]
+        local own = owners.owners(name, nodes, seen, opts.replicas or {})
+        local bare = new_route(names.qualify(name, domain), name)
+        for _, node in ipairs(sorted_keys(nodes)) do
+            local targets = nodes[node].targets
+            if own[node] then
+                add_targets(bare, node, targets)
+            else
+                warnings[#warnings + 1] = string.format(
+                    "service %s on node %s does not own the name %s: only at %s.%s.%s",
+                    name, node, name, name, node:lower(), domain)
+            end
+            if names.is_label(node:lower()) then
+                local r = new_route(name .. "." .. node:lower() .. "." .. domain, name)
+                add_targets(r, node, targets)
+                add(r)
+            end
+        end
+        if #bare.targets > 0 then
+            add(bare)
+        end
+    end
     for _, s in ipairs(static.routes) do
-        local r = {
-            host = s.host,
-            prefix = s.prefix,
-            origin = "static",
-            targets = s.targets,
-            nodes = {},
-        }
+        local targets = {}
+        for _, t in ipairs(s.targets) do
+            if opts.cidr and not ipv4.in_cidr(opts.cidr, (t:match("^([%d.]+):"))) then
+                warnings[#warnings + 1] = string.format(
+                    "static route %s%s: %s is outside the Flatnet %s: dropped", s.host, s.prefix, t, opts.cidr.text)
+            else
+                targets[#targets + 1] = t
+            end
+        end
+        local r = { host = s.host, prefix = s.prefix, origin = "static", targets = targets, nodes = {} }
         local i = index[s.host .. s.prefix]
-        if i then
+        if #targets == 0 then -- luacheck: ignore 542
+            -- every target was outside the Flatnet: the route is dropped (warned above)
+        elseif i then
             warnings[#warnings + 1] = "static route overrides catalog route " .. s.host .. s.prefix
             r.service = list[i].service
             list[i] = r
@@ -78,7 +132,7 @@ function M.build(catalogs, static, domain)
         end
         return a.prefix < b.prefix
     end)
-    return list, warnings
+    return list, warnings, seen
 end
 
 --- Index a route list by host; each host's routes ordered longest prefix first.
