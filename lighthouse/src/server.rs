@@ -376,7 +376,9 @@ impl Lighthouse {
                 },
                 m = rx.recv() => match m {
                     Some(frame) => send.write_chunk(frame).await.map_err(|e| e.to_string())?,
-                    None => break Ok(()),
+                    // Removed (after its error) or replaced: let the node
+                    // read what was sent before closing.
+                    None => break Err("session ended by the Lighthouse".to_string()),
                 },
                 d = conn.read_datagram() => match d {
                     Ok(d) => self.relay(id, &d),
@@ -390,8 +392,8 @@ impl Lighthouse {
         };
         reader.abort();
         let _ = send.finish();
-        if result.is_err() {
-            linger_then_close(conn, b"protocol error").await;
+        if let Err(e) = &result {
+            linger_then_close(conn, e.as_bytes()).await;
         } else {
             conn.close(VarInt::from_u32(0), b"bye");
         }
@@ -521,12 +523,15 @@ fn apply(s: &mut Shared, changes: Vec<Change>) {
             Change::NodeSaved(n) => s.pending.upsert(n.id),
             Change::NodeLive(id) => s.pending.upsert(id),
             Change::NodeRemoved(id) => {
+                // The error goes out through the session's own queue, and
+                // dropping the session's sender ends that queue: the
+                // writer sends the error, then lingers until the node
+                // closes (or 2 s), so the node hears why.
                 if let Some(sess) = s.sessions.remove(&id) {
                     let _ = sess.out.push_msg(&error(
                         LhErrorCode::Removed,
-                        "this node was removed from the Flatnet",
+                        "this node was removed from the Flatnet by an administrator",
                     ));
-                    sess.conn.close(VarInt::from_u32(2), b"removed");
                 }
                 s.pending.remove(id);
                 info!(node = id, "node removed");

@@ -111,3 +111,33 @@ fds() { ls "/proc/$1/fd" | wc -l; }
     [ "$(lh nodes list --json | jq -r '[.[].subnet] | unique | length')" = 2 ]
     ! grep -q "panicked" "$FN_TMP/lh.log"
 }
+
+@test "a removed node is told: it says so in status and logs and stops retrying, also when removed while away" {
+    nat_inet_create
+    lh_start
+    nat_router_create 1 ""
+    nat_router_create 2 ""
+    nat_host_create 1
+    nat_host_create 2
+    nat_wait_peers h1 1
+    lh nodes remove h1
+    for i in $(seq 50); do [ "$(nat_lh_state h1)" = removed ] && break; sleep 0.1; done
+    [ "$(nat_lh_state h1)" = removed ]
+    ctl h1 status --json | jq -r .lighthouse.last_error | grep -q "removed from the Flatnet by an administrator"
+    ctl h1 status | grep -q "flatnetd join <token>"
+    grep -q "this node was removed from the Flatnet" "$FN_TMP/h1/flatnetd.log"
+    [ "$(ctl h1 status --json | jq '[.peers[] | select(.name == "h2")] | length')" = 0 ]
+    # No retries: the Lighthouse hears nothing more from h1.
+    before="$(grep -c "refused node" "$FN_TMP/lh.log" || true)"
+    sleep 4
+    [ "$(grep -c "refused node" "$FN_TMP/lh.log" || true)" = "$before" ]
+    # Removed while flatnetd was down: at the next start it learns it at once.
+    host_kill h2
+    lh nodes remove h2
+    host_start h2
+    for i in $(seq 100); do [ "$(nat_lh_state h2)" = removed ] && break; sleep 0.1; done
+    [ "$(nat_lh_state h2)" = removed ]
+    before="$(grep -c "refused node" "$FN_TMP/lh.log" || true)"
+    sleep 4
+    [ "$(grep -c "refused node" "$FN_TMP/lh.log" || true)" = "$before" ]
+}

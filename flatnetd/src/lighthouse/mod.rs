@@ -282,6 +282,8 @@ pub struct LhClient {
     reassembly: Mutex<relay::Reassembler>,
     /// The peer list or session data changed since the last save.
     unsaved: std::sync::atomic::AtomicBool,
+    /// The Lighthouse said this node is no longer a member.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -339,6 +341,7 @@ impl LhClient {
             relay,
             reassembly: Mutex::new(relay::Reassembler::default()),
             unsaved: false.into(),
+            removed: false.into(),
         });
         c.apply_peers();
         c
@@ -504,13 +507,35 @@ impl LhClient {
                             *lock(&self.outbox) = None;
                             r
                         }
-                        Ok(Err(e)) => Err(e.to_string()),
+                        Ok(Err(e)) => {
+                            if let JoinError::Refused {
+                                code: LhErrorCode::Removed | LhErrorCode::BadToken,
+                                ..
+                            } = &e
+                            {
+                                // Our key is unknown there: removed while we
+                                // were away (we send no token once joined).
+                                self.removed.store(true, Ordering::Relaxed);
+                            }
+                            Err(e.to_string())
+                        }
                         Err(_) => Err(format!("no answer within {JOIN_TIMEOUT:?}")),
                     }
                 }
                 Err(e) => Err(e.to_string()),
             };
             let err = result.err().unwrap_or_else(|| "connection closed".into());
+            if self.removed.load(Ordering::Relaxed) {
+                self.on_peers(vec![], &[], true);
+                let msg = format!(
+                    "this node was removed from the Flatnet ({err}); it no longer connects \
+                     to the Lighthouse. To rejoin, get a new token (`lighthouse token create` \
+                     on the Lighthouse) and run `flatnetd join <token>`, then restart flatnetd"
+                );
+                tracing::error!(lighthouse = %address, "{msg}");
+                self.set_state("removed", Some(msg));
+                return;
+            }
             warn!(lighthouse = %address, "Lighthouse session: {err}; reconnecting");
             self.set_state("reconnecting", Some(err));
             tokio::time::sleep(backoff.next(jitter())).await;
@@ -605,10 +630,9 @@ impl LhClient {
             }
             LighthouseMsg::Error { code, message } => {
                 if code == LhErrorCode::Removed {
-                    warn!("this node was removed from the Flatnet: dropping Lighthouse peers");
-                    self.on_peers(vec![], &[], true);
+                    self.removed.store(true, Ordering::Relaxed);
                 }
-                return Err(format!("the Lighthouse said: {message} ({code:?})"));
+                return Err(format!("the Lighthouse said: {message}"));
             }
             other => debug!("unexpected message {other:?}"),
         }
