@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::Path,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -31,6 +31,16 @@ use crate::{
 
 /// How long a node has to say Hello and prove its key.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections that have not proven their key yet, at once; beyond this new
+/// ones are refused (they retry with backoff, as after any refusal).
+pub const MAX_UNPROVEN: usize = 64;
+/// The same, per source address: one flooding address cannot keep honest
+/// nodes elsewhere from joining.
+pub const MAX_UNPROVEN_PER_IP: usize = 8;
+/// With this many unproven connections, new clients must first prove their
+/// address with a QUIC Retry (one more round trip), which spoofed sources
+/// cannot.
+const RETRY_ABOVE: usize = 16;
 /// Idle connections are dropped after this (nodes ping every few seconds).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a session checks whether the node's NAT mapping moved.
@@ -158,6 +168,10 @@ impl Lighthouse {
         )?));
         tc.max_concurrent_uni_streams(0u32.into());
         tc.max_concurrent_bidi_streams(1u32.into());
+        // The control stream carries small frames (at most MAX_FRAME):
+        // no megabytes of unread stream data per connection.
+        tc.stream_receive_window((256u32 << 10).into());
+        tc.receive_window((512u32 << 10).into());
         tc.datagram_receive_buffer_size(Some(4 << 20));
         sc.transport_config(Arc::new(tc));
         sc.migration(true);
@@ -172,15 +186,29 @@ impl Lighthouse {
         .map_err(|e| ServerError::Bind(listen, e))
     }
 
-    /// Accept nodes forever.
+    /// Accept nodes forever. At most [`MAX_UNPROVEN`] connections may be
+    /// between their first packet and a verified key proof; past
+    /// [`RETRY_ABOVE`] of them, new clients must answer a QUIC Retry first.
     pub async fn serve(self: Arc<Self>, endpoint: quinn::Endpoint) {
         let announcer = tokio::spawn(Self::announce(Arc::downgrade(&self)));
+        let unproven = Unproven::new();
         while let Some(incoming) = endpoint.accept().await {
+            let remote = incoming.remote_address();
+            if unproven.busy() >= RETRY_ABOVE && !incoming.remote_address_validated() {
+                if let Err(e) = incoming.retry() {
+                    debug!(%remote, "QUIC retry: {e}");
+                }
+                continue;
+            }
+            let Some(permit) = unproven.enter(remote.ip()) else {
+                debug!(%remote, "too many connections still proving their keys; refusing");
+                incoming.refuse();
+                continue;
+            };
             let lh = self.clone();
             tokio::spawn(async move {
-                let remote = incoming.remote_address();
                 match incoming.await {
-                    Ok(conn) => lh.session(conn).await,
+                    Ok(conn) => lh.session(conn, permit).await,
                     Err(e) => debug!(%remote, "QUIC handshake failed: {e}"),
                 }
             });
@@ -188,9 +216,16 @@ impl Lighthouse {
         announcer.abort();
     }
 
-    async fn session(self: Arc<Self>, conn: Connection) {
+    /// `unproven` is held until the node's key proof verified (or failed).
+    async fn session(self: Arc<Self>, conn: Connection, unproven: UnprovenSlot) {
         let remote = conn.remote_address();
-        let hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&conn)).await;
+        // Datagrams (relay traffic) are for proven nodes only: until then
+        // they are read and dropped, so none pile up in quinn's buffer.
+        let hs = tokio::select! {
+            hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&conn)) => hs,
+            () = discard_datagrams(&conn) => return,
+        };
+        drop(unproven);
         let (id, serial, send, recv, rx) = match hs {
             Ok(Ok(v)) => v,
             Ok(Err((code, msg))) => {
@@ -467,6 +502,63 @@ pub fn grow_buffers(socket: &std::net::UdpSocket) {
 
 /// Give the peer a moment to read what we wrote (an Error frame) and hang
 /// up itself; closing at once would discard the unsent frame.
+/// Connections between their first packet and a verified key proof, in all
+/// and per source address.
+#[derive(Clone)]
+struct Unproven(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One connection's place in [`Unproven`], given back on drop.
+struct UnprovenSlot {
+    set: Unproven,
+    ip: IpAddr,
+}
+
+impl Unproven {
+    fn new() -> Self {
+        Self(Arc::new(Mutex::new(HashMap::new())))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn busy(&self) -> usize {
+        self.lock().values().sum()
+    }
+
+    /// A place for a connection from `ip`, if the caps allow.
+    fn enter(&self, ip: IpAddr) -> Option<UnprovenSlot> {
+        let mut m = self.lock();
+        let total: usize = m.values().sum();
+        let mine = m.get(&ip).copied().unwrap_or(0);
+        if total >= MAX_UNPROVEN || mine >= MAX_UNPROVEN_PER_IP {
+            return None;
+        }
+        m.insert(ip, mine + 1);
+        Some(UnprovenSlot {
+            set: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for UnprovenSlot {
+    fn drop(&mut self) {
+        let mut m = self.set.lock();
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Read and drop datagrams until the connection ends.
+async fn discard_datagrams(conn: &Connection) {
+    while conn.read_datagram().await.is_ok() {}
+}
+
 async fn linger_then_close(conn: &Connection, reason: &[u8]) {
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
     conn.close(VarInt::from_u32(1), reason);
@@ -659,4 +751,28 @@ pub async fn read_frame<T: serde::de::DeserializeOwned>(
         .await
         .map_err(|e| e.to_string())?;
     decode_body(&body).map_err(|e: proto::FrameError| e.to_string())
+}
+
+#[cfg(test)]
+mod unproven_tests {
+    use super::*;
+
+    #[test]
+    fn unproven_connections_are_capped_in_all_and_per_address() {
+        let u = Unproven::new();
+        let a: IpAddr = "203.0.113.5".parse().unwrap();
+        let mine: Vec<_> = (0..MAX_UNPROVEN_PER_IP).map_while(|_| u.enter(a)).collect();
+        assert_eq!(mine.len(), MAX_UNPROVEN_PER_IP);
+        assert!(u.enter(a).is_none(), "one address is capped");
+        let others: Vec<_> = (0..MAX_UNPROVEN)
+            .map_while(|i| u.enter(IpAddr::from([198, 51, 100, i as u8])))
+            .collect();
+        assert_eq!(others.len(), MAX_UNPROVEN - MAX_UNPROVEN_PER_IP);
+        assert_eq!(u.busy(), MAX_UNPROVEN);
+        drop(mine);
+        assert_eq!(u.busy(), MAX_UNPROVEN - MAX_UNPROVEN_PER_IP);
+        assert!(u.enter(a).is_some(), "places come back");
+        drop(others);
+        assert_eq!(u.lock().len(), 0, "no entries left behind");
+    }
 }

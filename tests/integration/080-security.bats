@@ -141,3 +141,33 @@ fds() { ls "/proc/$1/fd" | wc -l; }
     sleep 4
     [ "$(grep -c "refused node" "$FN_TMP/lh.log" || true)" = "$before" ]
 }
+
+# The Lighthouse's cap on unproven connections per source address.
+MAX_PER_IP=8
+
+# rss_kb PID: resident memory of a process, in KiB.
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+@test "100 QUIC connections that never say Hello cannot exhaust the Lighthouse's memory" {
+    nat_inet_create
+    lh_start
+    pid="$(cat "$FN_TMP/lh.pid")"
+    token="$(lh token create --ttl 1h)"
+    before="$(rss_kb "$pid")"
+    in_ns inet "$HOSTILE" quic-idle "$token" 100 4000 8 > "$FN_TMP/hostile.out" &
+    for i in $(seq 100); do [ -s "$FN_TMP/hostile.out" ] && break; sleep 0.1; done
+    sleep 1
+    during="$(rss_kb "$pid")"
+    echo "# hostile: $(cat "$FN_TMP/hostile.out"); Lighthouse RSS ${before} KiB before, ${during} KiB during" >&3
+    # Without a cap and with buffered datagrams this grew by over 100 MB.
+    [ "$during" -lt $((before + 20000)) ]
+    # One address gets a few places, and honest nodes elsewhere still join
+    # while the flood holds.
+    grep -q "^connections $MAX_PER_IP refused $((100 - MAX_PER_IP)) " "$FN_TMP/hostile.out"
+    nat_router_create 1 ""
+    nat_host_create 1
+    for i in $(seq 50); do [ "$(lh nodes list --json | jq length)" = 1 ] && break; sleep 0.1; done
+    [ "$(lh nodes list --json | jq length)" = 1 ]
+    [ -n "$(jobs -p)" ] # the flood was still holding its connections
+    wait
+}

@@ -10,6 +10,8 @@ FLATNET_TARGET="${FLATNET_TARGET:-$REPO_ROOT/target/release}"
 FLATNET="$FLATNET_TARGET/flatnet"
 FLATNETD="$FLATNET_TARGET/flatnetd"
 FLATNETCTL="$FLATNET_TARGET/flatnetctl"
+# A misbehaving member for the security suite (tests/hostile).
+HOSTILE="$FLATNET_TARGET/flatnet-hostile"
 
 # Short, unique per test: netns and file names stay readable.
 FN_PREFIX="fn${BATS_SUITE_TEST_NUMBER:-0}x$$"
