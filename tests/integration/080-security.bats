@@ -171,3 +171,20 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
     [ -n "$(jobs -p)" ] # the flood was still holding its connections
     wait
 }
+
+@test "a member flooding fresh relay fragments does not starve another peer's large relayed packets" {
+    nat_lab random random
+    nat_wait_path h1 h2 relay 20
+    nat_wait_path h2 h1 relay 20
+    in_ns h1-a ping -c 2 -W 2 -s 1400 "$IPB" >/dev/null
+    # "evil" is a real member (valid token, key proof), on the internet.
+    token="$(lh token create --ttl 1h)"
+    in_ns inet "$HOSTILE" relay-frags "$token" evil h2 2000 12 > "$FN_TMP/hostile.out" &
+    for i in $(seq 50); do grep -q joined "$FN_TMP/hostile.out" && break; sleep 0.1; done
+    sleep 1
+    # 1400-byte pings do not fit one QUIC datagram: each is reassembled on h2.
+    got="$(in_ns h1-a ping -c 20 -i 0.2 -W 2 -s 1400 "$IPB" | sed -nE 's/.* ([0-9]+) received.*/\1/p')"
+    wait
+    echo "# large relayed pings answered during the flood: $got/20; $(tail -1 "$FN_TMP/hostile.out")" >&3
+    [ "$got" -ge 18 ]
+}

@@ -14,7 +14,10 @@
 //!
 //! Pieces of one datagram are reassembled by (source node, id); incomplete
 //! ones are dropped after [`REASSEMBLY_TIMEOUT`] (WireGuard and the inner
-//! TCP recover from a lost datagram as from any loss).
+//! TCP recover from a lost datagram as from any loss). Each source has its
+//! own share ([`MAX_PER_SOURCE`]); when room runs out the oldest partial
+//! datagram of the source holding the most goes first, so one member
+//! sending endless first pieces only ever evicts its own.
 
 use std::{
     collections::HashMap,
@@ -27,6 +30,8 @@ const HEADER: usize = 5;
 pub const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// At most this many datagrams are reassembled at once (all sources).
 pub const MAX_PENDING: usize = 256;
+/// At most this many from one source node.
+pub const MAX_PER_SOURCE: usize = 32;
 const MAX_PIECES: usize = 16;
 
 /// Split `d` into payloads of at most `max` bytes each.
@@ -82,8 +87,8 @@ impl Reassembler {
         }
         self.pending
             .retain(|_, p| now.saturating_duration_since(p.started) < REASSEMBLY_TIMEOUT);
-        if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&(src, id)) {
-            return None;
+        if !self.pending.contains_key(&(src, id)) {
+            self.make_room(src);
         }
         let p = self.pending.entry((src, id)).or_insert_with(|| Partial {
             pieces: vec![None; count],
@@ -99,6 +104,32 @@ impl Reassembler {
             return Some(p.pieces.into_iter().flatten().flatten().collect());
         }
         None
+    }
+
+    /// Before a new datagram from `src`: evict `src`'s oldest when it is at
+    /// its share, else (when full) the oldest of the source holding most.
+    fn make_room(&mut self, src: u32) {
+        let mut per: HashMap<u32, usize> = HashMap::new();
+        for (s, _) in self.pending.keys() {
+            *per.entry(*s).or_default() += 1;
+        }
+        let victim = if per.get(&src).copied().unwrap_or(0) >= MAX_PER_SOURCE {
+            Some(src)
+        } else if self.pending.len() >= MAX_PENDING {
+            per.into_iter().max_by_key(|(_, n)| *n).map(|(s, _)| s)
+        } else {
+            None
+        };
+        let Some(victim) = victim else { return };
+        let oldest = self
+            .pending
+            .iter()
+            .filter(|((s, _), _)| *s == victim)
+            .min_by_key(|(_, p)| p.started)
+            .map(|(k, _)| *k);
+        if let Some(k) = oldest {
+            self.pending.remove(&k);
+        }
     }
 
     pub fn pending(&self) -> usize {
@@ -152,7 +183,39 @@ mod tests {
         for id in 0..1000u16 {
             r.push(9, &[FRAGMENT, (id >> 8) as u8, id as u8, 0, 2, 0], later);
         }
-        assert!(r.pending() <= MAX_PENDING);
+        assert!(
+            r.pending() <= MAX_PER_SOURCE + 1,
+            "node 9's share, and 7's one"
+        );
         assert!(split(&vec![0; 100_000], 1000, 1).is_empty());
+    }
+
+    #[test]
+    fn a_flooding_source_cannot_starve_another() {
+        let t0 = Instant::now();
+        let mut r = Reassembler::default();
+        let honest: Vec<u8> = (0..2400u32).map(|i| i as u8).collect();
+        let mut done = 0;
+        for round in 0..100u16 {
+            // The flooder sends 50 fresh first pieces between each of the
+            // honest node's two pieces.
+            let parts = split(&honest, 1300, round);
+            assert_eq!(r.push(7, &parts[0], t0), None);
+            for k in 0..50u16 {
+                let id = round.wrapping_mul(50).wrapping_add(k);
+                r.push(9, &[FRAGMENT, (id >> 8) as u8, id as u8, 0, 2, 0], t0);
+            }
+            if r.push(7, &parts[1], t0).as_deref() == Some(&honest[..]) {
+                done += 1;
+            }
+        }
+        assert_eq!(done, 100);
+        assert!(r.pending() <= MAX_PER_SOURCE + 1);
+        // Many sources at once: still bounded, and the biggest pays.
+        for src in 100..400u32 {
+            r.push(src, &[FRAGMENT, 0, 1, 0, 2, 0], t0);
+            r.push(src, &[FRAGMENT, 0, 2, 0, 2, 0], t0);
+        }
+        assert_eq!(r.pending(), MAX_PENDING);
     }
 }

@@ -5,16 +5,23 @@
 //!
 //! ```text
 //! flatnet-hostile quic-idle TOKEN CONNS DATAGRAMS HOLD_SECS
+//! flatnet-hostile relay-frags TOKEN NAME TARGET RATE SECS
 //! ```
 //! - `quic-idle`: open CONNS QUIC connections to the Lighthouse of TOKEN
 //!   that finish the TLS handshake but never say Hello, each sending
 //!   DATAGRAMS full-size datagrams, and hold them for HOLD_SECS.
+//! - `relay-frags`: join as member NAME (a real member: valid token, real
+//!   key proof), then send node TARGET, through the Lighthouse's relay,
+//!   RATE fresh first fragments per second for SECS seconds.
 
 use std::{net::ToSocketAddrs, time::Duration};
 
 use anyhow::{anyhow, bail, Context, Result};
-use flatnet_lighthouse::{client::client_config, token::Token};
-use flatnet_wire::lighthouse::SERVER_NAME;
+use flatnet_lighthouse::{
+    client::{client_config, join, Joined},
+    token::Token,
+};
+use flatnet_wire::lighthouse::{relay_encode, SERVER_NAME};
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T> {
     args.get(i)
@@ -36,17 +43,77 @@ async fn main() -> Result<()> {
             )
             .await
         }
-        _ => bail!("usage: flatnet-hostile quic-idle TOKEN CONNS DATAGRAMS HOLD_SECS"),
+        Some("relay-frags") => {
+            let (t, name, target) = (&args[2], &args[3], &args[4]);
+            let j = member(t, name).await?;
+            relay_frags(&j, target, arg(&args, 5, "RATE")?, arg(&args, 6, "SECS")?).await
+        }
+        _ => bail!(
+            "usage: flatnet-hostile quic-idle TOKEN CONNS DATAGRAMS HOLD_SECS\n       \
+             flatnet-hostile relay-frags TOKEN NAME TARGET RATE SECS"
+        ),
     }
 }
 
-async fn quic_idle(token: &str, conns: usize, datagrams: usize, hold: u64) -> Result<()> {
+fn lighthouse_of(token: &str) -> Result<(Token, std::net::SocketAddr)> {
     let t = Token::decode(token).context("token")?;
     let addr = t
         .lighthouse
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| anyhow!("cannot resolve {}", t.lighthouse))?;
+    Ok((t, addr))
+}
+
+/// Join as a real member with a fresh key.
+async fn member(token: &str, name: &str) -> Result<Joined> {
+    let (t, addr) = lighthouse_of(token)?;
+    let secret = x25519_dalek::StaticSecret::random_from_rng(rand_core::OsRng);
+    let ep = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
+    let j = join(
+        &ep,
+        addr,
+        &t.fingerprint,
+        &secret,
+        name,
+        Some(token.to_string()),
+        vec![],
+    )
+    .await?;
+    println!("joined as node {} ({})", j.node_id, j.subnet);
+    Ok(j)
+}
+
+/// Fresh first fragments (`[0xF0][id][0][2]`, see flatnetd's relay.rs) to
+/// `target`, `rate` per second.
+async fn relay_frags(j: &Joined, target: &str, rate: u64, secs: u64) -> Result<()> {
+    let to = j
+        .peers
+        .iter()
+        .find(|p| p.name == target)
+        .ok_or_else(|| anyhow!("no member named {target}"))?
+        .node_id;
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let per_tick = (rate / 100).max(1);
+    let (mut id, mut sent) = (0u16, 0u64);
+    while tokio::time::Instant::now() < end {
+        tick.tick().await;
+        for _ in 0..per_tick {
+            id = id.wrapping_add(1);
+            let [hi, lo] = id.to_be_bytes();
+            let frag = [0xF0, hi, lo, 0, 2, 0x5a, 0x5a, 0x5a];
+            if j.conn.send_datagram(relay_encode(to, &frag).into()).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    println!("first fragments sent {sent}");
+    Ok(())
+}
+
+async fn quic_idle(token: &str, conns: usize, datagrams: usize, hold: u64) -> Result<()> {
+    let (t, addr) = lighthouse_of(token)?;
     let cfg = client_config(&t.fingerprint)?;
     let mut held = Vec::new();
     let mut sent = 0usize;
