@@ -188,3 +188,31 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
     echo "# large relayed pings answered during the flood: $got/20; $(tail -1 "$FN_TMP/hostile.out")" >&3
     [ "$got" -ge 18 ]
 }
+
+# cpu_ticks PID: user + system clock ticks a process has used.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+@test "a member's forged-handshake flood through the relay neither blocks a relayed peer nor burns the victim's CPU" {
+    nat_lab random random
+    nat_wait_path h1 h2 relay 20
+    in_ns h1-a ping -c 2 -W 2 "$IPB" >/dev/null
+    token="$(lh token create --ttl 1h)"
+    victim="$(cat "$FN_TMP/h2/flatnetd.pid")"
+    in_ns inet "$HOSTILE" relay-handshakes "$token" evil h2 9000 25 > "$FN_TMP/hostile.out" &
+    for i in $(seq 50); do grep -q joined "$FN_TMP/hostile.out" && break; sleep 0.1; done
+    sleep 1
+    t0="$(cpu_ticks "$victim")"
+    sleep 5
+    busy=$(( ($(cpu_ticks "$victim") - t0) * 100 / $(getconf CLK_TCK) / 5 ))
+    # h1 restarts during the flood: its new session needs a relayed handshake.
+    host_kill h1
+    host_start h1
+    start=$(date +%s)
+    for i in $(seq 60); do in_ns h1-a ping -c 1 -W 1 "$IPB" >/dev/null 2>&1 && break; done
+    took=$(( $(date +%s) - start ))
+    wait
+    echo "# during the flood: victim flatnetd at ${busy}% of a core; h1 back after ${took} s; $(tail -1 "$FN_TMP/hostile.out")" >&3
+    in_ns h1-a ping -c 1 -W 2 "$IPB" >/dev/null
+    [ "$took" -le 15 ]
+    [ "$busy" -le 30 ]
+}

@@ -19,6 +19,7 @@ pub mod link;
 pub mod offload;
 pub mod peer;
 pub mod peers;
+pub mod relayed;
 pub mod router;
 pub mod tun;
 pub mod udp;

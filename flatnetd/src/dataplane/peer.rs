@@ -8,7 +8,7 @@
 //! `mock-instant` feature and move that clock by hand.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     time::Duration,
 };
 
@@ -255,30 +255,35 @@ impl Peer {
         out: &mut [u8],
         emit: impl FnMut(&Peer, Output<'_>),
     ) -> Result<(), PeerError> {
-        self.decapsulate_from(Some(from), kind, datagram, out, emit)
+        self.decapsulate_from(Some(from), from.ip(), kind, datagram, out, emit)
     }
 
     /// [`Peer::decapsulate`] for a datagram that came through the
     /// Lighthouse relay: same checks, but the endpoint stays put.
+    /// `src` is the relaying node; cookies are bound to its stand-in
+    /// address ([`super::relayed::cookie_addr`]).
     pub fn decapsulate_relayed(
         &mut self,
+        src: u32,
         kind: WgKind,
         datagram: &[u8],
         out: &mut [u8],
         emit: impl FnMut(&Peer, Output<'_>),
     ) -> Result<(), PeerError> {
-        self.decapsulate_from(None, kind, datagram, out, emit)
+        let addr = super::relayed::cookie_addr(src);
+        self.decapsulate_from(None, addr, kind, datagram, out, emit)
     }
 
     fn decapsulate_from(
         &mut self,
         from: Option<SocketAddr>,
+        cookie_addr: IpAddr,
         kind: WgKind,
         datagram: &[u8],
         out: &mut [u8],
         mut emit: impl FnMut(&Peer, Output<'_>),
     ) -> Result<(), PeerError> {
-        let res = self.tunn.decapsulate(from.map(|f| f.ip()), datagram, out);
+        let res = self.tunn.decapsulate(Some(cookie_addr), datagram, out);
         let mut replies = false;
         let result = match res {
             TunnResult::Done => Ok(()),

@@ -18,8 +18,9 @@ use std::{
     net::{SocketAddr, UdpSocket},
     sync::{
         atomic::{AtomicU32, AtomicU64, Ordering},
-        Arc, RwLock,
+        Arc, Mutex, RwLock,
     },
+    time::Instant,
 };
 
 use boringtun::noise::{rate_limiter::RateLimiter, TunnResult};
@@ -33,6 +34,7 @@ use super::{
     offload::{segment, Coalescer, VnetHdr, VNET_HDR_LEN},
     peer::{ipv4_dst, Dest, Output, PathState, PeerError, MIN_OUT, TICK},
     peers::{lock, PeerRef, PeerSet},
+    relayed::{cookie_addr, HandshakeBudget},
     tun::Tun,
     udp, Backend, DataplaneError, QuicHandler, RelaySink,
 };
@@ -59,6 +61,8 @@ struct Shared {
     gso: std::sync::atomic::AtomicBool,
     gro: bool,
     relay: RwLock<Option<Arc<dyn RelaySink>>>,
+    /// Relayed handshake initiations, per source node.
+    relayed: Mutex<HandshakeBudget>,
 }
 
 impl Shared {
@@ -147,6 +151,7 @@ impl Userspace {
             gso: wg.offloads.into(),
             gro,
             relay: RwLock::new(None),
+            relayed: Mutex::new(HandshakeBudget::default()),
         });
         for (n, f) in [
             ("flatnet-tun", tun_loop as fn(Arc<Shared>)),
@@ -196,6 +201,34 @@ impl Userspace {
             sh.junk.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if kind == WgKind::HandshakeInit {
+            // The source node's own budget, then MAC1 (and under load a
+            // cookie for its stand-in address), before the X25519 lookup.
+            let allowed = sh
+                .relayed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .allow(src, Instant::now());
+            if !allowed {
+                sh.junk.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let mut cookie = [0u8; 64];
+            match sh
+                .limiter
+                .verify_packet(Some(cookie_addr(src)), d, &mut cookie)
+            {
+                Ok(_) => {}
+                Err(TunnResult::WriteToNetwork(c)) => {
+                    relay_send(sh, src, c);
+                    return;
+                }
+                Err(_) => {
+                    sh.junk.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
         let set = sh.current();
         let Some(peer) = find_peer(&set, &sh.identity, kind, d) else {
             sh.junk.fetch_add(1, Ordering::Relaxed);
@@ -211,7 +244,7 @@ impl Userspace {
             static OUT: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; BUF]);
         }
         let r = OUT.with_borrow_mut(|out| {
-            g.decapsulate_relayed(kind, d, out, |_, o| match o {
+            g.decapsulate_relayed(src, kind, d, out, |_, o| match o {
                 Output::Network(x) => relay_send(sh, src, x),
                 // One plain packet: `Tun::send` adds the no-offload header.
                 Output::Tunnel(x) => {

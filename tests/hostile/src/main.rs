@@ -6,6 +6,7 @@
 //! ```text
 //! flatnet-hostile quic-idle TOKEN CONNS DATAGRAMS HOLD_SECS
 //! flatnet-hostile relay-frags TOKEN NAME TARGET RATE SECS
+//! flatnet-hostile relay-handshakes TOKEN NAME TARGET RATE SECS
 //! ```
 //! - `quic-idle`: open CONNS QUIC connections to the Lighthouse of TOKEN
 //!   that finish the TLS handshake but never say Hello, each sending
@@ -13,6 +14,9 @@
 //! - `relay-frags`: join as member NAME (a real member: valid token, real
 //!   key proof), then send node TARGET, through the Lighthouse's relay,
 //!   RATE fresh first fragments per second for SECS seconds.
+//! - `relay-handshakes`: the same, with WireGuard handshake initiations
+//!   that carry a valid MAC1 for TARGET's key (from made-up static keys):
+//!   each costs the target an X25519 if it looks before it limits.
 
 use std::{net::ToSocketAddrs, time::Duration};
 
@@ -48,9 +52,15 @@ async fn main() -> Result<()> {
             let j = member(t, name).await?;
             relay_frags(&j, target, arg(&args, 5, "RATE")?, arg(&args, 6, "SECS")?).await
         }
+        Some("relay-handshakes") => {
+            let (t, name, target) = (&args[2], &args[3], &args[4]);
+            let j = member(t, name).await?;
+            relay_handshakes(&j, target, arg(&args, 5, "RATE")?, arg(&args, 6, "SECS")?).await
+        }
         _ => bail!(
             "usage: flatnet-hostile quic-idle TOKEN CONNS DATAGRAMS HOLD_SECS\n       \
-             flatnet-hostile relay-frags TOKEN NAME TARGET RATE SECS"
+             flatnet-hostile relay-frags TOKEN NAME TARGET RATE SECS\n       \
+             flatnet-hostile relay-handshakes TOKEN NAME TARGET RATE SECS"
         ),
     }
 }
@@ -84,30 +94,71 @@ async fn member(token: &str, name: &str) -> Result<Joined> {
     Ok(j)
 }
 
-/// Fresh first fragments (`[0xF0][id][0][2]`, see flatnetd's relay.rs) to
-/// `target`, `rate` per second.
-async fn relay_frags(j: &Joined, target: &str, rate: u64, secs: u64) -> Result<()> {
-    let to = j
+/// The node id and WireGuard key of member `name`.
+fn target(j: &Joined, name: &str) -> Result<(u32, [u8; 32])> {
+    use base64::Engine;
+    let p = j
         .peers
         .iter()
-        .find(|p| p.name == target)
-        .ok_or_else(|| anyhow!("no member named {target}"))?
-        .node_id;
+        .find(|p| p.name == name)
+        .ok_or_else(|| anyhow!("no member named {name}"))?;
+    let key = base64::engine::general_purpose::STANDARD.decode(&p.public_key)?;
+    let key: [u8; 32] = key.try_into().map_err(|_| anyhow!("bad key"))?;
+    Ok((p.node_id, key))
+}
+
+/// Send `packets` (cycling) to node `to` through the relay, `rate` per
+/// second for `secs` seconds; returns how many went out.
+async fn relay_flood(j: &Joined, to: u32, packets: &[Vec<u8>], rate: u64, secs: u64) -> u64 {
     let end = tokio::time::Instant::now() + Duration::from_secs(secs);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let per_tick = (rate / 100).max(1);
-    let (mut id, mut sent) = (0u16, 0u64);
+    let mut sent = 0u64;
+    let mut next = packets.iter().cycle();
     while tokio::time::Instant::now() < end {
         tick.tick().await;
         for _ in 0..per_tick {
-            id = id.wrapping_add(1);
-            let [hi, lo] = id.to_be_bytes();
-            let frag = [0xF0, hi, lo, 0, 2, 0x5a, 0x5a, 0x5a];
-            if j.conn.send_datagram(relay_encode(to, &frag).into()).is_ok() {
+            let Some(p) = next.next() else { return sent };
+            if j.conn.send_datagram(relay_encode(to, p).into()).is_ok() {
                 sent += 1;
             }
         }
     }
+    sent
+}
+
+/// Handshake initiations to `target` (valid MAC1), from made-up keys.
+async fn relay_handshakes(j: &Joined, target_name: &str, rate: u64, secs: u64) -> Result<()> {
+    use boringtun::{
+        noise::{Tunn, TunnResult},
+        x25519::{PublicKey, StaticSecret},
+    };
+    let (to, key) = target(j, target_name)?;
+    let mut inits = Vec::new();
+    for i in 0..256u32 {
+        let me = StaticSecret::random_from_rng(rand_core::OsRng);
+        let mut t = Tunn::new(me, PublicKey::from(key), None, None, i, None);
+        let mut out = vec![0u8; 256];
+        if let TunnResult::WriteToNetwork(p) = t.format_handshake_initiation(&mut out, true) {
+            inits.push(p.to_vec());
+        }
+    }
+    let sent = relay_flood(j, to, &inits, rate, secs).await;
+    println!("handshake initiations sent {sent}");
+    Ok(())
+}
+
+/// Fresh first fragments (`[0xF0][id][0][2]`, see flatnetd's relay.rs) to
+/// `target`, `rate` per second.
+async fn relay_frags(j: &Joined, target_name: &str, rate: u64, secs: u64) -> Result<()> {
+    let (to, _) = target(j, target_name)?;
+    let frags: Vec<Vec<u8>> = (0..=u16::MAX)
+        .map(|id| {
+            let [hi, lo] = id.to_be_bytes();
+            vec![0xF0, hi, lo, 0, 2, 0x5a, 0x5a, 0x5a]
+        })
+        .collect();
+    let sent = relay_flood(j, to, &frags, rate, secs).await;
     println!("first fragments sent {sent}");
     Ok(())
 }
