@@ -487,6 +487,54 @@ mod tests {
         assert!(p.a.rx_bytes > 0 && p.a.tx_bytes > 0);
     }
 
+    /// Deliver a relayed datagram from node `src` to `to`.
+    fn deliver_relayed(to: &mut Peer, src: u32, d: &[u8]) -> Delivered {
+        let mut out = vec![0u8; 2048];
+        let (mut net, mut tun) = (vec![], vec![]);
+        let r = to.decapsulate_relayed(src, kind(d), d, &mut out, |_, o| match o {
+            Output::Network(x) => net.push(x.to_vec()),
+            Output::Tunnel(x) => tun.push(x.to_vec()),
+        });
+        (r, net, tun)
+    }
+
+    #[test]
+    fn under_load_a_relayed_peer_gets_a_cookie_and_its_retry_passes() {
+        let ka = Identity::generate().unwrap();
+        let kb = Identity::generate().unwrap();
+        // B's limiter is always under load.
+        let loaded = Arc::new(RateLimiter::new(&kb.public, 0));
+        let mut a = Peer::new(&ka, &cfg("b", &kb, "10.87.2.0/24", B_ADDR), 0, 1);
+        let mut b = Peer::with_limiter(
+            &kb,
+            &cfg("a", &ka, "10.87.1.0/24", A_ADDR),
+            0,
+            2,
+            Some(loaded),
+        );
+        let mut out = vec![0u8; 2048];
+        let n = a.probe(&mut out).unwrap();
+        let (r, net, _) = deliver_relayed(&mut b, 1, &out[..n]);
+        r.unwrap();
+        assert_eq!(net.len(), 1);
+        assert_eq!(
+            kind(&net[0]),
+            WgKind::CookieReply,
+            "a cookie, not UnderLoad"
+        );
+        let (r, _, _) = deliver_relayed(&mut a, 2, &net[0]);
+        r.unwrap();
+        let n = a.probe(&mut out).unwrap();
+        let (r, net, _) = deliver_relayed(&mut b, 1, &out[..n]);
+        r.unwrap();
+        assert_eq!(kind(&net[0]), WgKind::HandshakeResponse);
+        // The cookie was for node 1's stand-in address: node 3 relaying the
+        // same packet gets only a cookie of its own.
+        let n = a.probe(&mut out).unwrap();
+        let (_, net, _) = deliver_relayed(&mut b, 3, &out[..n]);
+        assert_eq!(kind(&net[0]), WgKind::CookieReply);
+    }
+
     #[test]
     fn replayed_data_is_rejected() {
         let mut p = pair(0);
