@@ -5,11 +5,12 @@
 //! Sans-IO core first: [`registry`] (membership, subnets, tokens, peer
 //! views), [`token`] (join tokens that pin the certificate), [`proof`]
 //! (proof that a node holds its WireGuard private key, without revealing
-//! it). The I/O edges: [`store`] (redb), [`cert`] (self-signed certificate
+//! it), [`budget`] (what one member may ask of the others, per second). The I/O edges: [`store`] (redb), [`cert`] (self-signed certificate
 //! and the pinning verifier nodes use), [`server`] (QUIC), [`admin`] (local
 //! unix socket used by the `lighthouse` CLI).
 
 pub mod admin;
+pub mod budget;
 pub mod cert;
 pub mod client;
 pub mod fanout;

@@ -10,7 +10,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
 };
 
-use flatnet_wire::lighthouse::{LhErrorCode, PeerInfo, MAX_LOCAL_ADDRS};
+use flatnet_wire::lighthouse::{candidate_ok, LhErrorCode, PeerInfo, MAX_LOCAL_ADDRS};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
@@ -342,10 +342,11 @@ impl Registry {
         observed: SocketAddr,
         local: Vec<SocketAddr>,
     ) -> Vec<Change> {
+        let local = self.plausible(local, Some(observed));
         let l = self.live.entry(id).or_default();
         l.online = true;
         l.observed = Some(observed);
-        l.local_addrs = local.into_iter().take(MAX_LOCAL_ADDRS).collect();
+        l.local_addrs = local;
         vec![Change::NodeLive(id)]
     }
 
@@ -359,8 +360,22 @@ impl Registry {
         }
     }
 
+    /// The addresses of `local` other members may be told (see
+    /// [`candidate_ok`]), without repeats, at most [`MAX_LOCAL_ADDRS`].
+    fn plausible(&self, local: Vec<SocketAddr>, observed: Option<SocketAddr>) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for a in local {
+            if candidate_ok(a, observed, self.cidr) && !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out.truncate(MAX_LOCAL_ADDRS);
+        out
+    }
+
     pub fn update_local(&mut self, id: u32, local: Vec<SocketAddr>) -> Vec<Change> {
-        let local: Vec<SocketAddr> = local.into_iter().take(MAX_LOCAL_ADDRS).collect();
+        let observed = self.live.get(&id).and_then(|l| l.observed);
+        let local = self.plausible(local, observed);
         match self.live.get_mut(&id) {
             Some(l) if l.local_addrs != local => {
                 l.local_addrs = local;

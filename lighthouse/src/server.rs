@@ -9,7 +9,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     path::Path,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use flatnet_wire::lighthouse::{
@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, error, info, warn};
 
 use crate::{
+    budget::Bucket,
     cert::{server_tls, CertError, Identity},
     fanout::{encode_all, outbox, peers_messages, Outbox, OutboxRx, Pending, PEERS_PER_FRAME},
     proof::{parse_key, Challenge},
@@ -71,7 +72,16 @@ struct Session {
     conn: Connection,
     out: Outbox,
     serial: u64,
+    /// `Update`s (each one is fanned out to every member) and `Punch`es
+    /// (each one makes another member probe) this node may still send.
+    updates: Bucket,
+    punches: Bucket,
 }
+
+/// Address updates per node: a few at once, then one per 10 s.
+const UPDATES: (f64, f64) = (0.1, 5.0);
+/// Punch requests per node: ten at once, then two per second.
+const PUNCHES: (f64, f64) = (2.0, 10.0);
 
 struct Shared {
     registry: Registry,
@@ -351,6 +361,8 @@ impl Lighthouse {
                 conn: conn.clone(),
                 out: out.clone(),
                 serial,
+                updates: Bucket::new(UPDATES.0, UPDATES.1, Instant::now()),
+                punches: Bucket::new(PUNCHES.0, PUNCHES.1, Instant::now()),
             },
         ) {
             old.conn
@@ -435,6 +447,14 @@ impl Lighthouse {
         result
     }
 
+    /// Take one from node `id`'s bucket (`which`), if it has any left.
+    fn within_budget(&self, id: u32, which: impl FnOnce(&mut Session) -> &mut Bucket) -> bool {
+        let mut s = self.lock();
+        s.sessions
+            .get_mut(&id)
+            .is_some_and(|sess| which(sess).allow(Instant::now()))
+    }
+
     fn on_message(&self, conn: &Connection, id: u32, msg: NodeMsg) -> Option<LighthouseMsg> {
         match msg {
             NodeMsg::Ping => {
@@ -443,10 +463,18 @@ impl Lighthouse {
                 Some(LighthouseMsg::Pong { observed })
             }
             NodeMsg::Update { local_addrs } => {
-                self.mutate_live(|r| r.update_local(id, local_addrs));
+                if self.within_budget(id, |s| &mut s.updates) {
+                    self.mutate_live(|r| r.update_local(id, local_addrs));
+                } else {
+                    debug!(node = id, "address update over budget; ignored");
+                }
                 None
             }
             NodeMsg::Punch { peer } => {
+                if !self.within_budget(id, |s| &mut s.punches) {
+                    debug!(node = id, "punch request over budget; ignored");
+                    return None;
+                }
                 let s = self.lock();
                 let other = s.sessions.get(&peer)?;
                 let to_me = s.registry.punch_endpoints(id, peer);

@@ -77,7 +77,7 @@ impl Lab {
             secret,
             name,
             token,
-            vec!["192.0.2.10:51820".parse().unwrap()],
+            vec!["192.168.5.10:51820".parse().unwrap()],
         )
         .await
     }
@@ -128,7 +128,7 @@ async fn nodes_join_get_subnets_and_see_each_other() {
     assert_eq!(upsert[0].subnet.to_string(), "10.87.2.0/24");
     assert_eq!(
         upsert[0].local_addrs,
-        vec!["192.0.2.10:51820".parse::<SocketAddr>().unwrap()]
+        vec!["192.168.5.10:51820".parse::<SocketAddr>().unwrap()]
     );
 }
 

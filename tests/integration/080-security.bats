@@ -216,3 +216,35 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
     [ "$took" -le 15 ]
     [ "$busy" -le 30 ]
 }
+
+@test "a member cannot aim others' probes at a bystander, nor make them probe or rebuild nonstop" {
+    nat_inet_create
+    lh_start
+    nat_router_create 1 ""
+    nat_host_create 1
+    # A machine on the internet that is no member.
+    ip netns add "$(ns by)"
+    in_ns inet ip link add w-by type veth peer name eth0 netns "$(ns by)"
+    in_ns inet ip link set w-by master br0 up
+    in_ns by ip addr add 203.0.113.99/24 dev eth0
+    in_ns by ip link set eth0 up
+    wg_capture_start by eth0 "$FN_TMP/by.pcap" udp
+    wg_capture_start r1 wan0 "$FN_TMP/probes.pcap" "udp and dst host 203.0.113.1 and not dst port 7871"
+    token="$(lh token create --ttl 1h)"
+    in_ns inet "$HOSTILE" aim "$token" evil h1 203.0.113.99 10 > "$FN_TMP/hostile.out"
+    wg_capture_stop "$FN_TMP/by.pcap"
+    wg_capture_stop "$FN_TMP/probes.pcap"
+    cat "$FN_TMP/hostile.out"
+    at_bystander="$(wg_udp_payloads "$FN_TMP/by.pcap" | wc -l)"
+    probes="$(wg_udp_payloads "$FN_TMP/probes.pcap" | wc -l)"
+    stored="$(lh nodes list --json | jq -c '[.[] | select(.name == "evil") | .local_addrs[]]')"
+    echo "# $(tail -1 "$FN_TMP/hostile.out"); packets at the bystander: $at_bystander; h1's probes to evil: $probes in 10 s; evil's stored local addresses: $stored" >&3
+    [ "$at_bystander" = 0 ]
+    # Only its own (observed) address survives, never the bystander's,
+    # loopback or the Flatnet's.
+    ! grep -q "203.0.113.99\|127.0.0.1\|10.87." <<<"$stored"
+    # The Lighthouse took a handful of updates, and h1's probing stayed
+    # under its cap (64/s with a burst of 128), far below the 50/s x 16
+    # candidates asked for.
+    [ "$probes" -le 800 ]
+}

@@ -16,7 +16,7 @@
 //! Relay: QUIC datagrams `[u32 BE node id][opaque WireGuard packet]`; the
 //! id is the destination going up and the source coming down.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -183,9 +183,95 @@ pub fn relay_decode(d: &[u8]) -> Option<(u32, &[u8])> {
     (!rest.is_empty()).then(|| (u32::from_be_bytes(*id), rest))
 }
 
+/// Whether `a` may be offered to other members as a way to reach a node
+/// that the Lighthouse sees at `observed`: never loopback, multicast,
+/// broadcast, link-local, unspecified or a Flatnet address; a private
+/// (RFC 1918, CGNAT, IPv6 ULA) address as the node says; any other (public)
+/// address only if it is the one the Lighthouse observed. So a member
+/// cannot aim other members' probes at a machine of its choosing.
+pub fn candidate_ok(a: SocketAddr, observed: Option<SocketAddr>, cidr: Ipv4Net) -> bool {
+    if a.port() == 0 {
+        return false;
+    }
+    let ip = match a.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    };
+    let private = match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            if v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_link_local()
+                || o[0] == 0
+                || o[0] >= 240
+                || cidr.contains(&v4)
+            {
+                return false;
+            }
+            v4.is_private() || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            let seg = v6.segments()[0];
+            if v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || seg & 0xffc0 == 0xfe80
+            {
+                return false;
+            }
+            seg & 0xfe00 == 0xfc00
+        }
+    };
+    private || observed.is_some_and(|o| o.ip() == ip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candidates_are_plausible_and_public_ones_observed() {
+        let cidr: Ipv4Net = "10.87.0.0/16".parse().unwrap();
+        let seen: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        for ok in [
+            "192.168.1.5:51820",
+            "10.1.2.3:51820",
+            "172.20.0.1:1",
+            "100.64.3.4:51820",
+            "198.51.100.7:51820",
+            "[fd00::5]:51820",
+            "[::ffff:192.168.1.5]:51820",
+        ] {
+            assert!(candidate_ok(ok.parse().unwrap(), Some(seen), cidr), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1:51820",
+            "0.0.0.0:51820",
+            "224.0.0.1:51820",
+            "255.255.255.255:51820",
+            "169.254.1.1:51820",
+            "10.87.3.4:51820",
+            "192.168.1.5:0",
+            "203.0.113.99:51820",
+            "[::1]:51820",
+            "[fe80::1]:51820",
+            "[ff02::1]:51820",
+            "[2001:db8::1]:51820",
+            "[::ffff:127.0.0.1]:51820",
+        ] {
+            assert!(
+                !candidate_ok(bad.parse().unwrap(), Some(seen), cidr),
+                "{bad}"
+            );
+        }
+        assert!(!candidate_ok("198.51.100.7:1".parse().unwrap(), None, cidr));
+    }
 
     #[test]
     fn frames_round_trip() {

@@ -17,6 +17,8 @@ use std::{
     time::Instant,
 };
 
+use flatnet_lighthouse::budget::Bucket;
+
 /// The stand-in source address of node `node` for cookies: a unique local
 /// IPv6 address (`fd66:6c61:7400::<node>`), never a real one.
 pub fn cookie_addr(node: u32) -> IpAddr {
@@ -44,7 +46,7 @@ const MAX_NODES: usize = 4096;
 /// A token bucket per source node.
 #[derive(Debug, Default)]
 pub struct HandshakeBudget {
-    buckets: HashMap<u32, (f64, Instant)>,
+    buckets: HashMap<u32, Bucket>,
 }
 
 impl HandshakeBudget {
@@ -53,30 +55,23 @@ impl HandshakeBudget {
         if self.buckets.len() >= MAX_NODES && !self.buckets.contains_key(&src) {
             // Full budgets carry no memory worth keeping; failing that, the
             // node heard from longest ago goes.
-            self.buckets
-                .retain(|_, (t, at)| refill(*t, *at, now) < BURST);
+            self.buckets.retain(|_, b| !b.is_full(now));
             if self.buckets.len() >= MAX_NODES {
                 let oldest = self
                     .buckets
                     .iter()
-                    .min_by_key(|(_, (_, at))| *at)
+                    .min_by_key(|(_, b)| b.last_used())
                     .map(|(n, _)| *n);
                 if let Some(n) = oldest {
                     self.buckets.remove(&n);
                 }
             }
         }
-        let (tokens, at) = self.buckets.entry(src).or_insert((BURST, now));
-        let t = refill(*tokens, *at, now);
-        let ok = t >= 1.0;
-        *tokens = if ok { t - 1.0 } else { t };
-        *at = now;
-        ok
+        self.buckets
+            .entry(src)
+            .or_insert_with(|| Bucket::new(PER_SEC, BURST, now))
+            .allow(now)
     }
-}
-
-fn refill(tokens: f64, at: Instant, now: Instant) -> f64 {
-    (tokens + now.saturating_duration_since(at).as_secs_f64() * PER_SEC).min(BURST)
 }
 
 #[cfg(test)]

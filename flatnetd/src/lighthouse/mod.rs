@@ -189,7 +189,12 @@ pub struct PeerBook {
 impl PeerBook {
     /// Static peers first; a Lighthouse peer whose key, name or subnet
     /// clashes with a static one (or with our own subnet) is left out.
-    pub fn merged(&self, my_subnet: Ipv4Net, my_public_ip: Option<IpAddr>) -> Vec<PeerConfig> {
+    pub fn merged(
+        &self,
+        my_subnet: Ipv4Net,
+        cidr: Ipv4Net,
+        my_public_ip: Option<IpAddr>,
+    ) -> Vec<PeerConfig> {
         let mut out = self.static_peers.clone();
         for p in self.lighthouse.values() {
             let Ok(key) = decode_key(&p.public_key) else {
@@ -207,7 +212,7 @@ impl PeerBook {
                 debug!(peer = %p.name, "Lighthouse peer clashes with a static peer; ignored");
                 continue;
             }
-            let endpoint = punch::candidates(my_public_ip, p)
+            let endpoint = punch::candidates(my_public_ip, p, cidr)
                 .first()
                 .copied()
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -313,7 +318,7 @@ impl LhClient {
             ..Default::default()
         };
         let now = Instant::now();
-        let mut punch = Punch::new(Timing::default());
+        let mut punch = Punch::new(Timing::default(), p.state.cidr);
         for peer in &p.state.peers {
             book.lighthouse.insert(peer.node_id, peer.clone());
             punch.upsert(peer, now);
@@ -388,7 +393,7 @@ impl LhClient {
     }
 
     fn apply_peers(&self) {
-        let merged = lock(&self.book).merged(self.subnet, self.my_public_ip());
+        let merged = lock(&self.book).merged(self.subnet, self.cidr, self.my_public_ip());
         if let Err(e) = self.us.update_peers(&merged, self.keepalive) {
             warn!("updating peers: {e}");
         }
@@ -695,7 +700,11 @@ mod tests {
         let mut bad = info(6, 6, "10.87.6.0/24");
         bad.public_key = "nope".into();
         book.lighthouse.insert(6, bad);
-        let m = book.merged("10.87.1.0/24".parse().unwrap(), None);
+        let m = book.merged(
+            "10.87.1.0/24".parse().unwrap(),
+            "10.87.0.0/16".parse().unwrap(),
+            None,
+        );
         let names: Vec<&str> = m.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["static", "n2"]);
         assert_eq!(m[1].node_id, Some(2));
@@ -703,6 +712,7 @@ mod tests {
         // Behind the same NAT: start with its LAN address.
         let m = book.merged(
             "10.87.1.0/24".parse().unwrap(),
+            "10.87.0.0/16".parse().unwrap(),
             Some("203.0.113.5".parse().unwrap()),
         );
         assert_eq!(m[1].endpoint.to_string(), "192.168.1.5:51820");

@@ -26,7 +26,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flatnet_wire::lighthouse::PeerInfo;
+use flatnet_lighthouse::budget::Bucket;
+use flatnet_wire::lighthouse::{candidate_ok, PeerInfo};
+use ipnet::Ipv4Net;
 
 use crate::dataplane::peer::PathState;
 
@@ -91,17 +93,28 @@ struct Entry {
 }
 
 /// The punching state of every Lighthouse peer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Punch {
     t: Timing,
     peers: HashMap<u32, Entry>,
     my_public_ip: Option<IpAddr>,
+    /// The Flatnet: never a candidate.
+    cidr: Ipv4Net,
+    /// Probe datagrams we may still send (all peers together).
+    probes: Bucket,
 }
+
+/// Candidates probed per peer, at most.
+pub const MAX_CANDIDATES: usize = 8;
+/// Probe datagrams per second, all peers together, and in one burst: plenty
+/// for punching to a few peers at once, and a ceiling on what any member
+/// (or many) can make this host send.
+pub const PROBES_PER_SEC: (f64, f64) = (64.0, 128.0);
 
 /// Where to look for a peer: its LAN addresses first when it is behind the
 /// same public address as we are (same LAN, or at least same NAT), else its
 /// public mapping first. Duplicates removed, order kept.
-pub fn candidates(my_public_ip: Option<IpAddr>, peer: &PeerInfo) -> Vec<SocketAddr> {
+pub fn candidates(my_public_ip: Option<IpAddr>, peer: &PeerInfo, cidr: Ipv4Net) -> Vec<SocketAddr> {
     let same_nat = matches!((my_public_ip, peer.observed), (Some(a), Some(o)) if a == o.ip());
     let mut out: Vec<SocketAddr> = Vec::new();
     let observed = peer.observed.into_iter();
@@ -112,18 +125,25 @@ pub fn candidates(my_public_ip: Option<IpAddr>, peer: &PeerInfo) -> Vec<SocketAd
         observed.chain(local).collect()
     };
     for a in ordered {
-        if !out.contains(&a) && !a.ip().is_unspecified() && a.port() != 0 {
+        // Plausible only: a member (or a Lighthouse) cannot aim our probes
+        // at loopback, multicast, the Flatnet or a public address that is
+        // not the peer's observed one.
+        if !out.contains(&a) && candidate_ok(a, peer.observed, cidr) {
             out.push(a);
         }
     }
+    out.truncate(MAX_CANDIDATES);
     out
 }
 
 impl Punch {
-    pub fn new(t: Timing) -> Self {
+    pub fn new(t: Timing, cidr: Ipv4Net) -> Self {
         Punch {
             t,
-            ..Default::default()
+            peers: HashMap::new(),
+            my_public_ip: None,
+            cidr,
+            probes: Bucket::new(PROBES_PER_SEC.0, PROBES_PER_SEC.1, Instant::now()),
         }
     }
 
@@ -143,7 +163,7 @@ impl Punch {
     /// A peer appeared or its endpoints changed. New peers start
     /// connecting; changed endpoints trigger a new punch.
     pub fn upsert(&mut self, info: &PeerInfo, now: Instant) {
-        let cands = candidates(self.my_public_ip, info);
+        let cands = candidates(self.my_public_ip, info, self.cidr);
         match self.peers.get_mut(&info.node_id) {
             Some(e) => {
                 if e.candidates != cands {
@@ -187,10 +207,11 @@ impl Punch {
         let Some(e) = self.peers.get_mut(&peer) else {
             return;
         };
-        for a in endpoints {
-            if !e.candidates.contains(a) {
-                e.candidates.push(*a);
-            }
+        // Only endpoints the peer advertised (its PeerInfo): a PunchNow
+        // cannot add new targets. One Peers update later they arrive the
+        // regular way, if they are real.
+        if !endpoints.iter().any(|a| e.candidates.contains(a)) {
+            return;
         }
         e.probe_until = Some(now + t.probe_window);
         e.next_probe = now;
@@ -266,7 +287,10 @@ impl Punch {
             if let Some(until) = e.probe_until {
                 if now >= until {
                     e.probe_until = None;
-                } else if now >= e.next_probe && !e.candidates.is_empty() {
+                } else if now >= e.next_probe
+                    && !e.candidates.is_empty()
+                    && self.probes.take(e.candidates.len() as f64, now)
+                {
                     out.push(Action::Probe(id, e.candidates.clone()));
                     e.next_probe = now + t.probe_every;
                 }
@@ -290,6 +314,10 @@ mod tests {
             local_addrs: local.iter().map(|a| a.parse().unwrap()).collect(),
             online: true,
         }
+    }
+
+    fn cidr() -> Ipv4Net {
+        "10.87.0.0/16".parse().unwrap()
     }
 
     fn ms(n: u64) -> Duration {
@@ -323,7 +351,7 @@ mod tests {
     /// Peer 2 at 203.0.113.7:40000, direct since t0 + 100 ms.
     fn direct_peer() -> (Instant, Punch) {
         let t0 = Instant::now();
-        let mut p = Punch::new(Timing::default());
+        let mut p = Punch::new(Timing::default(), cidr());
         p.upsert(&info(2, "203.0.113.7:40000", &[]), t0);
         p.tick(t0);
         p.sample(2, 1, t0 + ms(100));
@@ -338,21 +366,82 @@ mod tests {
         let me_same = Some("203.0.113.7".parse().unwrap());
         let s = |v: Vec<SocketAddr>| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            s(candidates(me_elsewhere, &p)),
+            s(candidates(me_elsewhere, &p, cidr())),
             ["203.0.113.7:40000", "192.168.1.5:51820"]
         );
         assert_eq!(
-            s(candidates(me_same, &p)),
+            s(candidates(me_same, &p, cidr())),
             ["192.168.1.5:51820", "203.0.113.7:40000"]
         );
         let dup = info(3, "192.168.1.5:51820", &["192.168.1.5:51820", "0.0.0.0:1"]);
-        assert_eq!(s(candidates(None, &dup)), ["192.168.1.5:51820"]);
+        assert_eq!(s(candidates(None, &dup, cidr())), ["192.168.1.5:51820"]);
+    }
+
+    #[test]
+    fn implausible_candidates_are_never_probed() {
+        let p = info(
+            2,
+            "198.51.100.7:40000",
+            &[
+                "192.168.1.5:51820",
+                "203.0.113.99:1", // public, but not what the Lighthouse saw
+                "127.0.0.1:51820",
+                "10.87.3.4:51820",
+                "224.0.0.1:51820",
+                "169.254.0.1:51820",
+            ],
+        );
+        let s: Vec<String> = candidates(None, &p, cidr())
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(s, ["198.51.100.7:40000", "192.168.1.5:51820"]);
+        let many: Vec<String> = (1..40).map(|i| format!("192.168.1.{i}:51820")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            candidates(None, &info(3, "198.51.100.8:1", &many), cidr()).len(),
+            MAX_CANDIDATES
+        );
+    }
+
+    #[test]
+    fn punch_now_cannot_add_targets() {
+        let t0 = Instant::now();
+        let mut p = Punch::new(Timing::default(), cidr());
+        p.upsert(&info(2, "198.51.100.7:40000", &[]), t0);
+        let later = t0 + Duration::from_secs(10);
+        p.tick(later);
+        let never: SocketAddr = "192.168.50.50:9".parse().unwrap();
+        p.punch_now(2, &[never], later);
+        assert!(!p.candidates_of(2).unwrap().contains(&never));
+        assert!(probes(&p.tick(later)).iter().flatten().all(|a| *a != never));
+    }
+
+    #[test]
+    fn probes_are_capped_across_all_peers() {
+        let t0 = Instant::now();
+        let mut p = Punch::new(Timing::default(), cidr());
+        let lan: Vec<String> = (1..=7).map(|i| format!("192.168.1.{i}:51820")).collect();
+        let lan: Vec<&str> = lan.iter().map(String::as_str).collect();
+        for id in 2..60 {
+            p.upsert(&info(id, &format!("198.51.100.{id}:40000"), &lan), t0);
+        }
+        let mut sent = 0;
+        for step in 0..40u64 {
+            let now = t0 + ms(step * 50);
+            sent += probes(&p.tick(now)).iter().map(Vec::len).sum::<usize>();
+        }
+        // Two seconds: the burst plus two seconds' worth, not 58 peers x 8
+        // candidates x 4 probes per second.
+        let cap = (PROBES_PER_SEC.1 + 2.0 * PROBES_PER_SEC.0) as usize;
+        assert!(sent <= cap, "{sent} > {cap}");
+        assert!(sent >= PROBES_PER_SEC.1 as usize);
     }
 
     #[test]
     fn new_peer_punches_probes_and_goes_direct() {
         let t0 = Instant::now();
-        let mut p = Punch::new(Timing::default());
+        let mut p = Punch::new(Timing::default(), cidr());
         p.upsert(&info(2, "203.0.113.7:40000", &[]), t0);
         let a = p.tick(t0);
         assert_eq!(punches(&a), 1);
@@ -378,7 +467,7 @@ mod tests {
     #[test]
     fn no_direct_path_within_three_seconds_means_relay_then_repunch() {
         let t0 = Instant::now();
-        let mut p = Punch::new(Timing::default());
+        let mut p = Punch::new(Timing::default(), cidr());
         p.upsert(&info(2, "203.0.113.7:40000", &[]), t0);
         p.tick(t0);
         assert!(paths(&p.tick(t0 + ms(2900))).is_empty());
@@ -433,7 +522,7 @@ mod tests {
     #[test]
     fn removed_peers_are_forgotten() {
         let t0 = Instant::now();
-        let mut p = Punch::new(Timing::default());
+        let mut p = Punch::new(Timing::default(), cidr());
         p.upsert(&info(2, "203.0.113.7:40000", &[]), t0);
         p.upsert(&info(3, "203.0.113.8:40000", &[]), t0);
         p.retain(&[3]);

@@ -7,6 +7,7 @@
 //! flatnet-hostile quic-idle TOKEN CONNS DATAGRAMS HOLD_SECS
 //! flatnet-hostile relay-frags TOKEN NAME TARGET RATE SECS
 //! flatnet-hostile relay-handshakes TOKEN NAME TARGET RATE SECS
+//! flatnet-hostile aim TOKEN NAME TARGET BYSTANDER_IP SECS
 //! ```
 //! - `quic-idle`: open CONNS QUIC connections to the Lighthouse of TOKEN
 //!   that finish the TLS handshake but never say Hello, each sending
@@ -17,15 +18,23 @@
 //! - `relay-handshakes`: the same, with WireGuard handshake initiations
 //!   that carry a valid MAC1 for TARGET's key (from made-up static keys):
 //!   each costs the target an X25519 if it looks before it limits.
+//! - `aim`: join claiming local addresses at BYSTANDER_IP (not a member),
+//!   loopback and the Flatnet, then for SECS seconds send 50 `Update`s a
+//!   second (new ports each time, on the bystander and on its own address)
+//!   and 50 `Punch` requests a second for TARGET: trying to aim TARGET's
+//!   probes at the bystander and to make it probe and rebuild nonstop.
 
 use std::{net::ToSocketAddrs, time::Duration};
 
 use anyhow::{anyhow, bail, Context, Result};
+use std::net::SocketAddr;
+
 use flatnet_lighthouse::{
     client::{client_config, join, Joined},
+    server::write_frame,
     token::Token,
 };
-use flatnet_wire::lighthouse::{relay_encode, SERVER_NAME};
+use flatnet_wire::lighthouse::{relay_encode, NodeMsg, SERVER_NAME};
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T> {
     args.get(i)
@@ -57,15 +66,39 @@ async fn main() -> Result<()> {
             let j = member(t, name).await?;
             relay_handshakes(&j, target, arg(&args, 5, "RATE")?, arg(&args, 6, "SECS")?).await
         }
+        Some("aim") => {
+            let (t, name, target) = (&args[2], &args[3], &args[4]);
+            let by: std::net::IpAddr = arg(&args, 5, "BYSTANDER_IP")?;
+            let secs: u64 = arg(&args, 6, "SECS")?;
+            let mut claims: Vec<SocketAddr> = (1..=8).map(|p| SocketAddr::new(by, p)).collect();
+            claims.push("127.0.0.1:51820".parse()?);
+            claims.push("10.87.9.9:51820".parse()?);
+            let (tok, addr) = lighthouse_of(t)?;
+            let secret = x25519_dalek::StaticSecret::random_from_rng(rand_core::OsRng);
+            let ep = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
+            let j = join(
+                &ep,
+                addr,
+                &tok.fingerprint,
+                &secret,
+                name,
+                Some(t.clone()),
+                claims,
+            )
+            .await?;
+            println!("joined as node {} seen at {}", j.node_id, j.observed);
+            aim(j, target, by, secs).await
+        }
         _ => bail!(
             "usage: flatnet-hostile quic-idle TOKEN CONNS DATAGRAMS HOLD_SECS\n       \
              flatnet-hostile relay-frags TOKEN NAME TARGET RATE SECS\n       \
-             flatnet-hostile relay-handshakes TOKEN NAME TARGET RATE SECS"
+             flatnet-hostile relay-handshakes TOKEN NAME TARGET RATE SECS\n       \
+             flatnet-hostile aim TOKEN NAME TARGET BYSTANDER_IP SECS"
         ),
     }
 }
 
-fn lighthouse_of(token: &str) -> Result<(Token, std::net::SocketAddr)> {
+fn lighthouse_of(token: &str) -> Result<(Token, SocketAddr)> {
     let t = Token::decode(token).context("token")?;
     let addr = t
         .lighthouse
@@ -92,6 +125,37 @@ async fn member(token: &str, name: &str) -> Result<Joined> {
     .await?;
     println!("joined as node {} ({})", j.node_id, j.subnet);
     Ok(j)
+}
+
+/// Update and Punch spam (see the `aim` subcommand).
+async fn aim(mut j: Joined, target_name: &str, by: std::net::IpAddr, secs: u64) -> Result<()> {
+    let (to, _) = target(&j, target_name)?;
+    let me = j.observed.ip();
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let (mut updates, mut punches, mut k) = (0u64, 0u64, 0u16);
+    while tokio::time::Instant::now() < end {
+        tick.tick().await;
+        k = k.wrapping_add(1);
+        let mut local: Vec<SocketAddr> = (0..8)
+            .map(|i| SocketAddr::new(by, 1000 + (k.wrapping_mul(8) + i) % 30000))
+            .collect();
+        local.extend((0..8).map(|i| SocketAddr::new(me, 2000 + (k.wrapping_mul(8) + i) % 30000)));
+        if write_frame(&mut j.send, &NodeMsg::Update { local_addrs: local })
+            .await
+            .is_ok()
+        {
+            updates += 1;
+        }
+        if write_frame(&mut j.send, &NodeMsg::Punch { peer: to })
+            .await
+            .is_ok()
+        {
+            punches += 1;
+        }
+    }
+    println!("updates sent {updates} punches sent {punches}");
+    Ok(())
 }
 
 /// The node id and WireGuard key of member `name`.
