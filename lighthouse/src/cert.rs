@@ -30,6 +30,26 @@ pub struct Identity {
     pub key: PrivatePkcs8KeyDer<'static>,
 }
 
+/// Write `bytes` to `path` atomically (temporary file, fsync, rename, fsync
+/// of the directory), mode 0600.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut f, bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 impl Identity {
     pub fn load_or_create(dir: &Path) -> Result<Self, CertError> {
         let (cp, kp) = (
@@ -48,18 +68,11 @@ impl Identity {
         let ck = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])?;
         let cert = ck.cert.der().to_vec();
         let key = ck.key_pair.serialize_der();
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&kp)
-                .map_err(io)?;
-            std::io::Write::write_all(&mut f, &key).map_err(io)?;
-        }
-        std::fs::write(&cp, &cert).map_err(io)?;
+        // Key first, certificate last: a crash leaves either both or a
+        // lone key, which the next start replaces (never a certificate
+        // whose key is missing or half written).
+        write_atomic(&kp, &key).map_err(io)?;
+        write_atomic(&cp, &cert).map_err(io)?;
         Ok(Self {
             cert: CertificateDer::from(cert),
             key: PrivatePkcs8KeyDer::from(key),

@@ -108,8 +108,17 @@ impl Lighthouse {
         host_prefix: u8,
         public_addr: String,
     ) -> Result<Arc<Self>, ServerError> {
-        std::fs::create_dir_all(state_dir)
-            .map_err(|e| CertError::Io(state_dir.display().to_string(), e))?;
+        {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            let io = |e| CertError::Io(state_dir.display().to_string(), e);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(state_dir)
+                .map_err(io)?;
+            std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io)?;
+        }
         let identity = Identity::load_or_create(state_dir)?;
         let store = Store::open(&state_dir.join("lighthouse.redb"))?;
         let mut registry = Registry::new(cidr, host_prefix);

@@ -248,3 +248,32 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
     # candidates asked for.
     [ "$probes" -le 800 ]
 }
+
+@test "state is private from the start, and the join token does not stay in the config file" {
+    nat_inet_create
+    lh_start
+    nat_router_create 1 ""
+    nat_host_create 1
+    ctl h1 status >/dev/null
+    # The token joined once; it is gone from the (0644) config file.
+    ! grep -q "flatnet1_" "$FN_TMP/h1/flatnetd.toml"
+    grep -q '^# token = ' "$FN_TMP/h1/flatnetd.toml"
+    grep -q "the join token was removed from the config file" "$FN_TMP/h1/flatnetd.log"
+    # Restarting without it works: the node is a member already.
+    host_kill h1
+    host_start h1
+    for i in $(seq 50); do [ "$(nat_lh_state h1)" = connected ] && break; sleep 0.1; done
+    [ "$(nat_lh_state h1)" = connected ]
+    modes() { local f; for f in "$@"; do printf '%s=%s ' "$(basename "$f")" "$(stat -c %a "$f")"; done; }
+    got="$(modes "$FN_TMP/h1/state" "$FN_TMP/h1/state"/* "$FN_TMP/h1/flatnetd.sock")"
+    echo "# flatnetd: $got" >&3
+    [ -z "$(tr ' ' '\n' <<<"$got" | grep -v '=600$\|=700$\|^$')" ]
+    [ "$(stat -c %a "$FN_TMP/h1/state")" = 700 ]
+    [ "$(stat -c %a "$FN_TMP/h1/state/ipam.redb")" = 600 ]
+    got="$(modes "$FN_TMP/lh" "$FN_TMP/lh"/* "$FN_TMP/lh.sock")"
+    echo "# lighthouse: $got" >&3
+    [ -z "$(tr ' ' '\n' <<<"$got" | grep -v '=600$\|=700$\|^$')" ]
+    [ "$(stat -c %a "$FN_TMP/lh")" = 700 ]
+    # No temporary files left behind by atomic writes.
+    ! ls "$FN_TMP/lh" "$FN_TMP/h1/state" | grep -q '\.tmp$'
+}

@@ -16,8 +16,9 @@ use tracing::{debug, warn};
 
 use crate::service::SharedService;
 
-/// Bind the socket: create its directory, replace a stale socket file, and
-/// set mode 0660 (and the group, when configured).
+/// Bind the socket: create its directory, replace a stale socket file.
+/// The process umask (0077) makes it 0600 from the start; with a group
+/// configured it then opens to that group (0660), never wider.
 pub fn bind(path: &Path, group: Option<&str>) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -28,13 +29,13 @@ pub fn bind(path: &Path, group: Option<&str>) -> std::io::Result<UnixListener> {
         Err(e) => return Err(e),
     }
     let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     if let Some(g) = group {
         let gid = nix::unistd::Group::from_name(g)
             .map_err(std::io::Error::other)?
             .ok_or_else(|| std::io::Error::other(format!("unknown group {g:?}")))?
             .gid;
         nix::unistd::chown(path, None, Some(gid)).map_err(std::io::Error::other)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     }
     Ok(listener)
 }

@@ -104,6 +104,34 @@ fn join_once(
 /// First start with `[lighthouse] token`: join before anything else (the
 /// subnet comes from the Lighthouse). Network trouble is retried with
 /// backoff; a refusal is fatal.
+/// `dir` (and its parents), mode 0700; an existing one is narrowed to 0700.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// The join token has done its job: take it out of the config file.
+fn forget_token(path: &std::path::Path) {
+    let note = "used to join the Lighthouse; flatnetd removed it (it is not needed again)";
+    match flatnetd::token_file::forget(path, note) {
+        Ok(true) => info!(
+            config = %path.display(),
+            "joined: the join token was removed from the config file, which other users may read"
+        ),
+        Ok(false) => {}
+        Err(e) => warn!(
+            config = %path.display(),
+            "joined, but the join token could not be removed from the config file ({}); \
+             delete the token line yourself",
+            flatnet_wire::plain_error(&e)
+        ),
+    }
+}
+
 fn first_join(config: &Config, identity: &Identity, token: &str) -> anyhow::Result<LhState> {
     let rt = runtime()?;
     let mut backoff = lh::Backoff::new(
@@ -143,8 +171,12 @@ fn main() -> anyhow::Result<()> {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
+    // Everything flatnetd creates (state, keys, database, socket) is for
+    // root alone unless it says otherwise: no window where a file or the
+    // socket is wider open than meant.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut config = Config::load(&path, explicit)?;
-    std::fs::create_dir_all(&config.state_dir)
+    create_private_dir(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
     if let Some(Cmd::Join { token }) = &args.cmd {
         return join_cmd(&config, token);
@@ -153,7 +185,11 @@ fn main() -> anyhow::Result<()> {
     let lh_state = match state::load(&config.state_dir)? {
         Some(s) => Some(s),
         None => match config.lighthouse_token.clone() {
-            Some(t) => Some(first_join(&config, &identity, &t)?),
+            Some(t) => {
+                let st = first_join(&config, &identity, &t)?;
+                forget_token(&path);
+                Some(st)
+            }
             None => None,
         },
     };

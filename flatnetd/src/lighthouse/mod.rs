@@ -73,6 +73,11 @@ pub enum LhError {
     Endpoint(std::io::Error),
     #[error(transparent)]
     State(#[from] state::StateError),
+    #[error(
+        "the Lighthouse allocated {subnet}, which is not a subnet of its Flatnet {cidr}; \
+         refusing it (check the Lighthouse's --cidr)"
+    )]
+    BadSubnet { subnet: Ipv4Net, cidr: Ipv4Net },
 }
 
 /// Resolve `host:port` (IPv4 preferred: the data plane's socket is IPv4).
@@ -129,6 +134,12 @@ pub async fn join_with_token(
     )
     .await
     .map_err(|_| LhError::Timeout(addr, JOIN_TIMEOUT))??;
+    if !j.cidr.contains(&j.subnet) || j.subnet.prefix_len() < j.cidr.prefix_len() {
+        return Err(LhError::BadSubnet {
+            subnet: j.subnet,
+            cidr: j.cidr,
+        });
+    }
     let st = LhState {
         address: t.lighthouse.clone(),
         fingerprint: t.fingerprint.clone(),
@@ -201,6 +212,13 @@ impl PeerBook {
                 warn!(peer = %p.name, "Lighthouse peer with a bad key; ignored");
                 continue;
             };
+            if !cidr.contains(&p.subnet) {
+                warn!(
+                    peer = %p.name, subnet = %p.subnet, flatnet = %cidr,
+                    "Lighthouse peer with a subnet outside the Flatnet; ignored"
+                );
+                continue;
+            }
             let clash = my_subnet.contains(&p.subnet)
                 || p.subnet.contains(&my_subnet)
                 || out.iter().any(|q| {
@@ -700,6 +718,9 @@ mod tests {
         let mut bad = info(6, 6, "10.87.6.0/24");
         bad.public_key = "nope".into();
         book.lighthouse.insert(6, bad);
+        // Outside the Flatnet: a LAN or the internet, never routed to a peer.
+        book.lighthouse.insert(7, info(7, 7, "192.168.0.0/16"));
+        book.lighthouse.insert(8, info(8, 8, "0.0.0.0/0"));
         let m = book.merged(
             "10.87.1.0/24".parse().unwrap(),
             "10.87.0.0/16".parse().unwrap(),

@@ -106,6 +106,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // The state dir, database, key and admin socket are the Lighthouse's
+    // alone, from the moment they exist.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let args = Args::parse();
     let admin =
         |req: AdminRequest| admin::call(&args.admin_socket, &req).map_err(anyhow::Error::msg);
