@@ -242,7 +242,10 @@ impl Service {
             Request::Gc { network, valid } => {
                 check_field("network", &network, MAX_ID)?;
                 let _g = self.lock_host()?;
-                let released = self.store.gc(&network, &valid)?;
+                // Leases younger than the grace period stay: their ADD may
+                // still be running, unknown to the runtime's list.
+                let keep_since = now().saturating_sub(self.config.lease_grace_secs);
+                let released = self.store.gc(&network, &valid, keep_since)?;
                 for l in &released {
                     info!(ip = %l.ip, container = %l.key.container_id, "collected stale lease");
                 }

@@ -237,7 +237,16 @@ impl LeaseStore {
 
     /// Release every lease of `network` whose attachment is not in `valid`,
     /// in one transaction; returns what was released.
-    pub fn gc(&self, network: &str, valid: &[AttachmentId]) -> Result<Vec<Lease>, IpamError> {
+    /// GC: release the leases of `network` that are not in `valid`, except
+    /// those created or renewed at or after `keep_since` (unix seconds): an
+    /// ADD may be in flight that the runtime's list of valid attachments,
+    /// made a moment earlier, does not know yet.
+    pub fn gc(
+        &self,
+        network: &str,
+        valid: &[AttachmentId],
+        keep_since: u64,
+    ) -> Result<Vec<Lease>, IpamError> {
         let keep: HashSet<(&str, &str)> = valid
             .iter()
             .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
@@ -251,6 +260,7 @@ impl LeaseStore {
                 let (_, v) = row?;
                 let lease = decode(v.value())?;
                 if lease.key.network == network
+                    && lease.created.max(lease.refreshed) < keep_since
                     && !keep.contains(&(lease.key.container_id.as_str(), lease.key.ifname.as_str()))
                 {
                     stale.push(lease);
@@ -490,8 +500,10 @@ mod tests {
             container_id: "b".into(),
             ifname: "eth0".into(),
         }];
+        // Leases from t=1; one more arrives at t=100, as GC runs.
+        s.allocate(&pool(), &req("new"), 100).unwrap();
         let mut gone: Vec<String> = s
-            .gc("flatnet", &valid)
+            .gc("flatnet", &valid, 100)
             .unwrap()
             .into_iter()
             .map(|l| l.key.container_id)
@@ -504,7 +516,7 @@ mod tests {
             .into_iter()
             .map(|l| l.key.container_id)
             .collect();
-        assert_eq!(left, ["b", "z"]);
+        assert_eq!(left, ["b", "new", "z"], "the ADD in flight keeps its lease");
     }
 
     #[test]
