@@ -29,6 +29,7 @@ pub mod reconcile;
 pub mod service;
 pub mod status;
 pub mod token_file;
+pub mod vethname;
 
 /// Seconds since the Unix epoch (0 if the clock is before it): lease
 /// times, DNS first-seen times and serials all use it.

@@ -293,7 +293,11 @@ impl Service {
         let a = self.store.allocate(&self.pool, &r, now())?;
         let leases = self.store.list()?;
         let checked = ports::check_free(&leases, &a.lease)
-            .map_err(|e| ApiError::new(ErrorKind::InvalidRequest, e.to_string()))
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                crate::vethname::check_unique(&leases, &a.lease, crate::vethname::host_ifname)
+            })
+            .map_err(|e| ApiError::new(ErrorKind::InvalidRequest, e))
             .and_then(|()| self.apply_host_locked(&leases, false));
         if let Err(e) = checked {
             // Undo: a fresh lease is dropped, a renewed one gets its old

@@ -150,6 +150,21 @@ teardown() { fn_teardown; }
     [ "$(lease_count h1)" = "1" ]
 }
 
+@test "two containers whose host veth names collide: the second ADD is refused, the first keeps its veth" {
+    # cid-88276 and cid-128754 (eth0) hash to the same host veth name.
+    container_add h1 88276
+    veth="$(jq -r '.interfaces[0].name' "$FN_TMP/h1/88276.json")"
+    ip netns add "$(ns h1-128754)"
+    run cni h1 ADD cid-128754 "/run/netns/$(ns h1-128754)" eth0 "IgnoreUnknown=1" <<< "$(netconf h1)"
+    echo "$output"
+    [ "$status" -ne 0 ]
+    [[ "$output" == *"is already the one of container cid-88276"* ]]
+    # The first container is untouched: its veth, its lease, its traffic.
+    in_ns h1 ip link show "$veth" >/dev/null
+    [ "$(lease_count h1)" = "1" ]
+    in_ns h1-88276 ping -c1 -W2 10.87.1.1
+}
+
 @test "STATUS succeeds while flatnetd runs and reports 50 when it is down" {
     run cni h1 STATUS "" "" "" <<< "$(netconf h1 1.1.0)"
     [ "$status" -eq 0 ]

@@ -260,7 +260,7 @@ impl LeaseStore {
                 let (_, v) = row?;
                 let lease = decode(v.value())?;
                 if lease.key.network == network
-                    && lease.created.max(lease.refreshed) < keep_since
+                    && lease.touched() < keep_since
                     && !keep.contains(&(lease.key.container_id.as_str(), lease.key.ifname.as_str()))
                 {
                     stale.push(lease);
