@@ -106,7 +106,7 @@ struct PeerRef {
 }
 
 /// Fetch one peer's names if its serial moved; returns the new serial.
-async fn sync_peer(dns: &Dns, zone: &Name, p: &PeerRef, last: Option<u32>) -> Option<u32> {
+async fn sync_peer(dns: &Arc<Dns>, zone: &Name, p: &PeerRef, last: Option<u32>) -> Option<u32> {
     let server = SocketAddr::from((Pool::new(p.subnet).gateway(), 53));
     let serial = soa_serial(server, zone).await?;
     if Some(serial) == last {
@@ -114,8 +114,16 @@ async fn sync_peer(dns: &Dns, zone: &Name, p: &PeerRef, last: Option<u32>) -> Op
     }
     let m = axfr(server, zone).await?;
     let entries = entries_from_axfr(&m, zone, p.subnet);
-    if dns.set_peer(&p.name, &entries, crate::unix_now()) {
-        info!(peer = %p.name, names = entries.len(), "DNS: names from peer updated");
+    let n = entries.len();
+    // set_peer may save (and fsync) the first-seen times: not on the
+    // runtime's threads.
+    let (d, name) = (dns.clone(), p.name.clone());
+    let changed =
+        tokio::task::spawn_blocking(move || d.set_peer(&name, &entries, crate::unix_now()))
+            .await
+            .unwrap_or(false);
+    if changed {
+        info!(peer = %p.name, names = n, "DNS: names from peer updated");
     }
     Some(serial)
 }

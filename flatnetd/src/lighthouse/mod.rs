@@ -17,7 +17,7 @@ pub mod state;
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, SocketAddr, ToSocketAddrs},
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{
         atomic::{AtomicU16, Ordering},
@@ -80,11 +80,12 @@ pub enum LhError {
     BadSubnet { subnet: Ipv4Net, cidr: Ipv4Net },
 }
 
-/// Resolve `host:port` (IPv4 preferred: the data plane's socket is IPv4).
-pub fn resolve(addr: &str) -> Result<SocketAddr, LhError> {
-    let all: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| LhError::Resolve(addr.into(), e.to_string()))?
+/// Resolve `host:port` (IPv4 preferred: the data plane's socket is IPv4),
+/// on tokio's blocking pool: a slow resolver never stalls the runtime.
+pub async fn resolve(addr: &str) -> Result<SocketAddr, LhError> {
+    let all: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| LhError::Resolve(addr.into(), flatnet_wire::plain_error(&e)))?
         .collect();
     all.iter()
         .find(|a| a.is_ipv4())
@@ -117,7 +118,7 @@ pub async fn join_with_token(
     local: Vec<SocketAddr>,
 ) -> Result<LhState, LhError> {
     let t = Token::decode(token.trim()).map_err(|e| LhError::Token(e.to_string()))?;
-    let addr = resolve(&t.lighthouse)?;
+    let addr = resolve(&t.lighthouse).await?;
     let ep =
         quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(LhError::Endpoint)?;
     let j = tokio::time::timeout(
@@ -468,7 +469,9 @@ impl LhClient {
             if now.saturating_duration_since(saved) >= PERSIST_EVERY
                 && self.unsaved.swap(false, Ordering::Relaxed)
             {
-                self.persist_peers();
+                // Writes and fsyncs a file: not on the runtime's threads.
+                let me = self.clone();
+                let _ = tokio::task::spawn_blocking(move || me.persist_peers()).await;
                 saved = now;
             }
             let samples = self.us.path_samples();
@@ -506,7 +509,7 @@ impl LhClient {
                 let st = lock(&self.st);
                 (st.address.clone(), st.fingerprint.clone())
             };
-            let result = match resolve(&address) {
+            let result = match resolve(&address).await {
                 Ok(addr) => {
                     let local = local_addrs(self.port, self.cidr);
                     match tokio::time::timeout(
