@@ -68,6 +68,7 @@ echo "\$ lighthouse token create --ttl 1h"
 echo "$(lh token create --ttl 1h 2>/dev/null | cut -c1-40)…"
 # h1's Flatnet DNS also answers the gateway's zone for site 1's office LAN.
 nat_host_create 1 "catalog_listen = \"0.0.0.0:7070\"
+forward_from = [\"192.168.1.254/32\"]
 [dns.lan]
 domain = \"$GW_DOMAIN\"
 address = \"$GW_IP\""

@@ -9,6 +9,8 @@
 //! socket = "/run/flatnet/flatnetd.sock"
 //! socket_group = "flatnet"           # optional; socket is mode 0660
 //! masquerade = true                  # NAT container egress leaving the Flatnet
+//! forward_from = ["172.22.48.1/32"]  # who may route into the Flatnet through
+//!                                    # this host (the gateway); nobody else
 //! catalog_listen = "0.0.0.0:7870"    # optional HTTP service catalog
 //! reconcile_secs = 10                # how often leases and the nft table are checked
 //! lease_grace_secs = 60              # a lease whose host veth is gone is reclaimed
@@ -101,6 +103,8 @@ struct RawConfig {
     socket: Option<PathBuf>,
     socket_group: Option<String>,
     masquerade: Option<bool>,
+    #[serde(default)]
+    forward_from: Vec<Ipv4Net>,
     catalog_listen: Option<SocketAddr>,
     reconcile_secs: Option<u64>,
     lease_grace_secs: Option<u64>,
@@ -348,6 +352,9 @@ pub struct Config {
     pub socket: PathBuf,
     pub socket_group: Option<String>,
     pub masquerade: bool,
+    /// Sources outside the Flatnet that may route into it through this
+    /// host (the gateway's address); everyone else is dropped.
+    pub forward_from: Vec<Ipv4Net>,
     pub catalog_listen: Option<SocketAddr>,
     /// Period of lease reconciliation and of the nft table repair.
     pub reconcile_secs: u64,
@@ -507,6 +514,7 @@ impl Config {
             socket: raw.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
             socket_group: raw.socket_group,
             masquerade: raw.masquerade.unwrap_or(true),
+            forward_from: raw.forward_from,
             catalog_listen: raw.catalog_listen,
             wireguard,
             peers,

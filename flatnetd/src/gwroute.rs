@@ -28,6 +28,10 @@ pub struct Facts {
     pub wsl: bool,
     /// `net.ipv4.ip_forward` is 1.
     pub forwarding: bool,
+    /// The default route's gateway: in WSL2, the Windows host.
+    pub default_gateway: Option<Ipv4Addr>,
+    /// flatnetd's `forward_from`.
+    pub forward_from: Vec<Ipv4Net>,
 }
 
 /// The commands, best address first.
@@ -78,6 +82,28 @@ pub fn render(f: &Facts) -> String {
         out,
         "\nflatnetd masquerades such clients into the tunnel, so containers on every\nFlatnet host can answer them."
     );
+    let who = if f.wsl {
+        "the Windows host (this VM's default gateway)"
+    } else {
+        "the gateway machine"
+    };
+    match f.default_gateway {
+        Some(gw) if f.forward_from.iter().any(|n| n.contains(&gw)) => {
+            let _ = writeln!(
+                out,
+                "\n{gw} may route into the Flatnet here (forward_from); other machines may not."
+            );
+        }
+        _ => {
+            let example = f
+                .default_gateway
+                .map_or("<its address>".to_string(), |g| g.to_string());
+            let _ = writeln!(
+                out,
+                "\nflatnetd lets only the addresses in forward_from route into the Flatnet.\nFor {who}, in /etc/flatnet/flatnetd.toml (then restart flatnetd):\n  forward_from = [\"{example}/32\"]"
+            );
+        }
+    }
     if !f.forwarding {
         let _ = writeln!(
             out,
@@ -89,17 +115,33 @@ pub fn render(f: &Facts) -> String {
 
 /// The interface of the IPv4 default route, from `/proc/net/route`.
 pub fn default_route_iface(route_table: &str) -> Option<String> {
+    default_route(route_table).map(|(i, _)| i)
+}
+
+/// The IPv4 default route's interface and gateway, from `/proc/net/route`
+/// (the gateway is hex in host byte order, little-endian on x86).
+pub fn default_route(route_table: &str) -> Option<(String, Option<Ipv4Addr>)> {
     route_table.lines().skip(1).find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
+        (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| {
+            let gw = u32::from_str_radix(f[2], 16)
+                .ok()
+                .filter(|g| *g != 0)
+                .map(|g| Ipv4Addr::from(g.to_le_bytes()));
+            (f[0].to_string(), gw)
+        })
     })
 }
 
-/// Read the facts off this host.
-pub fn gather(cidr: Ipv4Net) -> Facts {
-    let def = std::fs::read_to_string("/proc/net/route")
+/// Read the facts off this host; `forward_from` is flatnetd's setting.
+pub fn gather(cidr: Ipv4Net, forward_from: Vec<Ipv4Net>) -> Facts {
+    let route = std::fs::read_to_string("/proc/net/route")
         .ok()
-        .and_then(|t| default_route_iface(&t));
+        .and_then(|t| default_route(&t));
+    let (def, default_gateway) = match route {
+        Some((i, g)) => (Some(i), g),
+        None => (None, None),
+    };
     let addrs = crate::ifaddrs::outside(cidr)
         .into_iter()
         .map(|(iface, ip)| HostAddr {
@@ -115,6 +157,8 @@ pub fn gather(cidr: Ipv4Net) -> Facts {
         wsl: osrelease.to_ascii_lowercase().contains("microsoft"),
         forwarding: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
             .is_ok_and(|v| v.trim() == "1"),
+        default_gateway,
+        forward_from,
     }
 }
 
@@ -139,6 +183,8 @@ mod tests {
             ],
             wsl,
             forwarding: true,
+            default_gateway: Some("172.22.48.1".parse().unwrap()),
+            forward_from: vec![],
         }
     }
 
@@ -153,6 +199,11 @@ mod tests {
         assert!(win < lin, "Windows first in WSL2:\n{s}");
         assert!(s.contains("172.17.0.1 (docker0)"));
         assert!(!s.contains("forwarding is OFF"));
+        assert!(s.contains("For the Windows host"));
+        assert!(s.contains("  forward_from = [\"172.22.48.1/32\"]"));
+        let mut f = facts(true);
+        f.forward_from = vec!["172.22.48.0/20".parse().unwrap()];
+        assert!(render(&f).contains("172.22.48.1 may route into the Flatnet here"));
     }
 
     #[test]
@@ -175,6 +226,10 @@ mod tests {
                  lan0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
                  eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
         assert_eq!(default_route_iface(t).as_deref(), Some("eth0"));
+        assert_eq!(
+            default_route(t),
+            Some(("eth0".to_string(), Some("192.168.1.1".parse().unwrap())))
+        );
         assert_eq!(default_route_iface("Iface\n"), None);
     }
 }

@@ -46,6 +46,8 @@ pub struct TableSpec<'a> {
     /// The data plane's interface, when it runs.
     pub tunnel: Option<&'a str>,
     pub leases: &'a [Lease],
+    /// Who outside the Flatnet may route into it through this host.
+    pub forward_from: &'a [Ipv4Net],
 }
 
 fn chain(s: &mut String, name: &str, hook: Option<&str>, rules: &[String]) {
@@ -106,6 +108,23 @@ pub fn nft_script(t: &TableSpec<'_>) -> String {
         .map(|l| l.ip.to_string())
         .collect();
     let mut fwd = Vec::new();
+    // Into the Flatnet through this host: from its containers, the tunnel,
+    // published ports (DNAT) and `forward_from` (the gateway) only. Any
+    // other LAN machine with a route is dropped, so it cannot go around
+    // the gateway's allow list.
+    let tunnel_in = t
+        .tunnel
+        .map(|d| format!("iifname != \"{d}\" "))
+        .unwrap_or_default();
+    let allowed = if t.forward_from.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = t.forward_from.iter().map(ToString::to_string).collect();
+        format!("ip saddr != {{ {} }} ", list.join(", "))
+    };
+    fwd.push(format!(
+        "ip daddr {cidr} {tunnel_in}iifname != \"fn*\" ct status != dnat {allowed}drop comment \"flatnet: only forward_from may route into the Flatnet\""
+    ));
     if !internal.is_empty() {
         let set = internal.join(", ");
         fwd.push(format!(
@@ -187,6 +206,7 @@ impl HostSetup for NftHostSetup {
             masquerade: config.masquerade,
             tunnel,
             leases,
+            forward_from: &config.forward_from,
         });
         let mut applied = self
             .applied
@@ -218,6 +238,7 @@ mod tests {
             masquerade,
             tunnel,
             leases,
+            forward_from: &[],
         }
     }
 
@@ -260,6 +281,22 @@ mod tests {
         let s = nft_script(&spec(false, Some("flatnet0"), &[]));
         assert!(s.contains("oifname \"flatnet0\" ip saddr != 10.87.1.0/24 masquerade"));
         assert!(!s.contains("flatnet egress"));
+    }
+
+    #[test]
+    fn only_forward_from_may_route_into_the_flatnet() {
+        let s = nft_script(&spec(true, Some("flatnet0"), &[]));
+        assert!(s.contains(
+            "ip daddr 10.87.0.0/16 iifname != \"flatnet0\" iifname != \"fn*\" ct status != dnat drop"
+        ));
+        let gw: Vec<Ipv4Net> = vec![
+            "172.22.48.1/32".parse().unwrap(),
+            "192.168.5.0/24".parse().unwrap(),
+        ];
+        let mut t = spec(true, Some("flatnet0"), &[]);
+        t.forward_from = &gw;
+        let s = nft_script(&t);
+        assert!(s.contains("ct status != dnat ip saddr != { 172.22.48.1/32, 192.168.5.0/24 } drop"));
     }
 
     #[test]

@@ -335,6 +335,7 @@ impl Service {
             public_key: self.public_key.get().cloned(),
             peers: self.overlay.get().map(|o| o.peers()).unwrap_or_default(),
             lighthouse: self.lighthouse.get().map(|f| f()),
+            forward_from: self.config.forward_from.clone(),
         })
     }
 }

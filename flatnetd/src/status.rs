@@ -248,6 +248,7 @@ mod tests {
             public_key: None,
             peers: vec![],
             lighthouse: None,
+            forward_from: vec![],
         };
         let s = render(&st);
         assert!(s.contains("Node:     host1"));
@@ -339,6 +340,7 @@ mod tests {
                 last_error: None,
                 since_secs: 3,
             }),
+            forward_from: vec![],
         };
         let s = render(&st);
         assert!(s.contains("Node:     h1"));

@@ -21,7 +21,9 @@ setup() {
     nat_router_create 1 ""
     nat_router_create 2 ""
     # h1's Flatnet DNS also answers the gateway's zone for the office LAN.
+    # r1 (the gateway) may route into the Flatnet through h1; nobody else.
     nat_host_create 1 "catalog_listen = \"0.0.0.0:7070\"
+forward_from = [\"192.168.1.254/32\"]
 [dns.lan]
 domain = \"$GW_DOMAIN\"
 address = \"$GW_IP\"
@@ -68,6 +70,13 @@ web_on_h2() {
     echo "$all" | jq -e '.peers[] | select(.node == "h2" and .services == 1)'
     # r1 reaches the container on h2 straight by Flatnet IP, through h1.
     [ "$(in_ns r1 curl -sS --max-time 10 "http://$web/")" = "flatnet test page" ]
+    # The office machine gets a route too, but h1 forwards only from
+    # forward_from (r1): the office must go through the gateway, and its
+    # allow list.
+    in_ns office ip route add 10.87.0.0/16 via "$GW_IP"
+    ! in_ns office curl -sS --max-time 3 "http://$web/"
+    in_ns h1 nft list chain ip flatnet forward | grep -q '192.168.1.254.*only forward_from may route into the Flatnet'
+    in_ns office ip route del 10.87.0.0/16
     gw_wait_route "$FN_PREFIX-web" 20
     run chromium_office dom --dump-dom "http://$FN_PREFIX-web.$GW_DOMAIN/"
     [ "$status" -eq 0 ]
@@ -215,6 +224,9 @@ dns_upstream = $GW1:53" gw_start 1 "http://$GW1:7070/v1/catalog/all"
     [[ "$output" == *"reachable through this host at 192.168.1.1 (lan0)"* ]]
     [[ "$output" == *"ip route add 10.87.0.0/16 via 192.168.1.1"* ]]
     [[ "$output" == *"route add 10.87.0.0 mask 255.255.0.0 192.168.1.1"* ]]
+    [[ "$output" == *"192.168.1.254 may route into the Flatnet here (forward_from); other machines may not."* ]]
+    run gw_route_hint h2
+    [[ "$output" == *'forward_from = ["192.168.2.254/32"]'* ]]
     # flatnetd masquerades routed clients into the tunnel (and only those).
     in_ns h1 nft list table ip flatnet | grep -q 'oifname "flatnet0" ip saddr != 10.87.1.0/24 masquerade'
 }

@@ -230,6 +230,9 @@ pub struct HostStatus {
     /// The Lighthouse session, when this node has joined one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lighthouse: Option<LighthouseStatus>,
+    /// Who outside the Flatnet may route into it through this host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward_from: Vec<Ipv4Net>,
 }
 
 /// This node's session with the Lighthouse.
@@ -237,7 +240,7 @@ pub struct HostStatus {
 pub struct LighthouseStatus {
     /// `host:port` from the join token.
     pub address: String,
-    /// `connected`, `connecting` or `reconnecting`.
+    /// `connected`, `connecting`, `reconnecting` or `removed`.
     pub state: String,
     /// This node's id in the Lighthouse registry, once known.
     #[serde(default)]

@@ -93,7 +93,10 @@ fn main() -> anyhow::Result<()> {
             let Reply::Status(st) = client.call(&Request::Status).context("status")? else {
                 bail!("unexpected reply to status");
             };
-            print!("{}", gwroute::render(&gwroute::gather(st.network.cidr)));
+            print!(
+                "{}",
+                gwroute::render(&gwroute::gather(st.network.cidr, st.forward_from.clone()))
+            );
         }
         Cmd::Ping => {
             let reply = client.call(&Request::Ping).context("ping")?;
