@@ -49,6 +49,10 @@ if [ ${#filters[@]} -eq 0 ]; then
     passed=$((passed + ${p:-0}))
     failed=$((failed + ${f:-0}))
     if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then fail "cargo test (exit $rc)"; fi
+
+    note "fuzz (brief: FUZZ_SECS=${FUZZ_SECS:-15} s per parser; scripts/fuzz.sh for longer)"
+    scripts/fuzz.sh 2>&1 | tee "$OUT/fuzz.log"
+    if [ "${PIPESTATUS[0]}" -eq 0 ]; then passed=$((passed + 1)); else fail "fuzz"; fi
 fi
 
 if [ "$unit_only" = 0 ]; then

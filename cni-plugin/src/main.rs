@@ -6,14 +6,12 @@
 //! `teardown` or `info` it is a netavark plugin; its errors are
 //! `{"error": "..."}`.
 
-mod attach;
-mod cni;
-mod netavark;
-mod netlink;
-
 use std::io::{IsTerminal, Read, Write};
 
-use cni::{cmd, env::Env, error::code, CniError};
+use flatnet_cni::{
+    cni::{self, cmd, env::Env, error::code, CniError},
+    netavark,
+};
 
 /// Largest configuration accepted on stdin.
 const MAX_STDIN: u64 = 1 << 20;
