@@ -15,7 +15,7 @@
 //!     oifname "flatnet0" ip saddr != <subnet> masquerade }            # routed clients
 //!   chain forward     { type filter hook forward priority filter;
 //!     ip saddr <internal> ip daddr != <cidr> reject                  # --internal
-//!     ip daddr <internal> ip saddr != <cidr> ct status != dnat drop }
+//!     ip daddr <internal> ip saddr != <cidr> ct status & dnat == 0 drop }
 //! }
 //! ```
 //! The egress rule lets containers reach the outside. The routed-clients
@@ -123,7 +123,7 @@ pub fn nft_script(t: &TableSpec<'_>) -> String {
         format!("ip saddr != {{ {} }} ", list.join(", "))
     };
     fwd.push(format!(
-        "ip daddr {cidr} {tunnel_in}iifname != \"fn*\" ct status != dnat {allowed}drop comment \"flatnet: only forward_from may route into the Flatnet\""
+        "ip daddr {cidr} {tunnel_in}iifname != \"fn*\" ct status & dnat == 0 {allowed}drop comment \"flatnet: only forward_from may route into the Flatnet\""
     ));
     if !internal.is_empty() {
         let set = internal.join(", ");
@@ -131,7 +131,7 @@ pub fn nft_script(t: &TableSpec<'_>) -> String {
             "ip saddr {{ {set} }} ip daddr != {cidr} reject with icmp type admin-prohibited comment \"flatnet: internal network, no egress\""
         ));
         fwd.push(format!(
-            "ip daddr {{ {set} }} ip saddr != {cidr} ct status != dnat drop comment \"flatnet: internal network, no ingress\""
+            "ip daddr {{ {set} }} ip saddr != {cidr} ct status & dnat == 0 drop comment \"flatnet: internal network, no ingress\""
         ));
     }
     chain(
@@ -287,7 +287,7 @@ mod tests {
     fn only_forward_from_may_route_into_the_flatnet() {
         let s = nft_script(&spec(true, Some("flatnet0"), &[]));
         assert!(s.contains(
-            "ip daddr 10.87.0.0/16 iifname != \"flatnet0\" iifname != \"fn*\" ct status != dnat drop"
+            "ip daddr 10.87.0.0/16 iifname != \"flatnet0\" iifname != \"fn*\" ct status & dnat == 0 drop"
         ));
         let gw: Vec<Ipv4Net> = vec![
             "172.22.48.1/32".parse().unwrap(),
@@ -296,7 +296,12 @@ mod tests {
         let mut t = spec(true, Some("flatnet0"), &[]);
         t.forward_from = &gw;
         let s = nft_script(&t);
-        assert!(s.contains("ct status != dnat ip saddr != { 172.22.48.1/32, 192.168.5.0/24 } drop"));
+        assert!(
+            s.contains("ct status & dnat == 0 ip saddr != { 172.22.48.1/32, 192.168.5.0/24 } drop")
+        );
+        // `ct status != dnat` compares the whole status word (never equal to
+        // the one bit on a live connection): it would drop published ports.
+        assert!(!s.contains("ct status !="));
     }
 
     #[test]
