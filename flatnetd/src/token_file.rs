@@ -2,7 +2,7 @@
 //! flatnetd has joined with `[lighthouse] token`, it comments the token out
 //! of the file (same permissions, atomic replace) and says so in its log.
 
-use std::{io::Write, os::unix::fs::PermissionsExt, path::Path};
+use std::{os::unix::fs::PermissionsExt, path::Path};
 
 /// `text` with every `token = …` line of the `[lighthouse]` table replaced
 /// by a comment (`note` says why); `None` when there is none.
@@ -35,14 +35,7 @@ pub fn forget(path: &Path, note: &str) -> std::io::Result<bool> {
         return Ok(false);
     };
     let mode = std::fs::metadata(path)?.permissions().mode();
-    let tmp = path.with_extension("toml.flatnet-tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
-        f.write_all(new.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
+    flatnet_wire::fs::write_atomic(path, new.as_bytes(), mode & 0o7777)?;
     Ok(true)
 }
 

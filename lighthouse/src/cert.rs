@@ -4,6 +4,8 @@
 
 use std::{path::Path, sync::Arc};
 
+use flatnet_wire::fs::write_atomic;
+
 use flatnet_wire::lighthouse::{ALPN, SERVER_NAME};
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -30,26 +32,6 @@ pub struct Identity {
     pub key: PrivatePkcs8KeyDer<'static>,
 }
 
-/// Write `bytes` to `path` atomically (temporary file, fsync, rename, fsync
-/// of the directory), mode 0600.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    std::io::Write::write_all(&mut f, bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 impl Identity {
     pub fn load_or_create(dir: &Path) -> Result<Self, CertError> {
         let (cp, kp) = (
@@ -71,8 +53,8 @@ impl Identity {
         // Key first, certificate last: a crash leaves either both or a
         // lone key, which the next start replaces (never a certificate
         // whose key is missing or half written).
-        write_atomic(&kp, &key).map_err(io)?;
-        write_atomic(&cp, &cert).map_err(io)?;
+        write_atomic(&kp, &key, 0o600).map_err(io)?;
+        write_atomic(&cp, &cert, 0o600).map_err(io)?;
         Ok(Self {
             cert: CertificateDer::from(cert),
             key: PrivatePkcs8KeyDer::from(key),

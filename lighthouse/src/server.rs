@@ -108,17 +108,8 @@ impl Lighthouse {
         host_prefix: u8,
         public_addr: String,
     ) -> Result<Arc<Self>, ServerError> {
-        {
-            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-            let io = |e| CertError::Io(state_dir.display().to_string(), e);
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(state_dir)
-                .map_err(io)?;
-            std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(io)?;
-        }
+        flatnet_wire::fs::create_private_dir(state_dir)
+            .map_err(|e| CertError::Io(state_dir.display().to_string(), e))?;
         let identity = Identity::load_or_create(state_dir)?;
         let store = Store::open(&state_dir.join("lighthouse.redb"))?;
         let mut registry = Registry::new(cidr, host_prefix);
@@ -537,8 +528,6 @@ pub fn grow_buffers(socket: &std::net::UdpSocket) {
     debug!(receive_buffer = got, "UDP socket buffers");
 }
 
-/// Give the peer a moment to read what we wrote (an Error frame) and hang
-/// up itself; closing at once would discard the unsent frame.
 /// Connections between their first packet and a verified key proof, in all
 /// and per source address.
 #[derive(Clone)]
@@ -596,6 +585,8 @@ async fn discard_datagrams(conn: &Connection) {
     while conn.read_datagram().await.is_ok() {}
 }
 
+/// Give the peer a moment to read what we wrote (an Error frame) and hang
+/// up itself; closing at once would discard the unsent frame.
 async fn linger_then_close(conn: &Connection, reason: &[u8]) {
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
     conn.close(VarInt::from_u32(1), reason);

@@ -5,7 +5,8 @@
 //!   plugin and `flatnetctl` (one JSON request line, one JSON response line);
 //! - [`catalog`]: the service catalog the gateway reads over HTTP;
 //! - [`client`]: the one blocking client of the local API;
-//! - [`veth`]: the host-side interface names the plugin creates.
+//! - [`veth`]: the host-side interface names the plugin creates;
+//! - [`fs`]: private state files, written atomically (both daemons).
 //!
 //! Keeping them in one small crate means every side agrees on the
 //! format at compile time and the types can be unit-tested without sockets.
@@ -14,6 +15,7 @@ pub mod api;
 pub mod catalog;
 pub mod client;
 pub mod framing;
+pub mod fs;
 pub mod lighthouse;
 pub mod veth;
 

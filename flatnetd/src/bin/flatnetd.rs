@@ -101,19 +101,6 @@ fn join_once(
     Ok(st)
 }
 
-/// First start with `[lighthouse] token`: join before anything else (the
-/// subnet comes from the Lighthouse). Network trouble is retried with
-/// backoff; a refusal is fatal.
-/// `dir` (and its parents), mode 0700; an existing one is narrowed to 0700.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
 /// The join token has done its job: take it out of the config file.
 fn forget_token(path: &std::path::Path) {
     let note = "used to join the Lighthouse; flatnetd removed it (it is not needed again)";
@@ -132,6 +119,9 @@ fn forget_token(path: &std::path::Path) {
     }
 }
 
+/// First start with `[lighthouse] token`: join before anything else (the
+/// subnet comes from the Lighthouse). Network trouble is retried with
+/// backoff; a refusal is fatal.
 fn first_join(config: &Config, identity: &Identity, token: &str) -> anyhow::Result<LhState> {
     let rt = runtime()?;
     let mut backoff = lh::Backoff::new(
@@ -176,7 +166,7 @@ fn main() -> anyhow::Result<()> {
     // socket is wider open than meant.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut config = Config::load(&path, explicit)?;
-    create_private_dir(&config.state_dir)
+    flatnet_wire::fs::create_private_dir(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
     if let Some(Cmd::Join { token }) = &args.cmd {
         return join_cmd(&config, token);

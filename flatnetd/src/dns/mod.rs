@@ -72,17 +72,13 @@ fn load_seen(path: &std::path::Path) -> HashMap<(String, String, Ipv4Addr), u64>
         .collect()
 }
 
-/// Write atomically (temp file, fsync, rename): a crash leaves the old file.
+/// Write atomically: a crash leaves the old file.
 fn save_seen(
     path: &std::path::Path,
     rows: &[(String, String, Ipv4Addr, u64)],
 ) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(rows).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let body = serde_json::to_vec(rows).map_err(std::io::Error::other)?;
+    flatnet_wire::fs::write_atomic(path, &body, 0o600)
 }
 
 /// The names a lease gives its container: the container name and aliases.

@@ -235,12 +235,11 @@ impl LeaseStore {
         Ok(out)
     }
 
-    /// Release every lease of `network` whose attachment is not in `valid`,
-    /// in one transaction; returns what was released.
-    /// GC: release the leases of `network` that are not in `valid`, except
-    /// those created or renewed at or after `keep_since` (unix seconds): an
-    /// ADD may be in flight that the runtime's list of valid attachments,
-    /// made a moment earlier, does not know yet.
+    /// GC: release every lease of `network` whose attachment is not in
+    /// `valid`, in one transaction, except those created or renewed at or
+    /// after `keep_since` (unix seconds): an ADD may be in flight that the
+    /// runtime's list of valid attachments, made a moment earlier, does not
+    /// know yet. Returns what was released.
     pub fn gc(
         &self,
         network: &str,

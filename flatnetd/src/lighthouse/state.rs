@@ -5,11 +5,7 @@
 //! that a restart while the Lighthouse is down keeps the same subnet and
 //! the already-known peers. The token itself is never stored.
 
-use std::{
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use flatnet_wire::lighthouse::PeerInfo;
 use ipnet::Ipv4Net;
@@ -63,26 +59,14 @@ pub fn load(state_dir: &Path) -> Result<Option<LhState>, StateError> {
 /// Write the state atomically (temporary file, fsync, rename).
 pub fn save(state_dir: &Path, st: &LhState) -> Result<(), StateError> {
     let p = path(state_dir);
-    let tmp = state_dir.join(format!(".{STATE_FILE}.tmp"));
-    let io = |source| StateError::Io {
-        path: p.clone(),
-        source,
-    };
     let body = serde_json::to_vec_pretty(st).map_err(|source| StateError::Corrupt {
         path: p.clone(),
         source,
     })?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(&body).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &p).map_err(io)?;
-    Ok(())
+    flatnet_wire::fs::write_atomic(&p, &body, 0o600).map_err(|source| StateError::Io {
+        path: p.clone(),
+        source,
+    })
 }
 
 #[cfg(test)]
