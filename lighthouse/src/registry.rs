@@ -62,7 +62,6 @@ fn err(code: LhErrorCode, message: impl Into<String>) -> RegistryError {
     }
 }
 
-#[derive(Clone)]
 pub struct Registry {
     cidr: Ipv4Net,
     host_prefix: u8,
@@ -126,6 +125,23 @@ impl Registry {
         for t in tokens {
             self.tokens.insert(t.id.clone(), t);
         }
+    }
+
+    /// Go back to what the store holds (after a change it refused): the
+    /// persisted part is rebuilt from it; live data of nodes still there
+    /// is kept.
+    pub fn reload(
+        &mut self,
+        nodes: Vec<NodeRecord>,
+        tokens: Vec<TokenRecord>,
+        next_id: Option<u32>,
+    ) {
+        let mut live = std::mem::take(&mut self.live);
+        let mut fresh = Registry::new(self.cidr, self.host_prefix);
+        fresh.restore(nodes, tokens, next_id);
+        live.retain(|id, _| fresh.nodes.contains_key(id));
+        fresh.live = live;
+        *self = fresh;
     }
 
     /// The id the next new node will get (stored with every change).
@@ -576,6 +592,28 @@ mod tests {
         again.restore(nodes, tokens, Some(r.next_id()));
         let (d, _) = again.admit("d", "KD", Some(&t), 100).unwrap();
         assert_eq!(d, 4);
+    }
+
+    #[test]
+    fn reload_goes_back_to_the_store_and_keeps_live_data() {
+        let mut r = reg();
+        let t = tok(&mut r, None, true);
+        let (a, _) = r.admit("a", "KA", Some(&t), 100).unwrap();
+        r.connected(a, "198.51.100.7:4000".parse().unwrap(), vec![]);
+        let stored: (Vec<NodeRecord>, Vec<_>, u32) = (
+            r.nodes().cloned().collect(),
+            r.tokens().cloned().collect(),
+            r.next_id(),
+        );
+        // A join the store then refused.
+        let (b, _) = r.admit("b", "KB", Some(&t), 100).unwrap();
+        r.connected(b, "198.51.100.8:4000".parse().unwrap(), vec![]);
+        r.reload(stored.0, stored.1, Some(stored.2));
+        assert!(r.node(b).is_none() && r.peer_info(b).is_none());
+        assert!(r.is_online(a), "a's live data survives");
+        assert_eq!(r.next_id(), b, "b's id was never handed out");
+        let (b2, _) = r.admit("b", "KB", Some(&t), 100).unwrap();
+        assert_eq!(b2, b);
     }
 
     #[test]

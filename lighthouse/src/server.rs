@@ -134,20 +134,16 @@ impl Lighthouse {
     }
 
     /// Run `f` on the registry, store what it changed (one transaction)
-    /// and announce it. If the store refuses, the registry is put back as
-    /// it was and the error is returned: nothing is answered or announced
-    /// that was not stored.
+    /// and announce it. If the store refuses, the registry goes back to
+    /// what the store holds and the error is returned: nothing is answered
+    /// or announced that was not stored.
     pub fn mutate<T>(
         &self,
         f: impl FnOnce(&mut Registry) -> (T, Vec<Change>),
     ) -> Result<T, String> {
         let mut s = self.lock();
-        let before = s.registry.clone();
         let (out, changes) = f(&mut s.registry);
-        if let Err(e) = persist(&mut s, &changes) {
-            s.registry = before;
-            return Err(e);
-        }
+        persist(&mut s, &changes)?;
         apply(&mut s, changes);
         Ok(out)
     }
@@ -339,17 +335,13 @@ impl Lighthouse {
         out: Outbox,
     ) -> Result<(u32, u64, LighthouseMsg), (LhErrorCode, String)> {
         let mut s = self.lock();
-        let before = s.registry.clone();
         let (id, changes) = s
             .registry
             .admit(name, public_key, token, now())
             .map_err(|e| (e.code, e.message))?;
         // Stored before the Welcome: a node never gets a subnet (or an id)
         // the Lighthouse would not have after a restart.
-        if let Err(e) = persist(&mut s, &changes) {
-            s.registry = before;
-            return Err((LhErrorCode::Internal, e));
-        }
+        persist(&mut s, &changes).map_err(|e| (LhErrorCode::Internal, e))?;
         // Live data first, so the first announcement already carries it.
         let live = s.registry.connected(id, conn.remote_address(), local_addrs);
         apply(&mut s, changes.into_iter().chain(live).collect());
@@ -605,9 +597,12 @@ fn durable(c: &Change) -> bool {
 }
 
 /// Store the durable ones of `changes` in one transaction (called with the
-/// lock held). After a failure the database is opened again, since redb
-/// refuses all writes after an I/O error; if even that fails the process
-/// exits, for its supervisor to restart it on a healthy disk.
+/// lock held, after the registry took them). After a failure the database
+/// is opened again, since redb refuses all writes after an I/O error, and
+/// the registry goes back to what it holds; if even that fails the process
+/// exits, for its supervisor to restart it on a healthy disk. (Undoing from
+/// the store, not from a copy taken before every change, keeps joins from
+/// copying the whole registry.)
 fn persist(s: &mut Shared, changes: &[Change]) -> Result<(), String> {
     if !changes.iter().any(durable) {
         return Ok(());
@@ -620,13 +615,17 @@ fn persist(s: &mut Shared, changes: &[Change]) -> Result<(), String> {
         "storing a registry change failed: {e}; the change was refused and nothing \
          was changed. Check free space and the disk of the state dir"
     );
-    if let Err(re) = s.store.reopen() {
-        let re = flatnet_wire::plain_error(&re);
-        error!(
-            "reopening the Lighthouse database failed too: {re}; exiting so that the \
-             service manager restarts the Lighthouse"
-        );
-        std::process::exit(1);
+    let reloaded = s.store.reopen().and_then(|()| s.store.load());
+    match reloaded {
+        Ok((nodes, tokens, next_id)) => s.registry.reload(nodes, tokens, next_id),
+        Err(re) => {
+            let re = flatnet_wire::plain_error(&re);
+            error!(
+                "reopening the Lighthouse database failed too: {re}; exiting so that the \
+                 service manager restarts the Lighthouse"
+            );
+            std::process::exit(1);
+        }
     }
     Err(format!(
         "the Lighthouse could not store this change ({e}); nothing was changed. \

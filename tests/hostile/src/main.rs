@@ -58,12 +58,12 @@ async fn main() -> Result<()> {
         }
         Some("relay-frags") => {
             let (t, name, target) = (&args[2], &args[3], &args[4]);
-            let j = member(t, name).await?;
+            let j = member(t, name, vec![]).await?;
             relay_frags(&j, target, arg(&args, 5, "RATE")?, arg(&args, 6, "SECS")?).await
         }
         Some("relay-handshakes") => {
             let (t, name, target) = (&args[2], &args[3], &args[4]);
-            let j = member(t, name).await?;
+            let j = member(t, name, vec![]).await?;
             relay_handshakes(&j, target, arg(&args, 5, "RATE")?, arg(&args, 6, "SECS")?).await
         }
         Some("aim") => {
@@ -73,20 +73,7 @@ async fn main() -> Result<()> {
             let mut claims: Vec<SocketAddr> = (1..=8).map(|p| SocketAddr::new(by, p)).collect();
             claims.push("127.0.0.1:51820".parse()?);
             claims.push("10.87.9.9:51820".parse()?);
-            let (tok, addr) = lighthouse_of(t)?;
-            let secret = x25519_dalek::StaticSecret::random_from_rng(rand_core::OsRng);
-            let ep = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
-            let j = join(
-                &ep,
-                addr,
-                &tok.fingerprint,
-                &secret,
-                name,
-                Some(t.clone()),
-                claims,
-            )
-            .await?;
-            println!("joined as node {} seen at {}", j.node_id, j.observed);
+            let j = member(t, name, claims).await?;
             aim(j, target, by, secs).await
         }
         _ => bail!(
@@ -108,8 +95,8 @@ fn lighthouse_of(token: &str) -> Result<(Token, SocketAddr)> {
     Ok((t, addr))
 }
 
-/// Join as a real member with a fresh key.
-async fn member(token: &str, name: &str) -> Result<Joined> {
+/// Join as a real member with a fresh key, claiming `local_addrs`.
+async fn member(token: &str, name: &str, local_addrs: Vec<SocketAddr>) -> Result<Joined> {
     let (t, addr) = lighthouse_of(token)?;
     let secret = x25519_dalek::StaticSecret::random_from_rng(rand_core::OsRng);
     let ep = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
@@ -120,10 +107,13 @@ async fn member(token: &str, name: &str) -> Result<Joined> {
         &secret,
         name,
         Some(token.to_string()),
-        vec![],
+        local_addrs,
     )
     .await?;
-    println!("joined as node {} ({})", j.node_id, j.subnet);
+    println!(
+        "joined as node {} ({}), seen at {}",
+        j.node_id, j.subnet, j.observed
+    );
     Ok(j)
 }
 
