@@ -39,3 +39,26 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// A plain lease for unit tests: attachment `id`/eth0 on network `fnet`,
+/// address `ip`, nothing else set; tests change what they need with
+/// struct-update syntax.
+#[cfg(test)]
+pub(crate) fn test_lease(id: &str, ip: &str) -> flatnet_wire::Lease {
+    flatnet_wire::Lease {
+        key: flatnet_wire::AttachmentKey {
+            network: "fnet".into(),
+            container_id: id.into(),
+            ifname: "eth0".into(),
+        },
+        ip: ip.parse().expect("a test address"),
+        netns: None,
+        container_name: None,
+        ports: vec![],
+        aliases: vec![],
+        publish: false,
+        internal: false,
+        created: 0,
+        refreshed: 0,
+    }
+}

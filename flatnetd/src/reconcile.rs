@@ -93,26 +93,13 @@ pub async fn run(service: SharedService) {
 
 #[cfg(test)]
 mod tests {
-    use flatnet_wire::AttachmentKey;
-
     use super::*;
 
     fn lease(id: &str, created: u64, refreshed: u64) -> Lease {
         Lease {
-            key: AttachmentKey {
-                network: "fnet".into(),
-                container_id: id.into(),
-                ifname: "eth0".into(),
-            },
-            ip: "10.87.1.5".parse().unwrap(),
-            netns: None,
-            container_name: None,
-            ports: vec![],
-            aliases: vec![],
-            publish: false,
-            internal: false,
             created,
             refreshed,
+            ..crate::test_lease(id, "10.87.1.5")
         }
     }
 

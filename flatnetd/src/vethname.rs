@@ -39,20 +39,8 @@ mod tests {
 
     fn lease(cid: &str) -> Lease {
         Lease {
-            key: AttachmentKey {
-                network: "flatnet".into(),
-                container_id: cid.into(),
-                ifname: "eth0".into(),
-            },
-            ip: "10.87.1.2".parse().unwrap(),
-            netns: None,
-            container_name: None,
-            ports: vec![],
-            aliases: vec![],
-            publish: false,
-            internal: false,
             created: 1,
-            refreshed: 0,
+            ..crate::test_lease(cid, "10.87.1.2")
         }
     }
 
