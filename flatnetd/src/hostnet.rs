@@ -14,6 +14,7 @@
 //!     ip saddr <subnet> ip daddr != <cidr> masquerade                 # egress
 //!     oifname "flatnet0" ip saddr != <subnet> masquerade }            # routed clients
 //!   chain forward     { type filter hook forward priority filter;
+//!     oifname "flatnet0" tcp flags & (syn | rst) == syn tcp option maxseg size set rt mtu
 //!     ip saddr <internal> ip daddr != <cidr> reject                  # --internal
 //!     ip daddr <internal> ip saddr != <cidr> ct status & dnat == 0 drop }
 //! }
@@ -108,6 +109,13 @@ pub fn nft_script(t: &TableSpec<'_>) -> String {
         .map(|l| l.ip.to_string())
         .collect();
     let mut fwd = Vec::new();
+    // SYNs into the tunnel announce an MSS that fits the route toward the
+    // peer, whose mtu is that path's (crate::dataplane::peer_routes).
+    if let Some(d) = t.tunnel {
+        fwd.push(format!(
+            "oifname \"{d}\" tcp flags & (syn | rst) == syn tcp option maxseg size set rt mtu comment \"flatnet: TCP MSS fits the path MTU\""
+        ));
+    }
     // Into the Flatnet through this host: from its containers, the tunnel,
     // published ports (DNAT) and `forward_from` (the gateway) only. Any
     // other LAN machine with a route is dropped, so it cannot go around
@@ -281,6 +289,17 @@ mod tests {
         let s = nft_script(&spec(false, Some("flatnet0"), &[]));
         assert!(s.contains("oifname \"flatnet0\" ip saddr != 10.87.1.0/24 masquerade"));
         assert!(!s.contains("flatnet egress"));
+    }
+
+    #[test]
+    fn syns_into_the_tunnel_get_the_route_mss() {
+        let s = nft_script(&spec(true, Some("flatnet0"), &[]));
+        let fwd = &s[s.find("chain forward").unwrap()..];
+        assert!(fwd.contains(
+            "oifname \"flatnet0\" tcp flags & (syn | rst) == syn tcp option maxseg size set rt mtu"
+        ));
+        // Without a data plane there is no tunnel to clamp for.
+        assert!(!nft_script(&spec(true, None, &[])).contains("maxseg"));
     }
 
     #[test]

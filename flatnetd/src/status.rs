@@ -117,13 +117,24 @@ fn peers(st: &HostStatus, out: &mut String) {
                 p.last_handshake_secs
                     .map(|s| format!("{s}s ago"))
                     .unwrap_or_else(|| "never".into()),
+                p.path_mtu
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 bytes(p.rx_bytes),
                 bytes(p.tx_bytes),
             ]
         })
         .collect();
     out.push_str(&table(
-        &["NAME", "SUBNET", "ENDPOINT", "HANDSHAKE", "RX", "TX"],
+        &[
+            "NAME",
+            "SUBNET",
+            "ENDPOINT",
+            "HANDSHAKE",
+            "PMTU",
+            "RX",
+            "TX",
+        ],
         &rows,
     ));
 }
@@ -294,6 +305,7 @@ mod tests {
                     tx_bytes: 10,
                     path: None,
                     node_id: None,
+                    path_mtu: None,
                 },
                 PeerStatus {
                     name: "h3".into(),
@@ -306,6 +318,7 @@ mod tests {
                     tx_bytes: 0,
                     path: None,
                     node_id: None,
+                    path_mtu: None,
                 },
                 PeerStatus {
                     name: "h4".into(),
@@ -318,6 +331,7 @@ mod tests {
                     tx_bytes: 0,
                     path: Some("direct".into()),
                     node_id: Some(4),
+                    path_mtu: Some(1280),
                 },
                 PeerStatus {
                     name: "h5".into(),
@@ -330,6 +344,7 @@ mod tests {
                     tx_bytes: 0,
                     path: Some("relay".into()),
                     node_id: Some(5),
+                    path_mtu: None,
                 },
             ],
             lighthouse: Some(flatnet_wire::LighthouseStatus {
@@ -353,6 +368,9 @@ mod tests {
         assert!(s
             .lines()
             .any(|l| l.contains("h4") && l.contains("direct 203.0.113.4:40000")));
+        // The path MTU column: probed for h4, unknown for h2 and relayed h5.
+        assert!(s.contains("PMTU"));
+        assert!(s.lines().any(|l| l.contains("h4") && l.contains(" 1280 ")));
         let h5 = s.lines().find(|l| l.contains("h5")).unwrap();
         assert!(h5.contains("relay") && !h5.contains("203.0.113.5"));
         let h2 = s.lines().find(|l| l.contains("h2")).unwrap();

@@ -40,19 +40,6 @@ fn_setup
 wg_pair >/dev/null
 wg_wait_ping h1-a "$IPB" >/dev/null
 
-# iperf NS_SERVER NS_CLIENT IP: Gbit/s received, TCP, $SECS seconds.
-iperf() {
-    local srv="$1" cli="$2" ip="$3" pid bps
-    ip netns exec "$(ns "$srv")" iperf3 -s -1 -B "$ip" >/dev/null 2>&1 &
-    pid=$!
-    for _ in $(seq 50); do
-        in_ns "$srv" ss -ltn 2>/dev/null | grep -q ":5201 " && break
-        sleep 0.05
-    done
-    bps="$(in_ns "$cli" iperf3 -c "$ip" -t "$SECS" -J | jq '.end.sum_received.bits_per_second')"
-    wait "$pid" 2>/dev/null || true
-    awk -v b="$bps" 'BEGIN { printf "%.2f", b / 1e9 }'
-}
 
 # rtt_samples NS IP N: N ping RTTs in ms, one per line (10 ms apart).
 rtt_samples() {
@@ -115,11 +102,11 @@ rtt_rounds() {
 }
 rtt_rounds "${paths[@]}"
 
-GBPS[raw]="$(iperf h2 h1 192.168.77.2)"
-GBPS[flatnet]="$(iperf h2-b h1-a "$IPB")"
+GBPS[raw]="$(wg_iperf h2 h1 192.168.77.2)"
+GBPS[flatnet]="$(wg_iperf h2-b h1-a "$IPB")"
 # Host to host through the tunnel (h2's gateway address), like rows 1 and 5.
-GBPS[hosts]="$(iperf h2 h1 10.87.2.1)"
-[ "$HAVE_BT" = 1 ] && GBPS[boringtun]="$(iperf h2 h1 10.99.0.2)"
+GBPS[hosts]="$(wg_iperf h2 h1 10.87.2.1)"
+[ "$HAVE_BT" = 1 ] && GBPS[boringtun]="$(wg_iperf h2 h1 10.99.0.2)"
 
 # The same daemons restarted with offloads = false (containers untouched):
 # what TSO/GSO/GRO buy.
@@ -129,7 +116,7 @@ for h in h1 h2; do
     host_start "$h" >/dev/null
 done
 wg_wait_ping h1-a "$IPB" 15 >/dev/null
-GBPS[plain]="$(iperf h2-b h1-a "$IPB")"
+GBPS[plain]="$(wg_iperf h2-b h1-a "$IPB")"
 rtt_rounds plain
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }

@@ -25,12 +25,7 @@ f = c.makefile("rwb", buffering=0)
 for line in f:
     f.write(line)
 ' "$2" >/dev/null 2>&1 &
-    local i
-    for i in $(seq 50); do
-        in_ns "$1" ss -ltn 2>/dev/null | grep -q ":$2 " && return 0
-        sleep 0.05
-    done
-    return 1
+    wait_listen "$1" "$2"
 }
 
 @test "the node key is generated once, kept 0600, and shown by flatnetctl" {
@@ -80,46 +75,10 @@ for line in f:
     [ "$(wg_peer h1 h2 last_handshake_secs)" != "null" ]
 }
 
-# sink_sha NS PORT OUT: accept one connection, write the sha256 of all it
-# received to OUT.
-sink_sha() {
-    ip netns exec "$(ns "$1")" python3 -c '
-import hashlib, socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1)
-c, _ = s.accept(); h = hashlib.sha256()
-while True:
-    b = c.recv(1 << 16)
-    if not b: break
-    h.update(b)
-open(sys.argv[2], "w").write(h.hexdigest())
-' "$2" "$3" >/dev/null 2>&1 &
-    echo $! > "$3.pid"
-    local i
-    for i in $(seq 50); do
-        in_ns "$1" ss -ltn 2>/dev/null | grep -q ":$2 " && return 0
-        sleep 0.05
-    done
-    return 1
-}
-
 @test "bulk TCP transfers arrive intact both ways (segmentation offloads)" {
     wg_pair
     wg_wait_ping h1-a "$IPB"
-    head -c 30000000 /dev/urandom > "$FN_TMP/blob"
-    want="$(sha256sum < "$FN_TMP/blob" | cut -d' ' -f1)"
-    for dir in "h1-a h2-b $IPB" "h2-b h1-a $IPA"; do
-        set -- $dir
-        sink_sha "$2" 9100 "$FN_TMP/got-$2"
-        in_ns "$1" python3 -c '
-import socket, sys
-s = socket.create_connection((sys.argv[1], 9100), timeout=10)
-with open(sys.argv[2], "rb") as f:
-    s.sendfile(f)
-s.close()' "$3" "$FN_TMP/blob"
-        for i in $(seq 100); do [ -s "$FN_TMP/got-$2" ] && break; sleep 0.05; done
-        [ "$(cat "$FN_TMP/got-$2")" = "$want" ]
-    done
+    bulk_both h1-a "$IPA" h2-b "$IPB" 30
     # The offloads really were in use.
     grep -q "tso=true gro=true" "$FN_TMP/h1/flatnetd.log"
 }
@@ -136,14 +95,7 @@ offloads = false"
     container_add h1 a; container_add h2 b
     wg_wait_ping h1-a "$(container_ip h2 b)"
     grep -q "tso=false gro=false" "$FN_TMP/h1/flatnetd.log"
-    head -c 5000000 /dev/urandom > "$FN_TMP/blob"
-    sink_sha h2-b 9100 "$FN_TMP/got"
-    in_ns h1-a python3 -c '
-import socket, sys
-s = socket.create_connection((sys.argv[1], 9100), timeout=10)
-s.sendfile(open(sys.argv[2], "rb")); s.close()' "$(container_ip h2 b)" "$FN_TMP/blob"
-    for i in $(seq 100); do [ -s "$FN_TMP/got" ] && break; sleep 0.05; done
-    [ "$(cat "$FN_TMP/got")" = "$(sha256sum < "$FN_TMP/blob" | cut -d' ' -f1)" ]
+    bulk_both h1-a "$(container_ip h1 a)" h2-b "$(container_ip h2 b)" 5
 }
 
 @test "the LAN carries only WireGuard: a plaintext marker never shows" {

@@ -21,11 +21,13 @@ lh() { LIGHTHOUSE_ADMIN_SOCKET="$FN_TMP/lh.sock" "$LIGHTHOUSE" "$@"; }
 # nat_inet_create: the internet namespace and its bridge.
 nat_inet_create() { bridge_ns inet 203.0.113.1/24; }
 
-# lh_start: (re)start the Lighthouse in the internet namespace.
+# lh_start: (re)start the Lighthouse in the internet namespace, listening
+# on $LH_ADDR; $LH_ARGS, when set, are more `lighthouse serve` options.
 lh_start() {
     local i
     rm -f "$FN_TMP/lh.sock"
-    ip netns exec "$(ns inet)" "$LIGHTHOUSE" serve --listen "$LH_ADDR" \
+    # shellcheck disable=SC2086
+    ip netns exec "$(ns inet)" "$LIGHTHOUSE" serve --listen "$LH_ADDR" ${LH_ARGS:-} \
         --state-dir "$FN_TMP/lh" --admin-socket "$FN_TMP/lh.sock" >>"$FN_TMP/lh.log" 2>&1 &
     echo $! > "$FN_TMP/lh.pid"
     disown $! 2>/dev/null || true
@@ -147,17 +149,7 @@ nat_lab() {
 
 # nat_wait_path HOST PEER WANT [SECONDS]: until HOST reports PEER's path as
 # WANT (direct, relay); prints HOST's status on failure.
-nat_wait_path() {
-    local host="$1" peer="$2" want="$3" secs="${4:-15}" i
-    for i in $(seq $((secs * 10))); do
-        [ "$(wg_peer "$host" "$peer" path)" = "$want" ] && return 0
-        sleep 0.1
-    done
-    echo "$host: path to $peer is not $want after ${secs}s" >&2
-    ctl "$host" status >&2
-    tail -20 "$FN_TMP/$host/flatnetd.log" >&2
-    return 1
-}
+nat_wait_path() { wg_wait_peer "$1" "$2" path "$3" "${4:-15}"; }
 
 # nat_wait_peers HOST N [SECONDS]: until HOST has N peers.
 nat_wait_peers() {

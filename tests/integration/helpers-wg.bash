@@ -58,11 +58,16 @@ wg_reload() {
     return 1
 }
 
-# wg_pair: hosts h1 (10.87.1.0/24, .1) and h2 (10.87.2.0/24, .2) peered with
-# each other, with containers h1-a and h2-b.
+# wg_pair [LAN_MTU]: hosts h1 (10.87.1.0/24, .1) and h2 (10.87.2.0/24, .2)
+# peered with each other, with containers h1-a and h2-b; LAN_MTU, when
+# given, is set on both LAN links (both ends) before the hosts peer.
 wg_pair() {
     wg_host_create h1 10.87.1.0/24 192.168.77.1
     wg_host_create h2 10.87.2.0/24 192.168.77.2
+    if [ -n "${1:-}" ]; then
+        wg_lan_mtu h1 "$1"
+        wg_lan_mtu h2 "$1"
+    fi
     wg_add_peer h1 h2
     wg_add_peer h2 h1
     wg_reload h1 1
@@ -71,6 +76,12 @@ wg_pair() {
     container_add h2 b
     IPA="$(container_ip h1 a)"
     IPB="$(container_ip h2 b)"
+}
+
+# wg_lan_mtu HOST MTU: the MTU of HOST's LAN link, both ends.
+wg_lan_mtu() {
+    in_ns "$1" ip link set lan0 mtu "$2"
+    in_ns lan ip link set "l-$1" mtu "$2"
 }
 
 # wg_wait_ping NS IP [SECONDS]: until one ping gets through.
@@ -86,6 +97,20 @@ wg_wait_ping() {
 # wg_peer HOST PEER FIELD: a field of PEER in HOST's status.
 wg_peer() {
     ctl "$1" status --json | jq -r --arg p "$2" ".peers[] | select(.name == \$p) | .$3"
+}
+
+# wg_wait_peer HOST PEER FIELD WANT [SECONDS]: until PEER's FIELD in HOST's
+# status is WANT; prints HOST's status and log on failure.
+wg_wait_peer() {
+    local host="$1" peer="$2" field="$3" want="$4" secs="${5:-10}" i
+    for i in $(seq $((secs * 10))); do
+        [ "$(wg_peer "$host" "$peer" "$field")" = "$want" ] && return 0
+        sleep 0.1
+    done
+    echo "$host: $field of $peer is '$(wg_peer "$host" "$peer" "$field")', not $want, after ${secs}s" >&2
+    ctl "$host" status >&2
+    tail -20 "$FN_TMP/$host/flatnetd.log" >&2
+    return 1
 }
 
 # wg_capture_start NS IFACE FILE [FILTER]: tcpdump in the background, ready
@@ -141,4 +166,67 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for h in sys.argv[3:]:
     s.sendto(bytes.fromhex(h), (sys.argv[1], int(sys.argv[2])))
 ' "$ip" "$port" "$@"
+}
+
+# sink_sha NS PORT OUT: accept one connection, write the sha256 of all it
+# received to OUT.
+sink_sha() {
+    ip netns exec "$(ns "$1")" python3 -c '
+import hashlib, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(1)
+c, _ = s.accept(); h = hashlib.sha256()
+while True:
+    b = c.recv(1 << 16)
+    if not b: break
+    h.update(b)
+open(sys.argv[2], "w").write(h.hexdigest())
+' "$2" "$3" >/dev/null 2>&1 &
+    echo $! > "$3.pid"
+    wait_listen "$1" "$2"
+}
+
+# send_file NS IP PORT FILE: connect and send FILE (python3 sendfile).
+send_file() {
+    in_ns "$1" python3 -c '
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+with open(sys.argv[3], "rb") as f:
+    s.sendfile(f)
+s.close()' "$2" "$3" "$4"
+}
+
+# bulk_both NS_A IP_A NS_B IP_B MB: MB of random bytes from A to B and back,
+# each arriving intact (sha256 compared).
+bulk_both() {
+    local a="$1" ipa="$2" b="$3" ipb="$4" mb="$5" want i dir
+    head -c "$((mb * 1000000))" /dev/urandom > "$FN_TMP/blob"
+    want="$(sha256sum < "$FN_TMP/blob" | cut -d' ' -f1)"
+    for dir in "$a $b $ipb" "$b $a $ipa"; do
+        set -- $dir
+        rm -f "$FN_TMP/got-$2"
+        sink_sha "$2" 9100 "$FN_TMP/got-$2" || return 1
+        timeout 60 bash -c "$(declare -f in_ns ns send_file); FN_PREFIX=$FN_PREFIX; send_file $1 $3 9100 $FN_TMP/blob" || {
+            echo "sending $mb MB from $1 to $3 did not finish in 60 s" >&2
+            kill "$(cat "$FN_TMP/got-$2.pid")" 2>/dev/null
+            return 1
+        }
+        for i in $(seq 100); do [ -s "$FN_TMP/got-$2" ] && break; sleep 0.05; done
+        [ "$(cat "$FN_TMP/got-$2")" = "$want" ] || { echo "$1 -> $2: data differs" >&2; return 1; }
+    done
+}
+
+# wg_iperf NS_SERVER NS_CLIENT IP: Gbit/s received, TCP, ${SECS:-5} seconds
+# (benchmarks; iperf3).
+wg_iperf() {
+    local srv="$1" cli="$2" ip="$3" pid bps
+    ip netns exec "$(ns "$srv")" iperf3 -s -1 -B "$ip" >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 50); do
+        in_ns "$srv" ss -ltn 2>/dev/null | grep -q ":5201 " && break
+        sleep 0.05
+    done
+    bps="$(in_ns "$cli" iperf3 -c "$ip" -t "${SECS:-5}" -J | jq '.end.sum_received.bits_per_second')"
+    wait "$pid" 2>/dev/null || true
+    awk -v b="$bps" 'BEGIN { printf "%.2f", b / 1e9 }'
 }

@@ -161,9 +161,14 @@ while True:
     c, a = s.accept()
     c.sendall(("hello from %s to %s\n" % (sys.argv[2], a[0])).encode()); c.close()
 ' "$port" "$n" >/dev/null 2>&1 &
+    wait_listen "$n" "$port"
+}
+
+# wait_listen NS PORT: until something listens on TCP PORT in NS (2.5 s).
+wait_listen() {
     local i
     for i in $(seq 50); do
-        in_ns "$n" ss -ltn 2>/dev/null | grep -q ":$port " && return 0
+        in_ns "$1" ss -ltn 2>/dev/null | grep -q ":$2 " && return 0
         sleep 0.05
     done
     return 1

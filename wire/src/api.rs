@@ -284,6 +284,10 @@ pub struct PeerStatus {
     /// The peer's node id, for peers learnt from the Lighthouse.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<u32>,
+    /// The path MTU toward the peer's endpoint (whole outer IPv4 packets),
+    /// as probed; `None` while relayed or not yet measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_mtu: Option<u16>,
 }
 
 /// The successful payload of a [`Response`].

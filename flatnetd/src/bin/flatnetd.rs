@@ -267,6 +267,13 @@ fn main() -> anyhow::Result<()> {
             start_dns(&config, &service)?;
         }
         tokio::spawn(flatnetd::reconcile::run(service.clone()));
+        if config.wireguard.enabled && config.wireguard.backend == WgBackendKind::Userspace {
+            tokio::spawn(dataplane::peer_routes::run(
+                service.clone(),
+                config.wireguard.interface.clone(),
+                config.mtu,
+            ));
+        }
         if let Some(addr) = config.catalog_listen {
             let l = tokio::net::TcpListener::bind(addr)
                 .await

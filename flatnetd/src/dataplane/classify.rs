@@ -4,8 +4,10 @@
 //! little-endian `u32` type of 1..=4 (so the first byte is 1..=4 and the next
 //! three are zero) and have fixed sizes except for data. QUIC packets (the
 //! Lighthouse) always have the "fixed bit" 0x40 set in their first byte, so
-//! every QUIC packet's first byte is `>= 0x40`. The two ranges never overlap;
-//! anything else is junk and dropped before any cryptography runs.
+//! every QUIC packet's first byte is `>= 0x40`. Path MTU probes and their
+//! acks ([`super::pmtu`]) start with 0x20 / 0x21 and three zero bytes. The
+//! ranges never overlap; anything else is junk and dropped before any
+//! cryptography runs.
 
 /// The four WireGuard message types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +23,8 @@ pub enum WgKind {
 pub enum Datagram {
     WireGuard(WgKind),
     Quic,
+    MtuProbe,
+    MtuAck,
     Junk,
 }
 
@@ -40,6 +44,11 @@ pub fn classify(d: &[u8]) -> Datagram {
     }
     if d.len() < 4 || d[1..4] != [0, 0, 0] {
         return Datagram::Junk;
+    }
+    match first {
+        super::pmtu::PROBE => return Datagram::MtuProbe,
+        super::pmtu::ACK => return Datagram::MtuAck,
+        _ => {}
     }
     let kind = match (first, d.len()) {
         (1, HANDSHAKE_INIT_LEN) => WgKind::HandshakeInit,
@@ -104,6 +113,7 @@ mod tests {
         assert_eq!(classify(&msg(0, 148)), Datagram::Junk);
         assert_eq!(classify(&msg(5, 148)), Datagram::Junk);
         assert_eq!(classify(&msg(0x3f, 148)), Datagram::Junk);
+        assert_eq!(classify(&msg(0x1f, 148)), Datagram::Junk);
         // Wrong sizes for fixed-size messages, unpadded data.
         assert_eq!(classify(&msg(1, 147)), Datagram::Junk);
         assert_eq!(classify(&msg(2, 148)), Datagram::Junk);
@@ -111,6 +121,15 @@ mod tests {
         // Reserved bytes must be zero.
         let mut d = msg(1, 148);
         d[2] = 1;
+        assert_eq!(classify(&d), Datagram::Junk);
+    }
+
+    #[test]
+    fn mtu_probes_and_acks_by_first_word() {
+        assert_eq!(classify(&msg(0x20, 1252)), Datagram::MtuProbe);
+        assert_eq!(classify(&msg(0x21, 14)), Datagram::MtuAck);
+        let mut d = msg(0x20, 1252);
+        d[3] = 1;
         assert_eq!(classify(&d), Datagram::Junk);
     }
 

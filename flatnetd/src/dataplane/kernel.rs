@@ -133,6 +133,7 @@ impl Backend for Kernel {
                     rx_bytes: l.map(|l| l.stats.rx_bytes).unwrap_or(0),
                     tx_bytes: l.map(|l| l.stats.tx_bytes).unwrap_or(0),
                     path: None,
+                    path_mtu: None,
                     node_id: None,
                 }
             })

@@ -5,7 +5,9 @@
 //! - [`classify`]: demultiplexes WireGuard and QUIC on the one UDP socket;
 //! - [`router`]: longest-prefix match from destination to peer;
 //! - [`peer`]: one peer's WireGuard state machine and counters;
-//! - [`peers`]: the set of peers, rebuilt on reload while keeping sessions.
+//! - [`peers`]: the set of peers, rebuilt on reload while keeping sessions;
+//! - [`pmtu`]: path MTU probing per peer;
+//! - [`netwatch`]: notices the host's own addresses changing.
 //!
 //! I/O edges: [`tun`] (the TUN device), [`link`] (addresses, MTU, routes),
 //! [`udp`] (the socket), [`userspace`] (the threads that move packets) and
@@ -16,9 +18,13 @@ pub mod classify;
 pub mod kernel;
 pub mod keys;
 pub mod link;
+pub mod netwatch;
 pub mod offload;
 pub mod peer;
+pub mod peer_routes;
 pub mod peers;
+pub mod pmtu;
+pub mod pmtu_io;
 pub mod relayed;
 pub mod router;
 pub mod tun;

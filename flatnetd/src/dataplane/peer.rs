@@ -21,7 +21,7 @@ use boringtun::{
 use flatnet_wire::PeerStatus;
 use ipnet::Ipv4Net;
 
-use super::{classify::WgKind, keys::Identity};
+use super::{classify::WgKind, keys::Identity, pmtu::Prober};
 use crate::config::{encode_key, PeerConfig};
 
 /// How often the data plane calls [`Peer::tick`].
@@ -75,6 +75,10 @@ pub struct Peer {
     /// the relay: the punching logic watches these counters.
     pub direct_rx: u64,
     pub relay_rx: u64,
+    /// Path MTU discovery toward [`Peer::endpoint`], with the endpoint it
+    /// measures (a new endpoint is a new path). `None` until the data
+    /// plane's timer first looks at the peer.
+    pub pmtu: Option<(SocketAddr, Prober)>,
 }
 
 /// How a Lighthouse peer is reached, as shown in status.
@@ -154,6 +158,7 @@ impl Peer {
             path: cfg.node_id.map(|_| PathState::Connecting),
             direct_rx: 0,
             relay_rx: 0,
+            pmtu: None,
         }
     }
 
@@ -339,6 +344,15 @@ impl Peer {
         self.tunn.time_since_last_handshake()
     }
 
+    /// The path MTU in use toward the peer's endpoint (whole IPv4 packets):
+    /// `None` while relayed or not yet measured.
+    pub fn path_mtu(&self) -> Option<u16> {
+        match &self.pmtu {
+            Some((ep, p)) if !self.relayed && *ep == self.endpoint => Some(p.path_mtu()),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> PeerStatus {
         PeerStatus {
             name: self.name.clone(),
@@ -351,6 +365,7 @@ impl Peer {
             tx_bytes: self.tx_bytes,
             path: self.path.map(|p| p.as_str().to_string()),
             node_id: self.node_id,
+            path_mtu: self.path_mtu(),
         }
     }
 }

@@ -45,12 +45,24 @@ fn setsockopt_int(
 
 /// Bind `0.0.0.0:port` with generous buffers: the receive thread drains
 /// bursts of a whole TCP window at once.
+///
+/// Datagrams leave with the don't-fragment bit (`IP_PMTUDISC_WANT`,
+/// whatever `net.ipv4.ip_no_pmtu_disc` says): that is what makes the
+/// path MTU probes ([`super::pmtu`]) measure the path rather than a
+/// router's fragmentation; a datagram larger than the known path MTU is
+/// still fragmented here rather than refused.
 pub fn bind(port: u16) -> io::Result<UdpSocket> {
     let s = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
     for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
         // Best effort: capped by net.core.{r,w}mem_max.
         let _ = setsockopt_int(&s, libc::SOL_SOCKET, opt, 4 << 20);
     }
+    setsockopt_int(
+        &s,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_WANT,
+    )?;
     Ok(s)
 }
 
@@ -68,6 +80,32 @@ fn sockaddr_v4(a: SocketAddrV4) -> libc::sockaddr_in {
         },
         sin_zero: [0; 8],
     }
+}
+
+/// The MTU of the local route toward `to`, as the kernel would use for a
+/// datagram sent there (the route's `mtu`, else the device's, lowered by
+/// any cached path MTU): `ip route get TO` then its device's MTU. Taken
+/// from a throwaway connected socket (`getsockopt(IP_MTU)`); nothing is
+/// sent.
+pub fn route_mtu(to: SocketAddr) -> io::Result<u16> {
+    let s = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
+    s.connect(to)?;
+    let mut v: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: an int option read from our own socket into a local.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU,
+            &mut v as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u16::try_from(v).unwrap_or(u16::MAX))
 }
 
 /// Control-message buffer, aligned for `cmsghdr`.
@@ -157,6 +195,13 @@ pub fn recv_gro(s: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_mtu_of_loopback() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let m = route_mtu(to).unwrap();
+        assert!(m >= 1280, "loopback mtu {m}");
+    }
 
     /// Loopback only: GSO send, GRO (or plain) receive, same bytes back.
     #[test]

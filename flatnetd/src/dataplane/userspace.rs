@@ -30,10 +30,11 @@ use tracing::{debug, info, warn};
 use super::{
     classify::{classify, receiver_index, Datagram, WgKind},
     keys::Identity,
-    link,
+    link, netwatch,
     offload::{segment, Coalescer, VnetHdr, VNET_HDR_LEN},
     peer::{ipv4_dst, Dest, Output, PathState, PeerError, MIN_OUT, TICK},
     peers::{lock, PeerRef, PeerSet},
+    pmtu, pmtu_io,
     relayed::{cookie_addr, HandshakeBudget},
     tun::Tun,
     udp, Backend, DataplaneError, QuicHandler, RelaySink,
@@ -352,7 +353,7 @@ fn send_dest(sh: &Shared, d: &[u8], to: Dest) {
     }
 }
 
-fn getrandom(b: &mut [u8]) {
+pub(super) fn getrandom(b: &mut [u8]) {
     use std::io::Read;
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         let _ = f.read_exact(b);
@@ -460,7 +461,9 @@ impl GsoBatch {
     }
 }
 
-fn send_batch(sh: &Shared, d: &[u8], seg: usize, to: Dest) {
+/// Send a run of datagrams of `seg` bytes; GSO only when `seg` fits the
+/// path (`fits`, the largest UDP payload it carries whole).
+fn send_batch(sh: &Shared, d: &[u8], seg: usize, to: Dest, fits: usize) {
     let to = match to {
         Dest::Udp(a) => a,
         Dest::Relay(id) => {
@@ -470,7 +473,7 @@ fn send_batch(sh: &Shared, d: &[u8], seg: usize, to: Dest) {
             return;
         }
     };
-    if sh.gso.load(Ordering::Relaxed) && d.len() > seg {
+    if sh.gso.load(Ordering::Relaxed) && d.len() > seg && seg <= fits {
         match udp::send_gso(&sh.udp, d, seg as u16, to) {
             Ok(_) => return,
             Err(e)
@@ -529,17 +532,22 @@ fn tun_loop(sh: Arc<Shared>) {
         };
         let mut g = lock(peer);
         let ep = g.dest();
+        // Datagrams longer than the path allows go out one by one, for the
+        // kernel to fragment: a GSO send of them would be dropped whole.
+        let fits = g
+            .path_mtu()
+            .map_or(usize::MAX, |m| usize::from(m - pmtu::IP_UDP));
         let mut batch = GsoBatch::new();
         let r = segment(&hdr, pkt, &mut scratch, |seg| {
             if batch.end + seg.len() + 64 > out.len() {
-                batch.finish(|a, b, s| send_batch(&sh, &out[a..b], s, ep));
+                batch.finish(|a, b, s| send_batch(&sh, &out[a..b], s, ep, fits));
             }
             if let Some(len) = g.encapsulate(seg, &mut out[batch.end..]) {
-                batch.push(len, |a, b, s| send_batch(&sh, &out[a..b], s, ep));
+                batch.push(len, |a, b, s| send_batch(&sh, &out[a..b], s, ep, fits));
             }
         });
         drop(g);
-        batch.finish(|a, b, s| send_batch(&sh, &out[a..b], s, ep));
+        batch.finish(|a, b, s| send_batch(&sh, &out[a..b], s, ep, fits));
         if let Err(e) = r {
             debug!("dropping TUN packet: {e}");
         }
@@ -614,6 +622,18 @@ fn datagram(
                 sh.quic.datagram(from, d);
                 return;
             }
+            Datagram::MtuProbe => {
+                if !pmtu_io::on_probe(&sh.udp, view.get(sh), from, d) {
+                    sh.junk.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            Datagram::MtuAck => {
+                if !pmtu_io::on_ack(view.get(sh), from, d) {
+                    sh.junk.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
             Datagram::Junk => {
                 sh.junk.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -659,6 +679,9 @@ fn timer_loop(sh: Arc<Shared>) {
     let mut view = View::new(&sh);
     let mut out = vec![0u8; BUF];
     let mut ticks = 0u32;
+    let mut pmtu_ticks = 0u32;
+    let mut watch_ticks = 0u32;
+    let mut watch = netwatch::AddrWatch::default();
     loop {
         std::thread::sleep(TICK);
         ticks += 1;
@@ -666,8 +689,36 @@ fn timer_loop(sh: Arc<Shared>) {
             ticks = 0;
             sh.limiter.reset_count();
         }
+        // A renumbered host tells its peers at once (see netwatch).
+        watch_ticks += 1;
+        if watch_ticks >= netwatch::EVERY_TICKS {
+            watch_ticks = 0;
+            let addrs = crate::ifaddrs::all().into_iter().map(|(_, a)| a).collect();
+            if watch.update(addrs) {
+                info!("this host's addresses changed; telling every direct peer at once");
+                for p in view.get(&sh).peers() {
+                    let mut g = lock(p);
+                    if g.relayed {
+                        continue;
+                    }
+                    if let Some(n) = g.probe(&mut out) {
+                        let ep = g.endpoint;
+                        drop(g);
+                        send(&sh.udp, &out[..n], ep);
+                    }
+                }
+            }
+        }
+        // The local route toward each peer is looked at again every 5 s.
+        pmtu_ticks += 1;
+        let recheck = pmtu_ticks >= 50;
+        if recheck {
+            pmtu_ticks = 0;
+        }
+        let now = Instant::now();
         for p in view.get(&sh).peers() {
             let mut g = lock(p);
+            pmtu_io::tick(&sh.udp, &mut g, now, recheck, &mut out);
             if let Some(n) = g.tick(&mut out) {
                 let ep = g.dest();
                 drop(g);

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Path-MTU benchmark (not a test): does auto-MTU (per-peer path MTU probing,
+# per-peer routes with mtu, the MSS clamp) cost throughput on a plain
+# 1500-byte LAN? The same two-host topology (suite 020's) runs the flatnetd
+# of a baseline revision (before auto-MTU, built into a cache) and of this
+# tree, in interleaved rounds: each round builds the lab with one build,
+# measures container-to-container TCP with iperf3 both ways, and tears it
+# down; then the other build. Prints a markdown table: median (min-max)
+# Gbit/s per build and direction, and current/baseline.
+#
+#   cargo build --release && sudo tests/bench/pmtu-bench.sh
+#   BASE=<git rev> ROUNDS=5 SECS=5 sudo tests/bench/pmtu-bench.sh
+#
+# All traffic stays inside the namespaces this script creates.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+BASE="${BASE:-d9a5a28}"
+ROUNDS="${ROUNDS:-5}"
+SECS="${SECS:-5}"
+CACHE="${FLATNET_CACHE:-/var/cache/flatnet}/bench-base"
+CURRENT="${FLATNET_TARGET:-$REPO/target/release}"
+command -v iperf3 >/dev/null || { echo "iperf3 is missing: apt-get install iperf3" >&2; exit 1; }
+
+# The baseline's binaries, built once per revision from a git worktree.
+rev="$(git -C "$REPO" rev-parse --short "$BASE")"
+BASEBIN="$CACHE/$rev/target/release"
+if [ ! -x "$BASEBIN/flatnetd" ]; then
+    echo "building baseline $rev into $CACHE/$rev (once)" >&2
+    rm -rf "$CACHE/$rev/src"
+    mkdir -p "$CACHE/$rev"
+    git -C "$REPO" worktree add --detach -f "$CACHE/$rev/src" "$rev" >/dev/null
+    (cd "$CACHE/$rev/src" && CARGO_TARGET_DIR="$CACHE/$rev/target" \
+        cargo build --release --locked -p flatnetd -p flatnet-cni >&2)
+    git -C "$REPO" worktree remove --force "$CACHE/$rev/src"
+fi
+
+BATS_SUITE_TEST_NUMBER=pmtu
+# shellcheck source=../integration/helpers.bash
+source "$HERE/../integration/helpers.bash"
+# shellcheck source=../integration/helpers-wg.bash
+source "$HERE/../integration/helpers-wg.bash"
+
+cleanup() { set +e; fn_teardown 2>/dev/null; rm -f "${OUTF:-}"; }
+trap cleanup EXIT
+
+
+# round BINDIR: one lab with that build; prints "a_to_b b_to_a".
+round() {
+    FLATNET_TARGET="$1"
+    FLATNET="$1/flatnet" FLATNETD="$1/flatnetd" FLATNETCTL="$1/flatnetctl"
+    fn_setup
+    wg_pair >/dev/null
+    wg_wait_ping h1-a "$IPB" >/dev/null
+    # Let probing settle (the current build measures 1500 in ~1 s).
+    sleep 2
+    echo "$(wg_iperf h2-b h1-a "$IPB") $(wg_iperf h1-a h2-b "$IPA")"
+    fn_teardown
+}
+
+declare -A S
+OUTF="$(mktemp)"
+for r in $(seq "$ROUNDS"); do
+    for build in base current; do
+        dir="$BASEBIN"; [ "$build" = current ] && dir="$CURRENT"
+        # Not a process substitution: the next round must wait for this
+        # one's teardown.
+        round "$dir" > "$OUTF"
+        read -r ab ba < "$OUTF"
+
+        S[$build-ab]+="$ab "
+        S[$build-ba]+="$ba "
+        echo "round $r $build: $ab / $ba Gbit/s" >&2
+    done
+done
+
+stat() {
+    tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f (%.2f-%.2f)", m, a[1], a[NR]}'
+}
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
+echo "| direction | baseline $rev | current | current / baseline |"
+echo "| --- | --- | --- | --- |"
+for d in ab ba; do
+    name="h1-a -> h2-b"; [ "$d" = ba ] && name="h2-b -> h1-a"
+    mb="$(median <<<"${S[base-$d]}")"; mc="$(median <<<"${S[current-$d]}")"
+    echo "| $name | $(stat <<<"${S[base-$d]}") Gbit/s | $(stat <<<"${S[current-$d]}") Gbit/s | $(awk -v a="$mc" -v b="$mb" 'BEGIN { printf "%.2f", a / b }') |"
+done
+echo "($ROUNDS interleaved rounds of ${SECS} s each way, median (min-max); $(date -u +%F))"
