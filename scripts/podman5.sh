@@ -7,6 +7,9 @@
 #                                   tree; SHARE (a host dir) appears at the same path inside,
 #                                   and the host's /run/netns (live) at /run/host-netns
 #   scripts/podman5.sh stop         remove that mount namespace
+#   scripts/podman5.sh reboot SHARE what a host reboot does to Podman: every container
+#                                   and conmon killed at once (no cleanup, no network
+#                                   teardown), /run wiped; the namespace started again
 #   scripts/podman5.sh run [--net NETNS] CMD...
 #                                   run CMD in the tree, in network namespace NETNS
 #                                   (a name under /run/netns), default the current one
@@ -101,6 +104,9 @@ start() {
         mount --bind "$R" "$R"                         # podman import needs / to be a mount point
         mount -t proc proc "$R/proc"
         mount --rbind /dev "$R/dev"
+        # Its own /dev/shm (Podman keeps its container locks there): not
+        # shared with the host'"'"'s Podman 4.3, and gone on a "reboot".
+        mount -t tmpfs -o mode=1777 tmpfs "$R/dev/shm"
         mount -t sysfs sysfs "$R/sys"
         mount --rbind /sys/fs/cgroup "$R/sys/fs/cgroup"
         mount -t tmpfs -o mode=755 tmpfs "$R/run"
@@ -113,6 +119,8 @@ start() {
         pivot_root . .oldroot
         umount -l /.oldroot
     ' sh "$ROOT" "$share"
+    # A reboot keeps the containers, as a real one does.
+    [ "${P5_KEEP:-}" = 1 ] && return 0
     # Leftovers of an earlier run that did not stop cleanly (the store is
     # persistent, the runtime state is not). Containers whose network
     # config is gone cannot always be removed: then reset the store (the
@@ -121,6 +129,31 @@ start() {
     if [ -n "$(run podman ps -aq 2>/dev/null)" ]; then
         run podman system reset -f >/dev/null 2>&1 || true
     fi
+}
+
+# kill_containers: SIGKILL every process in Podman's cgroups (containers
+# and their conmon), repeated until none is left.
+kill_containers() {
+    local i pids
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        pids="$(find /sys/fs/cgroup -path '*libpod_parent*' -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)"
+        [ -n "$pids" ] || return 0
+        # shellcheck disable=SC2086
+        kill -9 $pids 2>/dev/null || true
+        sleep 0.2
+    done
+    die "processes in Podman's cgroups survive SIGKILL: $pids"
+}
+
+reboot() {
+    local share="${1:?usage: podman5.sh reboot SHARE_DIR}"
+    started || die "the Podman 5 namespace is not running"
+    kill_containers
+    # The namespace goes with its /run tmpfs: Podman's runtime state and
+    # the containers' network namespace mounts.
+    umount "$NSDIR/mnt" 2>/dev/null || umount -l "$NSDIR/mnt"
+    rm -f "$NSDIR/mnt"
+    P5_KEEP=1 start "$share"
 }
 
 stop() {
@@ -144,6 +177,7 @@ case "$cmd" in
     root) build_root ;;
     start) start "$@" ;;
     stop) stop ;;
+    reboot) reboot "$@" ;;
     run) run "$@" ;;
-    *) die "usage: $0 root | start SHARE | stop | run [--net NETNS] CMD..." ;;
+    *) die "usage: $0 root | start SHARE | stop | reboot SHARE | run [--net NETNS] CMD..." ;;
 esac

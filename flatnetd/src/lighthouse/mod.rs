@@ -54,8 +54,9 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// many nodes it is megabytes, and updates come in rounds every few tens
 /// of milliseconds.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
-/// How often local addresses are re-read and reported when changed.
-const LOCAL_ADDRS_EVERY: Duration = Duration::from_secs(30);
+/// How often local addresses are re-read and reported when changed (a
+/// renumbered host is found again by its peers within this).
+const LOCAL_ADDRS_EVERY: Duration = Duration::from_secs(2);
 /// Joining (QUIC + TLS + key proof) must finish within this.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
