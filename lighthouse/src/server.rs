@@ -183,13 +183,16 @@ impl Lighthouse {
         sc.migration(true);
         let socket = std::net::UdpSocket::bind(listen).map_err(|e| ServerError::Bind(listen, e))?;
         grow_buffers(&socket);
-        quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(sc),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(|e| ServerError::Bind(listen, e))
+        // Reset key and connection-ID key both survive restarts, so a node
+        // still talking to the previous process is told at once (see
+        // Identity::reset_key).
+        let mut ec = quinn::EndpointConfig::new(Arc::new(self.identity.reset_key()));
+        let cid_key = self.identity.cid_key();
+        ec.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        quinn::Endpoint::new(ec, Some(sc), socket, Arc::new(quinn::TokioRuntime))
+            .map_err(|e| ServerError::Bind(listen, e))
     }
 
     /// Accept nodes forever. At most [`MAX_UNPROVEN`] connections may be

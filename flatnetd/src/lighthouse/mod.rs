@@ -57,6 +57,10 @@ const PERSIST_EVERY: Duration = Duration::from_secs(1);
 /// How often local addresses are re-read and reported when changed (a
 /// renumbered host is found again by its peers within this).
 const LOCAL_ADDRS_EVERY: Duration = Duration::from_secs(2);
+/// The longest wait between attempts to reach the Lighthouse: relayed
+/// peers depend on it, so a Lighthouse back from an outage is found again
+/// within this (a 1,200-byte QUIC Initial per node per 5 s while it is down).
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Joining (QUIC + TLS + key proof) must finish within this.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -502,9 +506,10 @@ impl LhClient {
     }
 
     /// Stay connected to the Lighthouse, forever: connect, serve the
-    /// session, back off (1 s doubling to 30 s, with jitter), repeat.
+    /// session, back off (1 s doubling to [`RECONNECT_MAX`], with jitter),
+    /// repeat.
     pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint) {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let mut backoff = Backoff::new(Duration::from_secs(1), RECONNECT_MAX);
         loop {
             let (address, fingerprint) = {
                 let st = lock(&self.st);
