@@ -6,6 +6,7 @@
 #   tests/run.sh                 everything
 #   tests/run.sh --unit          only cargo fmt/clippy/test
 #   tests/run.sh 001 010         only integration suites whose names start so
+#   SOAK_DURATION=3m tests/run.sh   a shorter soak (default 10m; docs/soak.md)
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -80,13 +81,25 @@ if [ "$unit_only" = 0 ]; then
         note "gateway suites"
         t0=$SECONDS
         tests/gateway/run.sh 2>&1 | tee "$OUT/gateway.log"
-        echo "(gateway suites: $((SECONDS - t0)) s)"
         rc=${PIPESTATUS[0]}
+        echo "(gateway suites: $((SECONDS - t0)) s)"
         p=$(grep -cE '^ok ' "$OUT/gateway.log")
         f=$(grep -cE '^not ok ' "$OUT/gateway.log")
         passed=$((passed + p))
         failed=$((failed + f))
         if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then fail "gateway (exit $rc)"; fi
+    fi
+
+    if [ ${#filters[@]} -eq 0 ]; then
+        # The soak's short profile: every fault kind under traffic and churn;
+        # its table lands in this log. Longer runs: docs/soak.md.
+        note "soak (short profile: ${SOAK_DURATION:-10m}, seed ${SOAK_SEED:-1})"
+        t0=$SECONDS
+        tests/soak/run.sh --duration "${SOAK_DURATION:-10m}" --seed "${SOAK_SEED:-1}" \
+            --report "$OUT/soak.json" 2>&1 | tee "$OUT/soak.log"
+        rc=${PIPESTATUS[0]}
+        echo "(soak: $((SECONDS - t0)) s)"
+        if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); else fail "soak (see $OUT/soak.log)"; fi
     fi
 fi
 
