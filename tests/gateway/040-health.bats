@@ -44,7 +44,7 @@ target_up() {
     fgw_eventually 5 target_down 10.87.1.5:8080
     fgw_status_json | fgw_json "j['routes'][0]['targets'][0]['reason']" | grep -E 'connection refused|failed attempts'
     fgw_backend b1 10.87.1.5 8080
-    # active checks see it again; passive down expires after down_time (5 s)
+    # active checks see it again (which also ends the passive down)
     fgw_eventually 15 target_up 10.87.1.5:8080
     fgw_eventually 10 bash -c "$(declare -f backends_seen fgw_curl fgw_json); FGW_NS=$FGW_NS FGW_GW_IP=$FGW_GW_IP FGW_PYTHON=$FGW_PYTHON; backends_seen 4 | grep -q b1"
 }

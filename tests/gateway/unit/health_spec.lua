@@ -47,6 +47,24 @@ describe("health", function()
         assert.is_true(h:is_up(t))
     end)
 
+    it("ends a passive down at the first successful active check", function()
+        local t = "10.87.1.5:3000"
+        for _ = 1, 3 do
+            h:passive_failure(t)
+        end
+        assert.is_false(h:is_up(t))
+        -- A failed check changes nothing; a successful one brings it back now,
+        -- not after down_time (30 s here).
+        h:active_result(t, false, "connection refused")
+        assert.is_false(h:is_up(t))
+        store:advance(1)
+        assert.is_true((h:active_result(t, true)))
+        assert.is_true(h:is_up(t))
+        -- And the failures before it do not count toward the next down.
+        assert.is_false(h:passive_failure(t))
+        assert.is_true(h:is_up(t))
+    end)
+
     it("follows active checks and reports changes", function()
         local t = "10.87.1.6:80"
         assert.is_true((h:active_result(t, false, "connection refused")))

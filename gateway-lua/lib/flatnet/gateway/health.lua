@@ -5,7 +5,7 @@
 --
 -- A target is down while either
 --   * passive: fail_threshold connection failures happened within fail_window seconds;
---     it stays down for down_time seconds, then gets traffic again, or
+--     it stays down for down_time seconds, or until an active check succeeds, or
 --   * active: the last TCP connect check failed (the entry expires if checks stop).
 -- A target nobody has judged yet is up.
 local M = {}
@@ -43,6 +43,9 @@ function M:passive_failure(target, why)
 end
 
 --- Record an active check result. Returns changed (bool), previous state string or nil.
+-- A successful check also ends a passive down: the target accepts connections
+-- again (a restarted container, a rebooted host), so it gets traffic at the
+-- next check instead of after the rest of down_time.
 function M:active_result(target, ok, err)
     local store = self.store
     local prev = store:get("a:" .. target)
@@ -50,6 +53,12 @@ function M:active_result(target, ok, err)
     store:set("a:" .. target, new, self.active_ttl)
     store:set("at:" .. target, self.now(), self.active_ttl)
     local changed = (prev == nil and not ok) or (prev ~= nil and (prev == "up") ~= ok)
+    if ok and store:get("pd:" .. target) then
+        store:delete("pd:" .. target)
+        store:delete("pdt:" .. target)
+        store:delete("pf:" .. target)
+        changed = true
+    end
     if changed then
         store:incr("health:gen", 1, 0)
     end
