@@ -74,7 +74,9 @@ wait_route_mtu() {
     grep -q "path to peer changed" "$FN_TMP/h1/flatnetd.log"
 }
 
-@test "PMTU black hole: a router with a 1280-byte link drops ICMP; probes find 1280, bulk TCP and HTTPS through the gateway work" {
+# nat_gw_lab: the NAT lab (suite 050) with h1 ready to carry the gateway's
+# traffic (catalog, forward_from r1) and h2 serving its catalog.
+nat_gw_lab() {
     nat_inet_create
     lh_start
     nat_router_create 1 ""
@@ -82,6 +84,59 @@ wait_route_mtu() {
     nat_host_create 1 "catalog_listen = \"0.0.0.0:7070\"
 forward_from = [\"192.168.1.254/32\"]"
     nat_host_create 2 'catalog_listen = "0.0.0.0:7070"'
+}
+
+# bulk_across: containers h1-a and h2-b, 50 MB each way between them.
+bulk_across() {
+    container_add h1 a
+    container_add h2 b
+    IPA="$(container_ip h1 a)"
+    IPB="$(container_ip h2 b)"
+    wg_wait_ping h1-a "$IPB"
+    bulk_both h1-a "$IPA" h2-b "$IPB" 50
+}
+
+# https_via_gateway: the gateway on r1 (TLS) in front of a web container on
+# h2 that sends a 2 MB page back; the office fetches it intact.
+https_via_gateway() {
+    ip netns add "$(ns h2-web)"
+    netconf h2 1.0.0 '"runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}' |
+        cni h2 ADD cid-web "/run/netns/$(ns h2-web)" eth0 "IgnoreUnknown=1;K8S_POD_NAME=web" > "$FN_TMP/h2/web.json"
+    mkdir -p "$FN_TMP/www"
+    head -c 2000000 /dev/urandom > "$FN_TMP/www/page"
+    in_ns h2-web python3 -m http.server 80 --bind "$(container_ip h2 web)" --directory "$FN_TMP/www" \
+        >/dev/null 2>&1 &
+    disown $! 2>/dev/null || true
+    mkdir -p "$FN_TMP/gw"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=*.$GW_DOMAIN" \
+        -addext "subjectAltName=DNS:*.$GW_DOMAIN" \
+        -keyout "$FN_TMP/gw/tls.key" -out "$FN_TMP/gw/tls.crt" 2>/dev/null
+    GW_EXTRA="listen_tls = 443
+tls_certificate = $FN_TMP/gw/tls.crt
+tls_certificate_key = $FN_TMP/gw/tls.key" \
+        gw_start 1 "http://$(ctl h2 status --json | jq -r .network.gateway):7070/v1/catalog"
+    gw_wait_route web 20
+    gw_curl -f --cacert "$FN_TMP/gw/tls.crt" -o "$FN_TMP/got-page" "https://web.$GW_DOMAIN/page"
+    [ "$(sha256sum < "$FN_TMP/got-page")" = "$(sha256sum < "$FN_TMP/www/page")" ]
+}
+
+@test "LAN MTU 1280 behind NAT routers: 50 MB both ways and HTTPS through the gateway" {
+    nat_gw_lab
+    # Every LAN link, both ends, carries 1280 bytes (a VPN-like underlay
+    # the hosts know about; the internet between the routers has 1500).
+    for n in 1 2; do
+        in_ns "h$n" ip link set lan0 mtu 1280
+        in_ns "r$n" ip link set lan0 mtu 1280
+    done
+    nat_wait_path h1 h2 direct 15
+    wait_pmtu h1 h2 1280 15
+    wait_pmtu h2 h1 1280 15
+    bulk_across
+    https_via_gateway
+}
+
+@test "PMTU black hole: a router with a 1280-byte link drops ICMP; probes find 1280, bulk TCP and HTTPS through the gateway work" {
+    nat_gw_lab
     # Router r2's link to h2 carries 1280 bytes; h2's own link says 1500,
     # so neither host's route knows. r2 drops the ICMP that would tell.
     in_ns r2 ip link set lan0 mtu 1280
@@ -103,35 +158,9 @@ NFT
     wait_pmtu h1 h2 1280 15
     wait_pmtu h2 h1 1280 15
     wait_route_mtu h1 "$(ctl h2 status --json | jq -r .network.subnet)" 1220
-    container_add h1 a
-    container_add h2 b
-    IPA="$(container_ip h1 a)"
-    IPB="$(container_ip h2 b)"
-    wg_wait_ping h1-a "$IPB"
-    bulk_both h1-a "$IPA" h2-b "$IPB" 50
+    bulk_across
     # r2 did try to send "fragmentation needed" (the probes' big sizes), and
     # it was dropped: the hosts learnt the path from their probes alone.
     [ "$(in_ns r2 nft list ruleset | grep -o 'packets [0-9]*' | head -1 | cut -d' ' -f2)" -gt 0 ]
-
-    # HTTPS through the gateway on r1 to a web container on h2, which sends
-    # a 2 MB page back through the black hole.
-    ip netns add "$(ns h2-web)"
-    netconf h2 1.0.0 '"runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}' |
-        cni h2 ADD cid-web "/run/netns/$(ns h2-web)" eth0 "IgnoreUnknown=1;K8S_POD_NAME=web" > "$FN_TMP/h2/web.json"
-    mkdir -p "$FN_TMP/www"
-    head -c 2000000 /dev/urandom > "$FN_TMP/www/page"
-    in_ns h2-web python3 -m http.server 80 --bind "$(container_ip h2 web)" --directory "$FN_TMP/www" \
-        >/dev/null 2>&1 &
-    disown $! 2>/dev/null || true
-    mkdir -p "$FN_TMP/gw"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=*.$GW_DOMAIN" \
-        -addext "subjectAltName=DNS:*.$GW_DOMAIN" \
-        -keyout "$FN_TMP/gw/tls.key" -out "$FN_TMP/gw/tls.crt" 2>/dev/null
-    GW_EXTRA="listen_tls = 443
-tls_certificate = $FN_TMP/gw/tls.crt
-tls_certificate_key = $FN_TMP/gw/tls.key" \
-        gw_start 1 "http://$(ctl h2 status --json | jq -r .network.gateway):7070/v1/catalog"
-    gw_wait_route web 20
-    gw_curl -f --cacert "$FN_TMP/gw/tls.crt" -o "$FN_TMP/got-page" "https://web.$GW_DOMAIN/page"
-    [ "$(sha256sum < "$FN_TMP/got-page")" = "$(sha256sum < "$FN_TMP/www/page")" ]
+    https_via_gateway
 }

@@ -8,7 +8,7 @@
 #    └─ r3 symmetric NAT ── h3 (relayed to h1 and h2)
 #
 # Containers: h1-a, h2-b ("web"), h3-c through the real CNI plugin (TCP
-# responders on :7000), and Podman 5 containers created and removed on h1
+# responders on :7000, line echo on :7001), and Podman 5 containers created and removed on h1
 # (`podman network create --driver flatnet`).
 
 # soak_build: the whole lab, serving.
@@ -54,6 +54,7 @@ soak_containers() {
     netconf "$host" 1.0.0 "$pm" | cni "$host" ADD "cid-$name" "/run/netns/$(ns "$host-$name")" eth0 \
         "IgnoreUnknown=1;K8S_POD_NAME=$cname" > "$FN_TMP/$host/$name.json"
     serve_tcp "$host-$name" 7000
+    serve_echo "$host-$name" 7001
     if [ "$name" = b ]; then
         mkdir -p "$FN_TMP/www"
         echo "soak web page" > "$FN_TMP/www/index.html"
@@ -61,6 +62,25 @@ soak_containers() {
             --bind "$(container_ip "$host" "$name")" --directory "$FN_TMP/www" >/dev/null 2>&1 &
         disown $! 2>/dev/null || true
     fi
+}
+
+# serve_echo NS PORT: echoes every line back, any number of connections
+# at once (the long-lived TCP streams of the soak).
+serve_echo() {
+    ip netns exec "$(ns "$1")" python3 -c '
+import socket, sys, threading
+def serve(c):
+    with c, c.makefile("rwb", buffering=0) as f:
+        for line in f:
+            f.write(line)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+' "$2" >/dev/null 2>&1 &
+    disown $! 2>/dev/null || true
+    wait_listen "$1" "$2"
 }
 
 # soak_reboot N: host hN loses power: its flatnetd and containers die with

@@ -16,6 +16,8 @@ namespaces (setns), so a probe costs a socket, not a process:
   tcp_1to2  container h1-a -> h2-b:7000, tcp_2to1 the other way
   relay     h3-c -> h1-a:7000 (symmetric NAT: through the Lighthouse relay)
   dns       h1 asks its Flatnet DNS for "web" (the container on h2)
+  stream    one long-lived TCP connection h1-a -> h2-b:7001, a line echoed
+            every probe (reopened when it breaks)
   churn     `podman run` / `podman rm` on h1 every CHURN_EVERY seconds
 
 Faults, one at a time, each kind in turn in a seeded order: flatnetd
@@ -159,6 +161,41 @@ def dns_a(server, name, want):
     return rid == qid and flags & 0xF == 0 and socket.inet_aton(want()) in r[12:]
 
 
+class Stream:
+    """One long-lived TCP connection: a numbered line every probe, echoed
+    back. A broken connection is a failure, and the next probe opens a
+    new one (so the outage is measured, not the connection's death alone)."""
+
+    def __init__(self, target, port):
+        self.target, self.port = target, port
+        self.sock, self.file, self.n = None, None, 0
+
+    def check(self):
+        try:
+            if self.sock is None:
+                self.sock = socket.create_connection((self.target(), self.port), timeout=PROBE_TIMEOUT)
+                self.sock.settimeout(PROBE_TIMEOUT)
+                self.file = self.sock.makefile("rwb", buffering=0)
+            self.n += 1
+            line = f"stream {self.n}\n".encode()
+            self.file.write(line)
+            if self.file.readline() != line:
+                raise OSError("echo differs")
+            return True
+        except OSError:
+            self.close()
+            return False
+
+    def close(self):
+        for x in (self.file, self.sock):
+            try:
+                if x is not None:
+                    x.close()
+            except OSError:
+                pass
+        self.sock, self.file = None, None
+
+
 class Record:
     """Every probe result, as (time, ok), per probe name."""
 
@@ -235,6 +272,7 @@ class Soak:
             self.prober("tcp_2to1", "h2-b", lambda: tcp_line(self.target("a"), 7000)),
             self.prober("relay", "h3-c", lambda: tcp_line(self.target("a"), 7000)),
             self.prober("dns", "h1", lambda: dns_a(self.gw1, "web.flatnet", lambda: self.target("b"))),
+            self.prober("stream", "h1-a", Stream(lambda: self.target("b"), 7001).check),
         ]
         th = threading.Thread(target=self.churner, name="churn", daemon=True)
         th.start()
