@@ -354,7 +354,7 @@ class Soak:
         order = []
         while time.time() < until - 30 and not self.stop.is_set():
             if not order:
-                order = self.KINDS[:]
+                order = [k for k in self.KINDS if k not in self.args.skip]
                 self.rng.shuffle(order)
             kind = order.pop()
             start = time.time()
@@ -585,6 +585,7 @@ def main():
     ap.add_argument("--gap", type=float, default=25.0, help="mean seconds between faults")
     ap.add_argument("--report", help="also write the results as JSON here")
     ap.add_argument("--keep", action="store_true", help="leave the lab up at the end")
+    ap.add_argument("--skip", action="append", default=[], choices=Soak.KINDS, help="leave out a fault kind")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("soak: run as root (network namespaces, Podman)")
