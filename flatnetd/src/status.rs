@@ -224,7 +224,7 @@ fn containers(st: &HostStatus, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
-    use flatnet_wire::{AttachmentKey, Lease, NetworkInfo, PeerStatus};
+    use flatnet_wire::{Lease, NetworkInfo, PeerStatus};
 
     use super::*;
 
@@ -241,20 +241,8 @@ mod tests {
                 dns: None,
             },
             leases: vec![Lease {
-                key: AttachmentKey {
-                    network: "flatnet".into(),
-                    container_id: "0123456789abcdef".into(),
-                    ifname: "eth0".into(),
-                },
-                ip: "10.87.1.2".parse().unwrap(),
-                netns: None,
                 container_name: Some("web".into()),
-                ports: vec![],
-                aliases: vec![],
-                publish: false,
-                internal: false,
-                created: 0,
-                refreshed: 0,
+                ..crate::test_lease("0123456789abcdef", "10.87.1.2")
             }],
             public_key: None,
             peers: vec![],
