@@ -11,7 +11,11 @@
 //! is never touched; and while the network namespace recorded with the
 //! lease is still a live namespace (when flatnetd can see that path), the
 //! lease is kept too, so a flatnetd started in the wrong network namespace
-//! cannot mistake every container for a dead one. The same loop re-applies the host's nftables table,
+//! cannot mistake every container for a dead one. The grace also runs from
+//! flatnetd's own start: after a reboot every veth is gone, and the runtime
+//! (podman-restart.service, `--restart=always`) starts the containers again
+//! with the same IDs, so each gets its old address back instead of a new
+//! one. The same loop re-applies the host's nftables table,
 //! repairing it when a firewall reload or `nft flush ruleset` removed it.
 //!
 //! [`stale`] is the pure decision; [`run`] is the I/O loop around it.
@@ -23,19 +27,27 @@ use tracing::warn;
 
 use crate::service::SharedService;
 
-/// The leases to reclaim at `now`: last asked for more than `grace`
-/// seconds ago, whose host veth `wired` says is gone, and whose recorded
+/// When leases may be reclaimed: `now`, the grace in seconds, and when
+/// flatnetd started (unix seconds).
+#[derive(Debug, Clone, Copy)]
+pub struct Grace {
+    pub now: u64,
+    pub secs: u64,
+    pub started: u64,
+}
+
+/// The leases to reclaim: last asked for, and flatnetd started, more than
+/// the grace ago; whose host veth `wired` says is gone; and whose recorded
 /// network namespace `ns_alive` does not vouch for.
 pub fn stale(
     leases: &[Lease],
-    now: u64,
-    grace: u64,
+    g: Grace,
     wired: impl Fn(&str) -> bool,
     ns_alive: impl Fn(&str) -> bool,
 ) -> Vec<&Lease> {
     leases
         .iter()
-        .filter(|l| now.saturating_sub(l.touched()) >= grace)
+        .filter(|l| g.now.saturating_sub(l.touched().max(g.started)) >= g.secs)
         .filter(|l| !wired(&host_ifname(&l.key.container_id, &l.key.ifname)))
         .filter(|l| !l.netns.as_deref().is_some_and(&ns_alive))
         .collect()
@@ -63,13 +75,17 @@ pub fn link_exists(name: &str) -> bool {
 
 /// One pass: reclaim stale leases and re-apply the host table (one nft
 /// transaction however many were reclaimed).
-pub fn pass(service: &SharedService) {
-    let grace = service.config().lease_grace_secs;
+pub fn pass(service: &SharedService, started: u64) {
+    let grace = Grace {
+        now: crate::unix_now(),
+        secs: service.config().lease_grace_secs,
+        started,
+    };
     let leases = service.store().list().unwrap_or_else(|e| {
         warn!("lease reconciliation could not read the lease database: {e}");
         Vec::new()
     });
-    let stale = stale(&leases, crate::unix_now(), grace, link_exists, netns_alive);
+    let stale = stale(&leases, grace, link_exists, netns_alive);
     if let Err(e) = service.reclaim(&stale) {
         warn!(
             "lease reconciliation: {}; retrying in {}s",
@@ -82,9 +98,10 @@ pub fn pass(service: &SharedService) {
 /// Reconcile at start and then every `reconcile_secs`.
 pub async fn run(service: SharedService) {
     let period = Duration::from_secs(service.config().reconcile_secs);
+    let started = crate::unix_now();
     loop {
         let svc = service.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || pass(&svc)).await {
+        if let Err(e) = tokio::task::spawn_blocking(move || pass(&svc, started)).await {
             warn!("lease reconciliation pass failed: {e}");
         }
         tokio::time::sleep(period).await;
@@ -111,20 +128,41 @@ mod tests {
         let renewed = lease("renewed", 0, 95);
         let leases = [live.clone(), gone, young, renewed];
         let live_if = host_ifname("live", "eth0");
-        let got: Vec<&str> = stale(&leases, 100, 60, |n| n == live_if, |_| false)
+        let at = |now| Grace {
+            now,
+            secs: 60,
+            started: 0,
+        };
+        let got: Vec<&str> = stale(&leases, at(100), |n| n == live_if, |_| false)
             .iter()
             .map(|l| l.key.container_id.as_str())
             .collect();
         assert_eq!(got, ["gone"]);
         // At the grace boundary exactly, it is stale; one second before, not.
-        assert_eq!(stale(&leases[2..3], 155, 60, |_| false, |_| false).len(), 1);
-        assert!(stale(&leases[2..3], 154, 60, |_| false, |_| false).is_empty());
+        assert_eq!(stale(&leases[2..3], at(155), |_| false, |_| false).len(), 1);
+        assert!(stale(&leases[2..3], at(154), |_| false, |_| false).is_empty());
         // A namespace that is still alive keeps the lease, veth or not.
         let mut in_ns = lease("ns", 0, 0);
         in_ns.netns = Some("/run/netns/alive".into());
         let ls = [in_ns];
-        assert!(stale(&ls, 100, 60, |_| false, |p| p == "/run/netns/alive").is_empty());
-        assert_eq!(stale(&ls, 100, 60, |_| false, |_| false).len(), 1);
+        assert!(stale(&ls, at(100), |_| false, |p| p == "/run/netns/alive").is_empty());
+        assert_eq!(stale(&ls, at(100), |_| false, |_| false).len(), 1);
+    }
+
+    #[test]
+    fn after_a_start_every_lease_gets_the_grace_again() {
+        // A reboot: the lease was last asked for long ago and its veth is
+        // gone with the old boot, but flatnetd started 10 s ago: the
+        // runtime's restart of the container still finds its address.
+        let old = [lease("web", 0, 0)];
+        let booted = |now| Grace {
+            now,
+            secs: 60,
+            started: 1000,
+        };
+        assert!(stale(&old, booted(1010), |_| false, |_| false).is_empty());
+        assert!(stale(&old, booted(1059), |_| false, |_| false).is_empty());
+        assert_eq!(stale(&old, booted(1060), |_| false, |_| false).len(), 1);
     }
 
     #[test]
