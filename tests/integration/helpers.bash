@@ -102,6 +102,24 @@ host_start() {
     return 1
 }
 
+# netns_power_off NETNS: a power cut for a whole namespace (its full name):
+# every process in it is killed and reaped, then the namespace goes. The
+# kernel frees a namespace, and the veth ends it held, only once its last
+# process is gone, so this waits for that instead of racing it.
+netns_power_off() {
+    local n="$1" i
+    for i in $(seq 100); do
+        [ -n "$(ip netns pids "$n" 2>/dev/null)" ] || break
+        ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+        sleep 0.05
+    done
+    if [ -n "$(ip netns pids "$n" 2>/dev/null)" ]; then
+        echo "processes in $n survived SIGKILL for 5 s: $(ip netns pids "$n" | tr '\n' ' ')" >&2
+        return 1
+    fi
+    ip netns del "$n"
+}
+
 # host_kill NAME [SIGNAL]: stop the host's flatnetd (default SIGTERM).
 host_kill() {
     local name="$1" sig="${2:-TERM}" pid

@@ -58,9 +58,23 @@ soak_containers() {
     if [ "$name" = b ]; then
         mkdir -p "$FN_TMP/www"
         echo "soak web page" > "$FN_TMP/www/index.html"
-        ip netns exec "$(ns "$host-$name")" python3 -m http.server 80 \
-            --bind "$(container_ip "$host" "$name")" --directory "$FN_TMP/www" >/dev/null 2>&1 &
+        # Not `python3 -m http.server`: it looks its own address up in DNS
+        # between bind() and listen(), refusing connections for the 10 s a
+        # lookup takes in a namespace without a resolver.
+        ip netns exec "$(ns "$host-$name")" python3 -c '
+import functools, http.server, socketserver, sys
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "web", 80
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+Server((sys.argv[1], 80), functools.partial(Quiet, directory=sys.argv[2])).serve_forever()
+' "$(container_ip "$host" "$name")" "$FN_TMP/www" >/dev/null 2>&1 &
         disown $! 2>/dev/null || true
+        wait_listen "$host-$name" 80
     fi
 }
 
@@ -91,11 +105,10 @@ soak_reboot() {
     local n="$1" h="h$1" c
     host_kill "$h" KILL
     for c in $(ip netns list | awk '{print $1}' | grep "^$(ns "$h")-" || true); do
-        ip netns pids "$c" | xargs -r kill -9
-        ip netns del "$c"
+        netns_power_off "$c"
     done
-    ip netns pids "$(ns "$h")" | xargs -r kill -9
-    ip netns del "$(ns "$h")"
+    in_ns "r$n" ip link del lan0
+    netns_power_off "$(ns "$h")"
     nat_host_netns "$n"
     host_start "$h"
     for c in a b c; do
