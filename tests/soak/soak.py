@@ -105,6 +105,20 @@ class Lab:
             raise RuntimeError(f"{script.strip()} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
         return r.stdout.strip()
 
+    def attempt(self, script, timeout=120):
+        """Run a script; None when it worked, else what it said (the last
+        line of its errors, or why it did not finish)."""
+        try:
+            r = subprocess.run(
+                ["bash", "-c", self.prelude + script], capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            return f"no answer in {timeout} s"
+        if r.returncode == 0:
+            return None
+        lines = [x for x in (r.stderr + r.stdout).splitlines() if x.strip()]
+        return lines[-1].strip() if lines else f"exit {r.returncode}, no output"
+
     def ns(self, name):
         return f"/run/netns/{self.prefix}-{name}"
 
@@ -218,6 +232,7 @@ class Soak:
         self.samples = {}  # role -> [(t, rss_kib, fds)]
         self.churn = []
         self.churn_n = 0
+        self.churn_errors = []  # (time, op, last line of the error)
         self.addr = {2: 1, 3: 1}  # current last octet of h2, h3 LAN addresses
         self.targets = {}
         self.tlock = threading.Lock()
@@ -283,25 +298,30 @@ class Soak:
             t = time.time()
             self.churn_n += 1
             name = f"{self.lab.prefix}-churn{self.churn_n}"
-            r = self.lab.sh(
-                f'p5 h1 run -d --name {name} --network fnet "$P5_IMAGE" sleep 100000',
-                timeout=60,
-                check=False,
+            err = self.lab.attempt(
+                f'p5 h1 run -d --name {name} --network fnet "$P5_IMAGE" sleep 100000 >/dev/null', timeout=60
             )
-            self.rec.add("churn", True if r else False, t)
-            if r:
+            self.churn_result(t, "run", err)
+            if err is None:
                 self.churn.append(name)
+            else:
+                # A failed run may still leave the container behind.
+                self.lab.attempt(f"p5 h1 rm -f -t 0 {name} >/dev/null 2>&1", timeout=60)
             while len(self.churn) > 3:
                 old = self.churn.pop(0)
                 t2 = time.time()
-                try:
-                    self.lab.sh(f"p5 h1 rm -f -t 0 {old} >/dev/null", timeout=60)
-                    self.rec.add("churn", True, t2)
-                except (RuntimeError, subprocess.TimeoutExpired):
-                    self.rec.add("churn", False, t2)
+                err = self.lab.attempt(f"p5 h1 rm -f -t 0 {old} >/dev/null", timeout=60)
+                self.churn_result(t2, "rm", err)
+                if err is not None:
                     self.churn.insert(0, old)
                     break
             self.stop.wait(max(0.0, CHURN_EVERY - (time.time() - t)))
+
+    def churn_result(self, t, op, err):
+        self.rec.add("churn", err is None, t)
+        if err is not None:
+            log(f"churn: podman {op} failed: {err}")
+            self.churn_errors.append((t, op, err))
 
     # --- faults -------------------------------------------------------
     def fault(self, kind):
@@ -354,7 +374,7 @@ class Soak:
         order = []
         while time.time() < until - 30 and not self.stop.is_set():
             if not order:
-                order = [k for k in self.KINDS if k not in self.args.skip]
+                order = [k for k in self.KINDS if k not in self.args.skip and (not self.args.only or k in self.args.only)]
                 self.rng.shuffle(order)
             kind = order.pop()
             start = time.time()
@@ -545,6 +565,13 @@ class Soak:
                        + ", ".join(f"{k} {s - t0:.0f}-{e - t0:.0f} s" for k, s, e, _ in self.faults) + "):")
             for at, length, name in long_ones[:40]:
                 out.append(f"  {at - t0:7.1f} s  {length:6.1f} s  {name}")
+        if self.churn_errors:
+            seen = {}
+            for at, op, err in self.churn_errors:
+                seen.setdefault((op, err), []).append(at - t0)
+            out.append("\nPodman churn errors (count, first at, what podman said):")
+            for (op, err), ats in sorted(seen.items(), key=lambda x: x[1][0])[:10]:
+                out.append(f"  {len(ats):4d}  {ats[0]:7.1f} s  podman {op}: {err[:200]}")
         out.append("RESULT: " + ("PASS" if not misses else "FAIL"))
         for m in misses:
             out.append(f"  missed: {m}")
@@ -562,6 +589,7 @@ class Soak:
                         "leases": {"leaked": leaked, "duplicated": dup},
                         "resources": res_rows,
                         "misses": misses,
+                        "churn_errors": [(a - t0, op, e) for a, op, e in self.churn_errors],
                         "outages": [(a - t0, n, p) for a, n, p in streaks],
                     },
                     f,
@@ -586,6 +614,7 @@ def main():
     ap.add_argument("--report", help="also write the results as JSON here")
     ap.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     ap.add_argument("--skip", action="append", default=[], choices=Soak.KINDS, help="leave out a fault kind")
+    ap.add_argument("--only", action="append", default=[], choices=Soak.KINDS, help="only this fault kind (repeatable)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("soak: run as root (network namespaces, Podman)")
