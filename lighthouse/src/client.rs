@@ -57,7 +57,7 @@ pub struct Joined {
     pub peers: Vec<PeerInfo>,
 }
 
-/// Connect and authenticate: Hello, answer the key challenge, read Welcome.
+/// Connect and authenticate: [`connect`], then [`authenticate`].
 #[allow(clippy::too_many_arguments)]
 pub async fn join(
     endpoint: &quinn::Endpoint,
@@ -68,11 +68,34 @@ pub async fn join(
     token: Option<String>,
     local_addrs: Vec<SocketAddr>,
 ) -> Result<Joined, JoinError> {
-    let conn = endpoint
+    let conn = connect(endpoint, lighthouse, fingerprint).await?;
+    authenticate(conn, secret, name, token, local_addrs).await
+}
+
+/// The QUIC handshake with the Lighthouse pinned to `fingerprint`. Nothing
+/// is registered until [`authenticate`]: a caller may start several
+/// connects and keep only the first to finish.
+pub async fn connect(
+    endpoint: &quinn::Endpoint,
+    lighthouse: SocketAddr,
+    fingerprint: &str,
+) -> Result<Connection, JoinError> {
+    endpoint
         .connect_with(client_config(fingerprint)?, lighthouse, SERVER_NAME)
         .map_err(|e| JoinError::Connect(e.to_string()))?
         .await
-        .map_err(|e| JoinError::Connect(e.to_string()))?;
+        .map_err(|e| JoinError::Connect(e.to_string()))
+}
+
+/// Authenticate on a connected session: Hello, answer the key challenge,
+/// read Welcome (and the rest of a long peer list).
+pub async fn authenticate(
+    conn: Connection,
+    secret: &StaticSecret,
+    name: &str,
+    token: Option<String>,
+    local_addrs: Vec<SocketAddr>,
+) -> Result<Joined, JoinError> {
     let (mut send, mut recv) = conn
         .open_bi()
         .await

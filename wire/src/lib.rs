@@ -24,6 +24,25 @@ pub use api::{
     LighthouseStatus, NetworkInfo, PeerStatus, PortMapping, Reply, Request, Response,
 };
 
+/// How a binary ends: on error, `prog: ` and the error's whole chain on
+/// one line (anyhow's `{:#}`) and exit code 1. Never Rust's `Error: {:?}`
+/// form, which `fn main() -> Result` prints with a backtrace when
+/// `RUST_BACKTRACE` is set.
+pub fn exit_code(prog: &str, r: Result<(), impl std::fmt::Display>) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", error_line(prog, &e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The line [`exit_code`] prints for `e`.
+pub fn error_line(prog: &str, e: &dyn std::fmt::Display) -> String {
+    format!("{prog}: {}", plain_error(&format!("{e:#}")))
+}
+
 /// An error's message as a user should read it: Rust's io errors end in
 /// " (os error N)", which says nothing to a user, so it is dropped.
 pub fn plain_error(e: &dyn std::fmt::Display) -> String {
@@ -56,6 +75,16 @@ mod tests {
         assert_eq!(
             super::plain_error(&"a (os error 19): b (os error x)"),
             "a: b (os error x)"
+        );
+    }
+
+    #[test]
+    fn a_binary_error_is_one_plain_line_with_its_causes() {
+        let e =
+            anyhow::Error::from(std::io::Error::from_raw_os_error(28)).context("storing the lease");
+        assert_eq!(
+            super::error_line("flatnetd", &e),
+            "flatnetd: storing the lease: No space left on device"
         );
     }
 }

@@ -43,7 +43,11 @@ enum Cmd {
     GatewayRoute,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    flatnet_wire::exit_code("flatnetctl", run())
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let client = Client::new(&args.socket);
     match args.cmd {

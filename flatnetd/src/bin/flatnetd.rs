@@ -147,7 +147,11 @@ fn first_join(config: &Config, identity: &Identity, token: &str) -> anyhow::Resu
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    flatnet_wire::exit_code("flatnetd", run())
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLATNET_LOG")

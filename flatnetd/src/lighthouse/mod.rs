@@ -3,6 +3,7 @@
 //! punching and the relay fallback.
 //!
 //! - [`punch`]: the per-peer path state machine (sans I/O);
+//! - [`reconnect`]: overlapping attempts to reach the Lighthouse again;
 //! - [`relay`]: fragmenting relayed datagrams (sans I/O);
 //! - [`socket`]: quinn over the shared WireGuard socket;
 //! - [`state`]: what is persisted in `<state_dir>/lighthouse.json`;
@@ -11,6 +12,7 @@
 //! See `docs/lighthouse.md` ("The node side").
 
 pub mod punch;
+pub mod reconnect;
 pub mod relay;
 pub mod socket;
 pub mod state;
@@ -27,7 +29,7 @@ use std::{
 };
 
 use flatnet_lighthouse::{
-    client::{join, JoinError, Joined},
+    client::{authenticate, connect, join, JoinError, Joined},
     server::{spawn_frame_reader, write_frame},
     token::Token,
 };
@@ -57,9 +59,9 @@ const PERSIST_EVERY: Duration = Duration::from_secs(1);
 /// How often local addresses are re-read and reported when changed (a
 /// renumbered host is found again by its peers within this).
 const LOCAL_ADDRS_EVERY: Duration = Duration::from_secs(2);
-/// The longest wait between attempts to reach the Lighthouse: relayed
-/// peers depend on it, so a Lighthouse back from an outage is found again
-/// within this (a 1,200-byte QUIC Initial per node per 5 s while it is down).
+/// The longest wait between starting attempts to reach the Lighthouse
+/// (they overlap: [`reconnect`]); relayed peers depend on it, so one back
+/// from an outage is found again within 3 s.
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// Joining (QUIC + TLS + key proof) must finish within this.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -505,58 +507,71 @@ impl LhClient {
         }
     }
 
-    /// Stay connected to the Lighthouse, forever: connect, serve the
-    /// session, back off (1 s doubling to [`RECONNECT_MAX`], with jitter),
+    /// Stay connected to the Lighthouse, forever: connect (overlapping
+    /// attempts, [`reconnect::race`]), authenticate, serve the session,
     /// repeat.
     pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint) {
-        let mut backoff = Backoff::new(Duration::from_secs(1), RECONNECT_MAX);
+        let mut short_sessions = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let mut last_logged: Option<String> = None;
         loop {
             let (address, fingerprint) = {
                 let st = lock(&self.st);
                 (st.address.clone(), st.fingerprint.clone())
             };
-            let result = match resolve(&address).await {
-                Ok(addr) => {
-                    let local = local_addrs(self.port, self.cidr);
-                    match tokio::time::timeout(
-                        JOIN_TIMEOUT,
-                        join(
-                            &endpoint,
-                            addr,
-                            &fingerprint,
-                            &self.identity.secret,
-                            &self.name,
-                            None,
-                            local.clone(),
-                        ),
-                    )
-                    .await
+            let attempt = || {
+                let (endpoint, address, fingerprint) =
+                    (endpoint.clone(), address.clone(), fingerprint.clone());
+                async move {
+                    let addr = resolve(&address).await.map_err(|e| e.to_string())?;
+                    match tokio::time::timeout(JOIN_TIMEOUT, connect(&endpoint, addr, &fingerprint))
+                        .await
                     {
-                        Ok(Ok(j)) => {
-                            backoff.reset();
-                            let r = self.clone().session(j, local).await;
-                            self.relay.set(None);
-                            *lock(&self.outbox) = None;
-                            r
-                        }
-                        Ok(Err(e)) => {
-                            if let JoinError::Refused {
-                                code: LhErrorCode::Removed | LhErrorCode::BadToken,
-                                ..
-                            } = &e
-                            {
-                                // Our key is unknown there: removed while we
-                                // were away (we send no token once joined).
-                                self.removed.store(true, Ordering::Relaxed);
-                            }
-                            Err(e.to_string())
-                        }
-                        Err(_) => Err(format!("no answer within {JOIN_TIMEOUT:?}")),
+                        Ok(Ok(conn)) => Ok(conn),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!(
+                            "no answer from {addr} within {} s",
+                            JOIN_TIMEOUT.as_secs()
+                        )),
                     }
                 }
-                Err(e) => Err(e.to_string()),
             };
-            let err = result.err().unwrap_or_else(|| "connection closed".into());
+            let cadence = Backoff::new(Duration::from_secs(1), RECONNECT_MAX);
+            let conn = reconnect::race(attempt, cadence, jitter, |err: String| {
+                if last_logged.as_deref() != Some(err.as_str()) {
+                    warn!(lighthouse = %address, "cannot reach the Lighthouse: {err}; still trying");
+                    last_logged = Some(err.clone());
+                }
+                self.set_state("reconnecting", Some(err));
+            })
+            .await;
+            let local = local_addrs(self.port, self.cidr);
+            let began = Instant::now();
+            let auth = authenticate(conn, &self.identity.secret, &self.name, None, local.clone());
+            let err = match tokio::time::timeout(JOIN_TIMEOUT, auth).await {
+                Ok(Ok(j)) => {
+                    last_logged = None;
+                    let r = self.clone().session(j, local).await;
+                    self.relay.set(None);
+                    *lock(&self.outbox) = None;
+                    r.err().unwrap_or_else(|| "connection closed".into())
+                }
+                Ok(Err(e)) => {
+                    if let JoinError::Refused {
+                        code: LhErrorCode::Removed | LhErrorCode::BadToken,
+                        ..
+                    } = &e
+                    {
+                        // Our key is unknown there: removed while we
+                        // were away (we send no token once joined).
+                        self.removed.store(true, Ordering::Relaxed);
+                    }
+                    e.to_string()
+                }
+                Err(_) => format!(
+                    "the Lighthouse did not finish the join within {} s",
+                    JOIN_TIMEOUT.as_secs()
+                ),
+            };
             if self.removed.load(Ordering::Relaxed) {
                 self.on_peers(vec![], &[], true);
                 let msg = format!(
@@ -570,7 +585,8 @@ impl LhClient {
             }
             warn!(lighthouse = %address, "Lighthouse session: {err}; reconnecting");
             self.set_state("reconnecting", Some(err));
-            tokio::time::sleep(backoff.next(jitter())).await;
+            let wait = reconnect::after_session(began.elapsed(), &mut short_sessions, jitter());
+            tokio::time::sleep(wait).await;
         }
     }
 

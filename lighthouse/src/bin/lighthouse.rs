@@ -97,7 +97,11 @@ fn parse_ttl(s: &str) -> anyhow::Result<u64> {
     Ok(n * mult)
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    flatnet_wire::exit_code("lighthouse", run())
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLATNET_LOG")
