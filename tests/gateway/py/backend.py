@@ -204,6 +204,13 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def server_bind(self):
+        # HTTPServer.server_bind looks up the FQDN of the bind address: in
+        # a test namespace with no resolver that takes about 10 s before
+        # the port accepts. The name is only used in CGI variables.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
 
 def main():
     ap = argparse.ArgumentParser()

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import threading
+import socketserver
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import backend
@@ -86,6 +87,13 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def server_bind(self):
+        # HTTPServer.server_bind looks up the FQDN of the bind address: in
+        # a test namespace with no resolver that takes about 10 s before
+        # the port accepts. The name is only used in CGI variables.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
 
 
 def main():
