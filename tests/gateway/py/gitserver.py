@@ -11,8 +11,7 @@ import os
 import shutil
 import subprocess
 import threading
-import socketserver
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import backend
 
@@ -84,25 +83,13 @@ class Handler(BaseHTTPRequestHandler):
     do_POST = run_cgi
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def server_bind(self):
-        # HTTPServer.server_bind looks up the FQDN of the bind address: in
-        # a test namespace with no resolver that takes about 10 s before
-        # the port accepts. The name is only used in CGI variables.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bind", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--root", required=True)
     a = ap.parse_args()
-    srv = Server((a.bind, a.port), Handler)
+    srv = backend.Server((a.bind, a.port), Handler)
     srv.root = a.root
     srv.serve_forever()
 
