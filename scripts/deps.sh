@@ -17,6 +17,9 @@ PACKAGES=(
     # gateway: nginx + lua-nginx-module, its Lua libraries and test tools
     nginx libnginx-mod-http-lua libnginx-mod-stream lua-resty-core lua-resty-lrucache lua-cjson lua5.1
     lua-busted lua-check openssl wrk chromium
+    # operations: systemd-analyze checks the units; promtool checks the
+    # alert rules and every /metrics exposition
+    systemd prometheus
 )
 
 apt-get update -qq
@@ -24,6 +27,7 @@ apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
 # nginx is started by the tests themselves, never as a system service.
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
     systemctl disable --now nginx >/dev/null 2>&1 || true
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
 if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -55,15 +55,19 @@ install -D -m 0644 dist/flatnet.conflist "$CNI_CONF_DIR/flatnet.conflist"
 echo "network    -> $CNI_CONF_DIR/flatnet.conflist"
 
 if [ ! -e /etc/flatnet/flatnetd.toml ]; then
-    install -D -m 0644 dist/flatnetd.toml /etc/flatnet/flatnetd.toml
+    # 0600: a join token may sit in it until the first start.
+    install -D -m 0600 dist/flatnetd.toml /etc/flatnet/flatnetd.toml
     echo "config     -> /etc/flatnet/flatnetd.toml"
 else
     echo "config     -> /etc/flatnet/flatnetd.toml (kept)"
 fi
 
 if [ -d /run/systemd/system ]; then
-    install -D -m 0644 dist/flatnetd.service /etc/systemd/system/flatnetd.service
-    install -D -m 0644 dist/lighthouse.service /etc/systemd/system/lighthouse.service
+    # The units name the packages' /usr/bin; a source install lives in $PREFIX.
+    for u in flatnetd lighthouse; do
+        sed "s#/usr/bin/#$PREFIX/bin/#g" "dist/$u.service" > "/etc/systemd/system/$u.service"
+        chmod 0644 "/etc/systemd/system/$u.service"
+    done
     systemctl daemon-reload
     echo "service    -> systemctl enable --now flatnetd"
 else

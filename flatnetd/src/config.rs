@@ -12,6 +12,8 @@
 //! forward_from = ["172.22.48.1/32"]  # who may route into the Flatnet through
 //!                                    # this host (the gateway); nobody else
 //! catalog_listen = "0.0.0.0:7870"    # optional HTTP service catalog
+//! log_format = "text"                # or "json", one object per line
+//! log_level = "info"                 # a tracing filter; FLATNET_LOG overrides
 //! reconcile_secs = 10                # how often leases and the nft table are checked
 //! lease_grace_secs = 60              # a lease whose host veth is gone is reclaimed
 //!                                    # once it is this old (an ADD in flight is younger)
@@ -23,6 +25,9 @@
 //! underlay_mtu = 1500                # tunnel MTU = underlay_mtu - 80 = mtu
 //! interface = "flatnet0"
 //! offloads = true                    # TUN TSO + UDP GSO/GRO when the kernel has them
+//!
+//! [metrics]                          # Prometheus /metrics (off unless set)
+//! listen = "127.0.0.1:9587"
 //!
 //! [dns]                              # Flatnet DNS on the gateway address, port 53
 //! enabled = true
@@ -106,6 +111,9 @@ struct RawConfig {
     #[serde(default)]
     forward_from: Vec<Ipv4Net>,
     catalog_listen: Option<SocketAddr>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    metrics: Option<RawMetrics>,
     reconcile_secs: Option<u64>,
     lease_grace_secs: Option<u64>,
     wireguard: Option<RawWireguard>,
@@ -114,6 +122,14 @@ struct RawConfig {
     #[serde(default)]
     peers: Vec<RawPeer>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<SocketAddr>,
+}
+
+pub use flatnet_wire::logging::LogFormat;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -356,6 +372,12 @@ pub struct Config {
     /// host (the gateway's address); everyone else is dropped.
     pub forward_from: Vec<Ipv4Net>,
     pub catalog_listen: Option<SocketAddr>,
+    /// `[metrics] listen`: where `/metrics` is served; off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    /// A tracing filter (`info`, `debug`, `info,flatnetd::dns=debug`);
+    /// `FLATNET_LOG` overrides it. Changes apply on reload (SIGHUP).
+    pub log_level: String,
     /// Period of lease reconciliation and of the nft table repair.
     pub reconcile_secs: u64,
     /// Age (since the last ADD) below which a lease is never reclaimed.
@@ -500,6 +522,12 @@ impl Config {
             )));
         }
         let dns = DnsSettings::from_raw(raw.dns)?;
+        let log_level = raw.log_level.unwrap_or_else(|| "info".into());
+        if log_level.trim().is_empty() || log_level.chars().any(char::is_control) {
+            return Err(ConfigError::Invalid(format!(
+                "log_level {log_level:?} is not a log filter; use e.g. \"info\" or \"debug\""
+            )));
+        }
         Ok(Config {
             dns,
             reconcile_secs,
@@ -516,6 +544,9 @@ impl Config {
             masquerade: raw.masquerade.unwrap_or(true),
             forward_from: raw.forward_from,
             catalog_listen: raw.catalog_listen,
+            metrics_listen: raw.metrics.and_then(|m| m.listen),
+            log_format: raw.log_format.unwrap_or_default(),
+            log_level,
             wireguard,
             peers,
             lighthouse_token: raw
@@ -638,6 +669,27 @@ mod tests {
         let info = c.network_info().dns.unwrap();
         assert_eq!(info.nameservers, vec![c.gateway()]);
         assert_eq!(info.search, vec!["flatnet".to_string()]);
+    }
+
+    #[test]
+    fn metrics_and_logs() {
+        let c = Config::parse("node_name = \"h1\"").unwrap();
+        assert_eq!(c.metrics_listen, None, "metrics are off by default");
+        assert_eq!((c.log_format, c.log_level.as_str()), (LogFormat::Text, "info"));
+        let c = Config::parse(
+            "log_format = \"json\"\nlog_level = \"debug\"\n[metrics]\nlisten = \"127.0.0.1:9587\"",
+        )
+        .unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9587".parse().unwrap()));
+        assert_eq!((c.log_format, c.log_level.as_str()), (LogFormat::Json, "debug"));
+        for bad in [
+            "log_format = \"xml\"",
+            "log_level = \"\"",
+            "[metrics]\nlisten = \"localhost\"",
+            "[metrics]\nport = 1",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::{fmt::Write, net::Ipv4Addr};
 use ipnet::Ipv4Net;
 
 /// One IPv4 address of this host, outside the Flatnet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HostAddr {
     pub iface: String,
     pub ip: Ipv4Addr,
@@ -19,8 +19,8 @@ pub struct HostAddr {
     pub default_route: bool,
 }
 
-/// What [`render`] needs to know about this host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What [`render`] needs to know about this host (`--json` prints it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Facts {
     pub cidr: Ipv4Net,
     pub addrs: Vec<HostAddr>,

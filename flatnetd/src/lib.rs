@@ -14,16 +14,20 @@
 //!   periodic repair of the nftables table.
 //! - [`config`] reads `/etc/flatnet/flatnetd.toml`.
 //! - [`lighthouse`]: joining a Lighthouse, peers from it, hole punching, relay.
+//! - [`metrics`]: Prometheus counters and the status collector behind `/metrics`.
+//! - [`health`]: what the systemd watchdog checks before each keepalive.
 
 pub mod api;
 pub mod config;
 pub mod dataplane;
 pub mod dns;
 pub mod gwroute;
+pub mod health;
 pub mod hostnet;
 pub mod ifaddrs;
 pub mod ipam;
 pub mod lighthouse;
+pub mod metrics;
 pub mod ports;
 pub mod reconcile;
 pub mod service;

@@ -211,8 +211,19 @@ impl Service {
         }
     }
 
+    /// The watchdog's check: the host lock is free within the call and the
+    /// lease store answers.
+    pub fn health(&self) -> Result<(), ApiError> {
+        let _g = self.lock_host()?;
+        self.store.list().map(|_| ()).map_err(ApiError::from)
+    }
+
     pub fn handle(&self, req: Request) -> Response {
-        self.dispatch(req).into()
+        let op = req.op();
+        let r = self.dispatch(req);
+        let result = r.as_ref().map_or_else(|e| e.kind.as_str(), |_| "ok");
+        crate::metrics::counters().api_request(op, result);
+        r.into()
     }
 
     fn dispatch(&self, req: Request) -> Result<Reply, ApiError> {

@@ -40,10 +40,35 @@ pub enum AdminRequest {
     NodesRemove {
         name: String,
     },
+    /// Set the log filter (`info`, `debug`, ...); without one, report it.
+    LogLevel {
+        filter: Option<String>,
+    },
 }
 
 /// Handle one admin request against the running Lighthouse.
 pub fn handle(lh: &Lighthouse, req: AdminRequest) -> Result<Value, String> {
+    let action = req.action();
+    let r = dispatch(lh, req);
+    lh.stats.admin_action(action, r.is_ok());
+    r
+}
+
+impl AdminRequest {
+    /// The metrics label of this request.
+    pub fn action(&self) -> &'static str {
+        match self {
+            AdminRequest::TokenCreate { .. } => "token_create",
+            AdminRequest::TokenList => "token_list",
+            AdminRequest::TokenRevoke { .. } => "token_revoke",
+            AdminRequest::NodesList => "nodes_list",
+            AdminRequest::NodesRemove { .. } => "nodes_remove",
+            AdminRequest::LogLevel { .. } => "log_level",
+        }
+    }
+}
+
+fn dispatch(lh: &Lighthouse, req: AdminRequest) -> Result<Value, String> {
     match req {
         AdminRequest::TokenCreate { ttl_secs, reusable } => {
             let t = Token::generate(&lh.public_addr, &lh.identity.fingerprint());
@@ -76,6 +101,17 @@ pub fn handle(lh: &Lighthouse, req: AdminRequest) -> Result<Value, String> {
                 .filter_map(|n| r.peer_info(n.id))
                 .collect::<Vec<_>>())
         })),
+        AdminRequest::LogLevel { filter } => {
+            let log = lh
+                .log
+                .get()
+                .ok_or("this Lighthouse's logging cannot be changed at run time")?;
+            if let Some(f) = filter {
+                log.force_level(&f)?;
+                tracing::info!(log_level = %f, "log level changed");
+            }
+            Ok(json!({"log_level": log.current()}))
+        }
         AdminRequest::NodesRemove { name } => {
             lh.mutate(|r| match r.remove_node(&name) {
                 Ok(ch) => (Ok(()), ch),
@@ -121,10 +157,20 @@ pub async fn serve(path: &Path, lh: Arc<Lighthouse>) -> std::io::Result<()> {
 /// Client side for the CLI.
 pub fn call(path: &Path, req: &AdminRequest) -> Result<Value, String> {
     let mut s = UnixStream::connect(path).map_err(|e| {
-        format!(
-            "cannot reach the Lighthouse at {}: {e} (is `lighthouse serve` running?)",
-            path.display()
-        )
+        let p = path.display();
+        match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => format!(
+                "the Lighthouse is not running (nothing listens on {p}); start it with \
+                 `systemctl start lighthouse`, or give its socket with --admin-socket"
+            ),
+            std::io::ErrorKind::PermissionDenied => {
+                format!("no permission to use the Lighthouse's admin socket {p}: run as root")
+            }
+            _ => format!(
+                "cannot reach the Lighthouse at {p}: {}",
+                flatnet_wire::plain_error(&e)
+            ),
+        }
     })?;
     let body = serde_json::to_string(req).map_err(|e| e.to_string())?;
     s.write_all(format!("{body}\n").as_bytes())

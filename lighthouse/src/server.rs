@@ -99,6 +99,10 @@ pub struct Lighthouse {
     pub identity: Identity,
     /// `host:port` nodes use to reach us; goes into join tokens.
     pub public_addr: String,
+    /// Event counters for `/metrics`.
+    pub stats: crate::metrics::Stats,
+    /// The running log filter, for `lighthouse log-level`.
+    pub log: std::sync::OnceLock<flatnet_wire::logging::LogHandle>,
 }
 
 impl Lighthouse {
@@ -126,6 +130,8 @@ impl Lighthouse {
             }),
             identity,
             public_addr,
+            stats: crate::metrics::Stats::default(),
+            log: std::sync::OnceLock::new(),
         }))
     }
 
@@ -158,6 +164,13 @@ impl Lighthouse {
     }
 
     /// Read-only access to the registry.
+    /// The watchdog's check: the registry lock is free within the call.
+    pub fn health(&self) -> Result<(), String> {
+        let s = self.lock();
+        drop(s);
+        Ok(())
+    }
+
     pub fn view<T>(&self, f: impl FnOnce(&Registry) -> T) -> T {
         f(&self.lock().registry)
     }
@@ -236,13 +249,18 @@ impl Lighthouse {
         };
         drop(unproven);
         let (id, serial, send, recv, rx) = match hs {
-            Ok(Ok(v)) => v,
+            Ok(Ok(v)) => {
+                self.stats.join_accepted();
+                v
+            }
             Ok(Err((code, msg))) => {
-                info!(%remote, ?code, "refused node: {msg}");
+                self.stats.join_refused(Some(code));
+                info!(%remote, code = crate::metrics::code_str(code), "refused node: {msg}");
                 linger_then_close(&conn, msg.as_bytes()).await;
                 return;
             }
             Err(_) => {
+                self.stats.join_refused(None);
                 info!(%remote, "node did not finish the handshake in time");
                 conn.close(VarInt::from_u32(1), b"handshake timeout");
                 return;
@@ -492,11 +510,21 @@ impl Lighthouse {
     /// Forward an opaque (still encrypted) WireGuard packet to another node.
     fn relay(&self, from: u32, datagram: &[u8]) {
         let Some((to, packet)) = relay_decode(datagram) else {
+            self.stats.relay_drop("malformed");
             return;
         };
         let target = self.lock().sessions.get(&to).map(|s| s.conn.clone());
-        if let Some(c) = target {
-            if let Err(e) = c.send_datagram(relay_encode(from, packet).into()) {
+        let Some(c) = target else {
+            self.stats.relay_drop("target_offline");
+            return;
+        };
+        match c.send_datagram(relay_encode(from, packet).into()) {
+            Ok(()) => {
+                self.stats.relay_datagrams.inc();
+                self.stats.relay_bytes.inc_by(packet.len() as u64);
+            }
+            Err(e) => {
+                self.stats.relay_drop("send_failed");
                 debug!(from, to, "relay drop: {e}");
             }
         }
@@ -687,10 +715,20 @@ impl Lighthouse {
     /// One announcement round: every session gets the same encoded frames,
     /// except that a node never hears about itself.
     pub fn flush(&self) {
+        let began = std::time::Instant::now();
+        if self.flush_round() {
+            self.stats
+                .fanout_round
+                .observe(began.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Returns whether there was anything to announce.
+    fn flush_round(&self) -> bool {
         let mut s = self.lock();
         let (ids, removed) = s.pending.take();
         if ids.is_empty() && removed.is_empty() {
-            return;
+            return false;
         }
         let infos: Vec<PeerInfo> = ids
             .iter()
@@ -700,7 +738,7 @@ impl Lighthouse {
             Ok(f) => f,
             Err(e) => {
                 warn!("announcing changes: {e}");
-                return;
+                return true;
             }
         };
         let mut slow = Vec::new();
@@ -720,6 +758,7 @@ impl Lighthouse {
         }
         for id in slow {
             if let Some(sess) = s.sessions.get(&id) {
+                self.stats.queue_drops.inc();
                 warn!(
                     node = id,
                     queued = sess.out.queued(),
@@ -728,6 +767,7 @@ impl Lighthouse {
                 sess.conn.close(VarInt::from_u32(4), b"too slow");
             }
         }
+        true
     }
 }
 

@@ -6,7 +6,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" -eq 0 ] || { echo "run.sh: needs root (network namespaces)" >&2; exit 1; }
-for tool in busted luacheck bats nginx lua5.1 curl chromium openssl git python3; do
+for tool in busted luacheck bats nginx lua5.1 curl chromium openssl git python3 promtool; do
     command -v "$tool" >/dev/null || { echo "run.sh: missing $tool (see docs/gateway.md, Testing)" >&2; exit 1; }
 done
 fail=0

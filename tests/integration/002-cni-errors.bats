@@ -102,7 +102,7 @@ expect_error() {
     before="$(snapshot)"
     run cni h1 ADD cid-c "$C" eth0 <<< "$(netconf h1)"
     expect_error 11
-    [[ "$(echo "$output" | jq -r .details)" == *"not reachable"* ]]
+    [[ "$(echo "$output" | jq -r .details)" == *"nothing listens on"*"systemctl start flatnetd"* ]]
     [ "$(snapshot)" = "$before" ]
     host_start h1
     [ "$(lease_count h1)" = "1" ]

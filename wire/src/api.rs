@@ -204,6 +204,21 @@ pub enum Request {
     Names,
 }
 
+impl Request {
+    /// The `op` tag of this request (`allocate`, `status`, ...).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Allocate(_) => "allocate",
+            Request::Release(_) => "release",
+            Request::Get(_) => "get",
+            Request::Gc { .. } => "gc",
+            Request::Status => "status",
+            Request::Names => "names",
+        }
+    }
+}
+
 /// One name Flatnet DNS serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NameRecord {
@@ -277,6 +292,12 @@ pub struct PeerStatus {
     pub rx_bytes: u64,
     #[serde(default)]
     pub tx_bytes: u64,
+    /// Datagrams received (authenticated) and sent; `None` where the
+    /// backend does not count them (kernel WireGuard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_packets: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_packets: Option<u64>,
     /// How packets reach the peer: `direct`, `relay` or `connecting`
     /// (Lighthouse peers); `None` for static peers (always direct).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -333,6 +354,18 @@ pub enum ErrorKind {
     Unavailable,
     /// An unexpected failure inside the daemon.
     Internal,
+}
+
+impl ErrorKind {
+    /// The kind as it is serialised (`invalid_request`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Exhausted => "exhausted",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
 }
 
 /// An error returned by flatnetd.

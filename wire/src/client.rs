@@ -16,10 +16,10 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The daemon is not running or not listening (a retryable condition).
-    #[error("flatnetd is not reachable at {}: {}", path.display(), crate::plain_error(source))]
+    #[error("{}", unreachable(path, cause))]
     Unreachable {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("talking to flatnetd: {}", crate::plain_error(.0))]
     Io(#[from] std::io::Error),
@@ -28,6 +28,34 @@ pub enum ClientError {
     /// The daemon answered with an error.
     #[error("flatnetd: {}", .0.message)]
     Api(ApiError),
+}
+
+/// Why the socket cannot be used, as (summary, what happened and what to do).
+pub fn unreachable_parts(path: &Path, cause: &std::io::Error) -> (&'static str, String) {
+    use std::io::ErrorKind::*;
+    let p = path.display();
+    match cause.kind() {
+        NotFound | ConnectionRefused => (
+            "flatnetd is not running",
+            format!("nothing listens on {p}; start it with `systemctl start flatnetd`"),
+        ),
+        PermissionDenied => (
+            "no permission to use flatnetd's socket",
+            format!(
+                "{p}: run as root, or join the group named by socket_group in \
+                 /etc/flatnet/flatnetd.toml"
+            ),
+        ),
+        _ => (
+            "flatnetd is not reachable",
+            format!("{p}: {}", crate::plain_error(cause)),
+        ),
+    }
+}
+
+fn unreachable(path: &Path, cause: &std::io::Error) -> String {
+    let (summary, detail) = unreachable_parts(path, cause);
+    format!("{summary}: {detail}")
 }
 
 pub struct Client {
@@ -51,9 +79,9 @@ impl Client {
     /// Send one request and wait for its reply.
     pub fn call(&self, req: &Request) -> Result<Reply, ClientError> {
         let mut stream =
-            UnixStream::connect(&self.path).map_err(|source| ClientError::Unreachable {
+            UnixStream::connect(&self.path).map_err(|cause| ClientError::Unreachable {
                 path: self.path.clone(),
-                source,
+                cause,
             })?;
         stream.set_read_timeout(Some(self.timeout))?;
         stream.set_write_timeout(Some(self.timeout))?;

@@ -6,7 +6,10 @@
 //! - [`catalog`]: the service catalog the gateway reads over HTTP;
 //! - [`client`]: the one blocking client of the local API;
 //! - [`veth`]: the host-side interface names the plugin creates;
-//! - [`fs`]: private state files, written atomically (both daemons).
+//! - [`fs`]: private state files, written atomically (both daemons);
+//! - `logging`, `metrics_http` and `systemd` (feature `daemon`): log
+//!   format and live log levels, the `/metrics` endpoint both daemons
+//!   serve, and their readiness and watchdog notifications.
 //!
 //! Keeping them in one small crate means every side agrees on the
 //! format at compile time and the types can be unit-tested without sockets.
@@ -17,6 +20,12 @@ pub mod client;
 pub mod framing;
 pub mod fs;
 pub mod lighthouse;
+#[cfg(feature = "daemon")]
+pub mod logging;
+#[cfg(feature = "daemon")]
+pub mod metrics_http;
+#[cfg(feature = "daemon")]
+pub mod systemd;
 pub mod veth;
 
 pub use api::{

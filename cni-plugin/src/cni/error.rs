@@ -64,11 +64,10 @@ impl CniError {
 impl From<ClientError> for CniError {
     fn from(e: ClientError) -> Self {
         match &e {
-            ClientError::Unreachable { .. } => CniError::new(
-                code::TRY_AGAIN_LATER,
-                "flatnetd is not running",
-                format!("{e}; start it with `systemctl start flatnetd` or `flatnetd`"),
-            ),
+            ClientError::Unreachable { path, cause } => {
+                let (summary, detail) = flatnet_wire::client::unreachable_parts(path, cause);
+                CniError::new(code::TRY_AGAIN_LATER, summary, detail)
+            }
             ClientError::Api(api) => match api.kind {
                 ErrorKind::Exhausted => {
                     CniError::new(code::EXHAUSTED, "no free address", api.message.clone())
@@ -121,10 +120,15 @@ mod tests {
     fn daemon_errors_map_to_codes() {
         let down: CniError = ClientError::Unreachable {
             path: "/x".into(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            cause: std::io::Error::from(std::io::ErrorKind::NotFound),
         }
         .into();
         assert_eq!(down.code, code::TRY_AGAIN_LATER);
+        assert!(
+            down.details.contains("systemctl start flatnetd"),
+            "{}",
+            down.details
+        );
         let full: CniError = ClientError::Api(ApiError::new(ErrorKind::Exhausted, "x")).into();
         assert_eq!(full.code, code::EXHAUSTED);
         let bad: CniError = ClientError::Api(ApiError::new(ErrorKind::InvalidRequest, "x")).into();

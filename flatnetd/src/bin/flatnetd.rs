@@ -152,14 +152,6 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLATNET_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let args = Args::parse();
     let (path, explicit) = match &args.config {
         Some(p) => (p.clone(), true),
@@ -170,6 +162,8 @@ fn run() -> anyhow::Result<()> {
     // socket is wider open than meant.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut config = Config::load(&path, explicit)?;
+    let log = flatnet_wire::logging::init(config.log_format, &config.log_level)
+        .map_err(anyhow::Error::msg)?;
     flatnet_wire::fs::create_private_dir(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
     if let Some(Cmd::Join { token }) = &args.cmd {
@@ -260,12 +254,6 @@ fn run() -> anyhow::Result<()> {
         };
         let listener = api::unix::bind(&config.socket, config.socket_group.as_deref())
             .with_context(|| format!("binding {}", config.socket.display()))?;
-        info!(
-            node = %config.node_name,
-            subnet = %config.subnet,
-            socket = %config.socket.display(),
-            "flatnetd ready"
-        );
         tokio::spawn(api::unix::serve(listener, service.clone()));
         if config.dns.enabled {
             start_dns(&config, &service)?;
@@ -285,6 +273,31 @@ fn run() -> anyhow::Result<()> {
             info!(%addr, "serving catalog at /v1/catalog");
             tokio::spawn(api::catalog::serve(l, service.clone()));
         }
+        if let Some(addr) = config.metrics_listen {
+            let l = flatnet_wire::metrics_http::bind(addr)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let render = flatnetd::metrics::renderer(flatnetd::metrics::registry(service.clone()));
+            info!(%addr, "serving metrics at /metrics");
+            tokio::spawn(flatnet_wire::metrics_http::serve(l, render));
+        }
+        // Everything is up: the socket answers, the data plane and the
+        // host table are set up, DNS and the listeners are bound.
+        info!(
+            node = %config.node_name,
+            subnet = %config.subnet,
+            socket = %config.socket.display(),
+            "flatnetd ready"
+        );
+        flatnet_wire::systemd::ready(&format!(
+            "serving {} on {}",
+            config.subnet,
+            config.socket.display()
+        ));
+        let svc = service.clone();
+        tokio::spawn(flatnet_wire::systemd::watchdog(Arc::new(move || {
+            flatnetd::health::check(&svc)
+        })));
         let reload = Reload {
             path: &path,
             explicit,
@@ -292,8 +305,10 @@ fn run() -> anyhow::Result<()> {
             identity: &identity,
             lh_net,
             lh: lhc.as_deref(),
+            log: &log,
         };
         run_until_shutdown(&reload).await;
+        flatnet_wire::systemd::stopping();
         info!("shutting down");
         let _ = std::fs::remove_file(&config.socket);
         anyhow::Ok(())
@@ -346,6 +361,7 @@ struct Reload<'a> {
     identity: &'a Identity,
     lh_net: Option<(Ipv4Net, Ipv4Net)>,
     lh: Option<&'a LhClient>,
+    log: &'a flatnet_wire::logging::LogHandle,
 }
 
 async fn run_until_shutdown(r: &Reload<'_>) {
@@ -361,9 +377,11 @@ async fn run_until_shutdown(r: &Reload<'_>) {
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
             _ = hup.recv() => {
+                flatnet_wire::systemd::reloading();
                 if let Err(e) = reload(r) {
                     warn!("reload failed, keeping the running configuration: {e:#}");
                 }
+                flatnet_wire::systemd::ready("configuration reloaded");
             }
         }
     }
@@ -374,6 +392,11 @@ fn reload(r: &Reload<'_>) -> anyhow::Result<()> {
     let mut new = Config::load(r.path, r.explicit)?;
     if let Some((cidr, subnet)) = r.lh_net {
         new = new.with_lighthouse_subnet(cidr, subnet)?;
+    }
+    match r.log.set_level(&new.log_level) {
+        Ok(true) => info!(log_level = %new.log_level, "log level changed"),
+        Ok(false) => {}
+        Err(e) => warn!("reload: {e}; keeping the current log level"),
     }
     let old = service.config();
     if (new.cidr, new.subnet, new.mtu, &new.state_dir, &new.socket)
@@ -389,7 +412,7 @@ fn reload(r: &Reload<'_>) -> anyhow::Result<()> {
         )
     {
         warn!(
-            "reload: only [[peers]] and keepalive_secs change live; restart flatnetd for the rest"
+            "reload: only [[peers]], keepalive_secs and log_level change live; restart flatnetd for the rest"
         );
     }
     match (r.lh, service.overlay()) {

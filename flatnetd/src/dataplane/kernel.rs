@@ -132,6 +132,8 @@ impl Backend for Kernel {
                     handshakes: 0,
                     rx_bytes: l.map(|l| l.stats.rx_bytes).unwrap_or(0),
                     tx_bytes: l.map(|l| l.stats.tx_bytes).unwrap_or(0),
+                    rx_packets: None,
+                    tx_packets: None,
                     path: None,
                     path_mtu: None,
                     node_id: None,

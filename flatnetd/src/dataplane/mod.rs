@@ -68,6 +68,11 @@ pub trait Backend: Send + Sync {
     fn update_peers(&self, peers: &[PeerConfig], keepalive: u16) -> Result<(), DataplaneError>;
     /// Every peer's state, in configuration order.
     fn peers(&self) -> Vec<PeerStatus>;
+    /// What is stuck, if the data plane's own threads stopped turning
+    /// (the systemd watchdog stops its keepalives then).
+    fn stalled(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Where QUIC datagrams that arrive on the data plane's socket go: the

@@ -63,6 +63,9 @@ pub struct Peer {
     tunn: Tunn,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Authenticated datagrams received, and datagrams sent.
+    pub rx_packets: u64,
+    pub tx_packets: u64,
     pub handshakes: u64,
     /// The Lighthouse node id of a peer learnt from it.
     pub node_id: Option<u32>,
@@ -152,6 +155,8 @@ impl Peer {
             tunn,
             rx_bytes: 0,
             tx_bytes: 0,
+            rx_packets: 0,
+            tx_packets: 0,
             handshakes: 0,
             node_id: cfg.node_id,
             relayed: false,
@@ -187,11 +192,17 @@ impl Peer {
         };
         match r {
             TunnResult::WriteToNetwork(d) => {
-                self.tx_bytes += d.len() as u64;
+                self.count_tx(d.len());
                 Some(d.len())
             }
             _ => None,
         }
+    }
+
+    #[inline]
+    fn count_tx(&mut self, len: usize) {
+        self.tx_bytes += len as u64;
+        self.tx_packets += 1;
     }
 
     /// Whether a new config for this peer can keep the running session.
@@ -218,7 +229,7 @@ impl Peer {
     pub fn encapsulate(&mut self, packet: &[u8], out: &mut [u8]) -> Option<usize> {
         match self.tunn.encapsulate(packet, out) {
             TunnResult::WriteToNetwork(d) => {
-                self.tx_bytes += d.len() as u64;
+                self.count_tx(d.len());
                 Some(d.len())
             }
             _ => None,
@@ -229,7 +240,7 @@ impl Peer {
     pub fn initiate(&mut self, out: &mut [u8]) -> Option<usize> {
         match self.tunn.format_handshake_initiation(out, false) {
             TunnResult::WriteToNetwork(d) => {
-                self.tx_bytes += d.len() as u64;
+                self.count_tx(d.len());
                 Some(d.len())
             }
             _ => None,
@@ -241,7 +252,7 @@ impl Peer {
     pub fn tick(&mut self, out: &mut [u8]) -> Option<usize> {
         match self.tunn.update_timers(out) {
             TunnResult::WriteToNetwork(d) => {
-                self.tx_bytes += d.len() as u64;
+                self.count_tx(d.len());
                 Some(d.len())
             }
             _ => None,
@@ -296,7 +307,7 @@ impl Peer {
             TunnResult::WriteToNetwork(d) => {
                 let n = d.len();
                 replies = true;
-                self.tx_bytes += n as u64;
+                self.count_tx(n);
                 emit(self, Output::Network(&out[..n]));
                 Ok(())
             }
@@ -316,6 +327,7 @@ impl Peer {
         }
         // Authenticated: count it and follow the peer to its new address.
         self.rx_bytes += datagram.len() as u64;
+        self.rx_packets += 1;
         match from {
             Some(from) => {
                 self.endpoint = from;
@@ -332,7 +344,7 @@ impl Peer {
             // Packets queued while the handshake ran go out now.
             while let TunnResult::WriteToNetwork(d) = self.tunn.decapsulate(None, &[], out) {
                 let n = d.len();
-                self.tx_bytes += n as u64;
+                self.count_tx(n);
                 emit(self, Output::Network(&out[..n]));
             }
         }
@@ -363,6 +375,8 @@ impl Peer {
             handshakes: self.handshakes,
             rx_bytes: self.rx_bytes,
             tx_bytes: self.tx_bytes,
+            rx_packets: Some(self.rx_packets),
+            tx_packets: Some(self.tx_packets),
             path: self.path.map(|p| p.as_str().to_string()),
             node_id: self.node_id,
             path_mtu: self.path_mtu(),

@@ -39,7 +39,10 @@ use super::{
     tun::Tun,
     udp, Backend, DataplaneError, QuicHandler, RelaySink,
 };
-use crate::config::{Config, PeerConfig};
+use crate::{
+    config::{Config, PeerConfig},
+    metrics::{counters, Drop},
+};
 
 /// Largest packet the TUN device hands us (its MTU is at most 9000).
 const BUF: usize = 65536;
@@ -64,6 +67,10 @@ struct Shared {
     relay: RwLock<Option<Arc<dyn RelaySink>>>,
     /// Relayed handshake initiations, per source node.
     relayed: Mutex<HandshakeBudget>,
+    /// The timer thread's last turn, in ms since `born`: the watchdog's
+    /// sign that peer locks and timers still move.
+    born: Instant,
+    last_tick_ms: AtomicU64,
 }
 
 impl Shared {
@@ -149,6 +156,8 @@ impl Userspace {
             next_index: AtomicU32::new(u32::from_le_bytes(seed) & 0x00ff_ffff),
             quic,
             junk: AtomicU64::new(0),
+            born: Instant::now(),
+            last_tick_ms: AtomicU64::new(0),
             gso: wg.offloads.into(),
             gro,
             relay: RwLock::new(None),
@@ -198,8 +207,11 @@ impl Userspace {
     /// not move the peer's endpoint, and replies go back through the relay.
     pub fn relay_in(&self, src: u32, d: &[u8]) {
         let sh = &self.shared;
+        let c = counters();
+        c.relay_rx_datagrams.inc();
+        c.relay_rx_bytes.inc_by(d.len() as u64);
         let Datagram::WireGuard(kind) = classify(d) else {
-            sh.junk.fetch_add(1, Ordering::Relaxed);
+            rejected(sh, Drop::Junk);
             return;
         };
         if kind == WgKind::HandshakeInit {
@@ -211,7 +223,7 @@ impl Userspace {
                 .unwrap_or_else(|e| e.into_inner())
                 .allow(src, Instant::now());
             if !allowed {
-                sh.junk.fetch_add(1, Ordering::Relaxed);
+                rejected(sh, Drop::HandshakeLimited);
                 return;
             }
             let mut cookie = [0u8; 64];
@@ -225,18 +237,19 @@ impl Userspace {
                     return;
                 }
                 Err(_) => {
-                    sh.junk.fetch_add(1, Ordering::Relaxed);
+                    rejected(sh, Drop::HandshakeLimited);
                     return;
                 }
             }
         }
         let set = sh.current();
         let Some(peer) = find_peer(&set, &sh.identity, kind, d) else {
-            sh.junk.fetch_add(1, Ordering::Relaxed);
+            rejected(sh, Drop::UnknownPeer);
             return;
         };
         let mut g = lock(peer);
         if g.node_id != Some(src) {
+            counters().drop(Drop::WrongRelaySource);
             debug!(peer = %g.name, src, "relayed datagram from another node; dropped");
             return;
         }
@@ -250,12 +263,14 @@ impl Userspace {
                 // One plain packet: `Tun::send` adds the no-offload header.
                 Output::Tunnel(x) => {
                     if let Err(e) = sh.tun.send(x) {
+                        counters().drop(Drop::TunWrite);
                         debug!("writing to tun: {e}");
                     }
                 }
             })
         });
         if let Err(e) = r {
+            counters().drop(peer_drop(&e));
             debug!(peer = %g.name, src, "relayed datagram dropped: {e}");
         }
     }
@@ -328,6 +343,9 @@ impl Userspace {
     }
 }
 
+/// The timer thread is stuck when it has not turned for this long.
+const STALL_MS: u64 = 5_000;
+
 /// What [`Userspace::path_samples`] reports for one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PathSample {
@@ -340,8 +358,16 @@ pub struct PathSample {
 fn relay_send(sh: &Shared, node_id: u32, d: &[u8]) {
     let sink = sh.relay.read().unwrap_or_else(|e| e.into_inner()).clone();
     match sink {
-        Some(s) => s.send(node_id, d),
-        None => debug!(node_id, "no relay available; dropped"),
+        Some(s) => {
+            let c = counters();
+            c.relay_tx_datagrams.inc();
+            c.relay_tx_bytes.inc_by(d.len() as u64);
+            s.send(node_id, d)
+        }
+        None => {
+            counters().drop(Drop::NoRelay);
+            debug!(node_id, "no relay available; dropped")
+        }
     }
 }
 
@@ -398,13 +424,35 @@ impl Backend for Userspace {
             .map(|p| lock(p).status())
             .collect()
     }
+
+    fn stalled(&self) -> Option<String> {
+        let sh = &self.shared;
+        let now = u64::try_from(sh.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let idle = now.saturating_sub(sh.last_tick_ms.load(Ordering::Relaxed));
+        (idle > STALL_MS).then(|| {
+            format!(
+                "its timer thread last ran {} s ago (it runs every {} ms)",
+                idle / 1000,
+                TICK.as_millis()
+            )
+        })
+    }
 }
 
 #[inline]
 fn send(udp: &UdpSocket, d: &[u8], to: SocketAddr) {
     if let Err(e) = udp.send_to(d, to) {
+        counters().drop(Drop::UdpSend);
         debug!(%to, "udp send: {e}");
     }
+}
+
+/// A datagram refused before decryption: counted in [`Userspace::junk`]
+/// and in the drop metrics under its reason.
+#[inline]
+fn rejected(sh: &Shared, why: Drop) {
+    sh.junk.fetch_add(1, Ordering::Relaxed);
+    counters().drop(why);
 }
 
 /// Encrypted datagrams of one TUN read, laid end to end in `buf` and sent
@@ -486,6 +534,7 @@ fn send_batch(sh: &Shared, d: &[u8], seg: usize, to: Dest, fits: usize) {
                 sh.gso.store(false, Ordering::Relaxed);
             }
             Err(e) => {
+                counters().drop(Drop::UdpSend);
                 debug!(%to, "udp gso send: {e}");
                 return;
             }
@@ -528,6 +577,7 @@ fn tun_loop(sh: Arc<Shared>) {
         let pkt = &mut buf[skip..n];
         let Some(dst) = ipv4_dst(pkt) else { continue };
         let Some(peer) = view.get(&sh).route(dst) else {
+            counters().drop(Drop::NoRoute);
             continue;
         };
         let mut g = lock(peer);
@@ -598,9 +648,19 @@ fn udp_loop(sh: Arc<Shared>) {
     }
 }
 
+/// The drop reason of a datagram a peer refused.
+fn peer_drop(e: &PeerError) -> Drop {
+    match e {
+        PeerError::Wg(_) => Drop::Invalid,
+        PeerError::NotAllowed(..) => Drop::NotAllowed,
+        PeerError::Ipv6 => Drop::Ipv6,
+    }
+}
+
 #[inline]
 fn tun_write(sh: &Shared, frame: &[u8]) {
     if let Err(e) = sh.tun.send_raw(frame) {
+        counters().drop(Drop::TunWrite);
         debug!("writing to tun: {e}");
     }
 }
@@ -624,18 +684,18 @@ fn datagram(
             }
             Datagram::MtuProbe => {
                 if !pmtu_io::on_probe(&sh.udp, view.get(sh), from, d) {
-                    sh.junk.fetch_add(1, Ordering::Relaxed);
+                    rejected(sh, Drop::Junk);
                 }
                 return;
             }
             Datagram::MtuAck => {
                 if !pmtu_io::on_ack(view.get(sh), from, d) {
-                    sh.junk.fetch_add(1, Ordering::Relaxed);
+                    rejected(sh, Drop::Junk);
                 }
                 return;
             }
             Datagram::Junk => {
-                sh.junk.fetch_add(1, Ordering::Relaxed);
+                rejected(sh, Drop::Junk);
                 return;
             }
         };
@@ -649,14 +709,14 @@ fn datagram(
                     return;
                 }
                 Err(_) => {
-                    sh.junk.fetch_add(1, Ordering::Relaxed);
+                    rejected(sh, Drop::HandshakeLimited);
                     return;
                 }
             }
         }
         let set = view.get(sh);
         let Some(peer) = find_peer(set, &sh.identity, kind, d) else {
-            sh.junk.fetch_add(1, Ordering::Relaxed);
+            rejected(sh, Drop::UnknownPeer);
             return;
         };
         let mut g = lock(peer);
@@ -669,8 +729,13 @@ fn datagram(
         });
         match r {
             Ok(()) => {}
-            Err(PeerError::Wg(e)) => debug!(peer = %g.name, %from, "dropped: {e:?}"),
-            Err(e) => debug!(peer = %g.name, %from, "dropped: {e}"),
+            Err(e) => {
+                counters().drop(peer_drop(&e));
+                match e {
+                    PeerError::Wg(e) => debug!(peer = %g.name, %from, "dropped: {e:?}"),
+                    e => debug!(peer = %g.name, %from, "dropped: {e}"),
+                }
+            }
         }
     }
 }
@@ -684,6 +749,9 @@ fn timer_loop(sh: Arc<Shared>) {
     let mut watch = netwatch::AddrWatch::default();
     loop {
         std::thread::sleep(TICK);
+        let turned = sh.born.elapsed().as_millis();
+        sh.last_tick_ms
+            .store(u64::try_from(turned).unwrap_or(u64::MAX), Ordering::Relaxed);
         ticks += 1;
         if ticks >= 10 {
             ticks = 0;

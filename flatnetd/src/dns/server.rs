@@ -224,7 +224,7 @@ impl Server {
                 let scope = self.scope(src.ip());
                 match self.dns.answer_scoped(q, Transport::Udp, scope) {
                     Outcome::Reply(r) => out.push((r, src)),
-                    Outcome::Drop => {}
+                    Outcome::Drop => count("udp", None),
                     Outcome::Forward if scope == Scope::All => {
                         self.spawn_forward(q.to_vec(), src, udp.clone(), rt)
                     }
@@ -235,6 +235,9 @@ impl Server {
                         }
                     }
                 }
+            }
+            for (r, _) in &out {
+                count("udp", Some(r));
             }
             send_all(fd, &out);
         }
@@ -249,6 +252,7 @@ impl Server {
     ) {
         let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
             if let Some(r) = error_reply(&q, ResponseCode::ServFail) {
+                count("udp", Some(&r));
                 let _ = udp.send_to(&r, src);
             }
             return;
@@ -259,6 +263,7 @@ impl Server {
                 Some(r) => Some(r),
                 None => error_reply(&q, ResponseCode::ServFail),
             };
+            count("udp", r.as_deref());
             if let Some(r) = r {
                 // One datagram on a socket with room: does not block.
                 let _ = udp.send_to(&r, src);
@@ -314,6 +319,7 @@ impl Server {
                 },
                 Outcome::Forward | Outcome::Refuse => error_reply(&q, ResponseCode::Refused),
             };
+            count("tcp", reply.as_deref());
             let Some(r) = reply else { return Ok(()) };
             let Ok(n) = u16::try_from(r.len()) else {
                 return Ok(());
@@ -323,6 +329,24 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Count one response in the metrics by its header's RCODE, or a
+/// dropped query (garbage, or a response sent to us) as `dropped`.
+fn count(transport: &'static str, reply: Option<&[u8]>) {
+    let rcode = match reply.and_then(|r| r.get(3)) {
+        None => "dropped",
+        Some(b) => match b & 0x0f {
+            0 => "noerror",
+            1 => "formerr",
+            2 => "servfail",
+            3 => "nxdomain",
+            4 => "notimp",
+            5 => "refused",
+            _ => "other",
+        },
+    };
+    crate::metrics::counters().dns_answer(transport, rcode);
 }
 
 #[cfg(test)]

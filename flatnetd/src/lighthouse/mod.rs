@@ -492,6 +492,7 @@ impl LhClient {
             for a in actions {
                 match a {
                     Action::RequestPunch(peer) => {
+                        crate::metrics::counters().punch_requests.inc();
                         if let Some(tx) = lock(&self.outbox).as_ref() {
                             let _ = tx.send(NodeMsg::Punch { peer });
                         }
@@ -501,7 +502,15 @@ impl LhClient {
                         peer,
                         state,
                         relayed,
-                    } => self.us.set_path(peer, state, relayed),
+                    } => {
+                        let c = crate::metrics::counters();
+                        match state {
+                            crate::dataplane::peer::PathState::Direct => c.path_to_direct.inc(),
+                            crate::dataplane::peer::PathState::Relay => c.path_to_relay.inc(),
+                            crate::dataplane::peer::PathState::Connecting => 0,
+                        };
+                        self.us.set_path(peer, state, relayed)
+                    }
                 }
             }
         }
@@ -550,7 +559,9 @@ impl LhClient {
             let err = match tokio::time::timeout(JOIN_TIMEOUT, auth).await {
                 Ok(Ok(j)) => {
                     last_logged = None;
+                    crate::metrics::counters().lh_sessions.inc();
                     let r = self.clone().session(j, local).await;
+                    crate::metrics::counters().lh_session_ends.inc();
                     self.relay.set(None);
                     *lock(&self.outbox) = None;
                     r.err().unwrap_or_else(|| "connection closed".into())

@@ -8,6 +8,7 @@ use flatnet_lighthouse::{
     admin::{self, AdminRequest, DEFAULT_ADMIN_SOCKET},
     server::Lighthouse,
 };
+use flatnet_wire::logging::LogFormat;
 use ipnet::Ipv4Net;
 use tracing::info;
 
@@ -20,6 +21,9 @@ struct Args {
     /// Admin socket of the running Lighthouse.
     #[arg(long, global = true, env = "LIGHTHOUSE_ADMIN_SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
     admin_socket: PathBuf,
+    /// Machine-readable output (JSON) for any command.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -42,6 +46,22 @@ enum Cmd {
         /// Prefix length of each host's subnet.
         #[arg(long, default_value_t = 24)]
         host_prefix: u8,
+        /// Serve Prometheus metrics at http://ADDR/metrics (off unless set;
+        /// e.g. 127.0.0.1:9588).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
+        /// `text` or `json` (one object per line, for log collectors).
+        #[arg(long, default_value = "text")]
+        log_format: LogFormat,
+        /// Log filter (`info`, `debug`, ...); FLATNET_LOG overrides it, and
+        /// `lighthouse log-level` changes it at run time.
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
+    /// Show or set the running Lighthouse's log filter.
+    LogLevel {
+        /// `info`, `debug`, `warn`, or a filter like `info,flatnet_lighthouse=debug`.
+        filter: Option<String>,
     },
     /// Join tokens.
     Token {
@@ -76,13 +96,8 @@ enum TokenCmd {
 
 #[derive(Subcommand)]
 enum NodesCmd {
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    Remove {
-        name: String,
-    },
+    List,
+    Remove { name: String },
 }
 
 fn parse_ttl(s: &str) -> anyhow::Result<u64> {
@@ -102,20 +117,17 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLATNET_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     // The state dir, database, key and admin socket are the Lighthouse's
     // alone, from the moment they exist.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let args = Args::parse();
     let admin =
         |req: AdminRequest| admin::call(&args.admin_socket, &req).map_err(anyhow::Error::msg);
+    let json = args.json;
+    let print_json = |v: &serde_json::Value| -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        Ok(())
+    };
     match args.cmd {
         Cmd::Serve {
             listen,
@@ -123,7 +135,12 @@ fn run() -> anyhow::Result<()> {
             state_dir,
             cidr,
             host_prefix,
+            metrics_listen,
+            log_format,
+            log_level,
         } => {
+            let log =
+                flatnet_wire::logging::init(log_format, &log_level).map_err(anyhow::Error::msg)?;
             if !(cidr.prefix_len() < host_prefix && host_prefix <= 29) {
                 bail!(
                     "--host-prefix {host_prefix} must be longer than the CIDR's /{} and at most 29",
@@ -141,8 +158,8 @@ fn run() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(async move {
                 let lh = Lighthouse::open(&state_dir, cidr, host_prefix, public_addr)?;
+                let _ = lh.log.set(log);
                 let ep = lh.endpoint(listen)?;
-                info!(%listen, fingerprint = %lh.identity.fingerprint(), "lighthouse ready");
                 let admin_path = args.admin_socket.clone();
                 let lh2 = lh.clone();
                 tokio::spawn(async move {
@@ -150,6 +167,22 @@ fn run() -> anyhow::Result<()> {
                         tracing::error!("admin socket {}: {e}", admin_path.display());
                     }
                 });
+                if let Some(addr) = metrics_listen {
+                    let l = flatnet_wire::metrics_http::bind(addr)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                    info!(%addr, "serving metrics at /metrics");
+                    tokio::spawn(flatnet_wire::metrics_http::serve(
+                        l,
+                        flatnet_lighthouse::metrics::renderer(&lh),
+                    ));
+                }
+                info!(%listen, fingerprint = %lh.identity.fingerprint(), "lighthouse ready");
+                flatnet_wire::systemd::ready(&format!("serving on {listen}"));
+                let lh3 = lh.clone();
+                tokio::spawn(flatnet_wire::systemd::watchdog(std::sync::Arc::new(
+                    move || lh3.health(),
+                )));
                 tokio::select! {
                     _ = lh.serve(ep.clone()) => {}
                     _ = tokio::signal::ctrl_c() => {}
@@ -160,16 +193,28 @@ fn run() -> anyhow::Result<()> {
                         }
                     } => {}
                 }
+                flatnet_wire::systemd::stopping();
                 ep.close(0u32.into(), b"lighthouse shutting down");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 anyhow::Ok(())
             })
+        }
+        Cmd::LogLevel { filter } => {
+            let v = admin(AdminRequest::LogLevel { filter })?;
+            if json {
+                return print_json(&v);
+            }
+            println!("{}", v["log_level"].as_str().unwrap_or_default());
+            Ok(())
         }
         Cmd::Token {
             cmd: TokenCmd::Create { ttl, reusable },
         } => {
             let ttl_secs = ttl.as_deref().map(parse_ttl).transpose()?;
             let v = admin(AdminRequest::TokenCreate { ttl_secs, reusable })?;
+            if json {
+                return print_json(&v);
+            }
             println!("{}", v["token"].as_str().unwrap_or_default());
             eprintln!(
                 "token id {} ({}{})",
@@ -194,11 +239,14 @@ fn run() -> anyhow::Result<()> {
             cmd: TokenCmd::Revoke { id },
         } => {
             let v = admin(AdminRequest::TokenRevoke { id })?;
+            if json {
+                return print_json(&v);
+            }
             println!("revoked; {} node(s) removed", v["nodes_removed"]);
             Ok(())
         }
         Cmd::Nodes {
-            cmd: NodesCmd::List { json },
+            cmd: NodesCmd::List,
         } => {
             let v = admin(AdminRequest::NodesList)?;
             if json {
@@ -226,7 +274,10 @@ fn run() -> anyhow::Result<()> {
         Cmd::Nodes {
             cmd: NodesCmd::Remove { name },
         } => {
-            admin(AdminRequest::NodesRemove { name: name.clone() })?;
+            let v = admin(AdminRequest::NodesRemove { name: name.clone() })?;
+            if json {
+                return print_json(&v);
+            }
             println!("removed {name}");
             Ok(())
         }

@@ -10,6 +10,18 @@ function M.new()
     return self
 end
 
+--- Every live key (ngx.shared.DICT:get_keys(0)).
+function M:get_keys()
+    local keys = {}
+    for k in pairs(self.data) do
+        if self:get(k) ~= nil then
+            keys[#keys + 1] = k
+        end
+    end
+    table.sort(keys)
+    return keys
+end
+
 function M:advance(seconds)
     self.t = self.t + seconds
 end

@@ -34,6 +34,7 @@ M.DEFAULTS = {
     client_max_body_size = "0",
     status_host = "gateway",
     status_listen = "",
+    metrics_listen = "",
     dns_listen = {},
     dns_upstream = "",
     worker_processes = "1",
@@ -138,6 +139,10 @@ function M.finish(raw)
     end
     if cfg.status_listen ~= "" and not valid_listen(cfg.status_listen) then
         return nil, "status_listen: expected port or ipv4:port, got " .. cfg.status_listen
+    end
+    if cfg.metrics_listen ~= "" and not valid_listen(cfg.metrics_listen) then
+        return nil, "metrics_listen: expected port or ipv4:port (e.g. 127.0.0.1:9589), got "
+            .. cfg.metrics_listen
     end
     for _, v in ipairs(cfg.dns_listen) do
         if not valid_listen(v) then

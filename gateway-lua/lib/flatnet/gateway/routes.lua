@@ -17,6 +17,7 @@ local function add_targets(r, node, targets)
     end
 end
 
+--- The keys of a table, sorted (also used by metrics.lua).
 local function sorted_keys(t)
     local keys = {}
     for k in pairs(t) do
@@ -25,6 +26,7 @@ local function sorted_keys(t)
     table.sort(keys)
     return keys
 end
+M.sorted_keys = sorted_keys
 
 --- Group catalog services by name and node, keeping only routable targets.
 -- Returns {[name] = {[node] = {owner=, targets={}}}}, present ({[name]={[node]=true}}).
