@@ -141,11 +141,12 @@ fn unexpected(reply: &Reply) -> CniError {
         Reply::Collected { .. } => "collected",
         Reply::Status(_) => "status",
         Reply::Names { .. } => "names",
+        Reply::Probe(_) => "probe",
     };
     CniError::new(
         code::DAEMON,
         "unexpected reply from flatnetd",
-        format!("got a {what:?} reply; is flatnetd the same version as this plugin?"),
+        format!("got a \"{what}\" reply; is flatnetd the same version as this plugin?"),
     )
 }
 

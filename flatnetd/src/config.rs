@@ -675,13 +675,19 @@ mod tests {
     fn metrics_and_logs() {
         let c = Config::parse("node_name = \"h1\"").unwrap();
         assert_eq!(c.metrics_listen, None, "metrics are off by default");
-        assert_eq!((c.log_format, c.log_level.as_str()), (LogFormat::Text, "info"));
+        assert_eq!(
+            (c.log_format, c.log_level.as_str()),
+            (LogFormat::Text, "info")
+        );
         let c = Config::parse(
             "log_format = \"json\"\nlog_level = \"debug\"\n[metrics]\nlisten = \"127.0.0.1:9587\"",
         )
         .unwrap();
         assert_eq!(c.metrics_listen, Some("127.0.0.1:9587".parse().unwrap()));
-        assert_eq!((c.log_format, c.log_level.as_str()), (LogFormat::Json, "debug"));
+        assert_eq!(
+            (c.log_format, c.log_level.as_str()),
+            (LogFormat::Json, "debug")
+        );
         for bad in [
             "log_format = \"xml\"",
             "log_level = \"\"",

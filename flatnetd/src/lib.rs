@@ -16,6 +16,7 @@
 //! - [`lighthouse`]: joining a Lighthouse, peers from it, hole punching, relay.
 //! - [`metrics`]: Prometheus counters and the status collector behind `/metrics`.
 //! - [`health`]: what the systemd watchdog checks before each keepalive.
+//! - [`ping`]: `flatnetctl ping`, ICMP echoes through the tunnel.
 
 pub mod api;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod ifaddrs;
 pub mod ipam;
 pub mod lighthouse;
 pub mod metrics;
+pub mod ping;
 pub mod ports;
 pub mod reconcile;
 pub mod service;
@@ -64,5 +66,27 @@ pub(crate) fn test_lease(id: &str, ip: &str) -> flatnet_wire::Lease {
         internal: false,
         created: 0,
         refreshed: 0,
+    }
+}
+
+/// A plain peer for unit tests: `name` with `subnet`, never handshaken,
+/// static (no path); tests change what they need with struct-update syntax.
+#[cfg(test)]
+pub(crate) fn test_peer(name: &str, subnet: &str) -> flatnet_wire::PeerStatus {
+    flatnet_wire::PeerStatus {
+        name: name.into(),
+        public_key: "K=".into(),
+        subnet: subnet.parse().expect("a test subnet"),
+        endpoint: "192.0.2.1:51820".into(),
+        last_handshake_secs: None,
+        handshakes: 0,
+        rx_bytes: 0,
+        tx_bytes: 0,
+        rx_packets: None,
+        tx_packets: None,
+        path: None,
+        node_id: None,
+        path_mtu: None,
+        path_note: None,
     }
 }

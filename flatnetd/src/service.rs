@@ -52,8 +52,16 @@ pub struct Service {
     public_key: OnceLock<String>,
     overlay: OnceLock<Arc<dyn Backend>>,
     lighthouse: OnceLock<LighthouseProbe>,
+    punch: OnceLock<PunchHook>,
+    notes: OnceLock<PathNotes>,
     dns: OnceLock<Arc<crate::dns::Dns>>,
 }
+
+/// Asks the Lighthouse client to punch toward a node now (`flatnetctl ping`).
+pub type PunchHook = Arc<dyn Fn(u32) + Send + Sync>;
+
+/// Why each Lighthouse peer that is not direct is not, by node id.
+pub type PathNotes = Arc<dyn Fn() -> Vec<(u32, String)> + Send + Sync>;
 
 /// Reports the Lighthouse session for status.
 pub type LighthouseProbe = Arc<dyn Fn() -> LighthouseStatus + Send + Sync>;
@@ -104,6 +112,8 @@ impl Service {
             public_key: OnceLock::new(),
             overlay: OnceLock::new(),
             lighthouse: OnceLock::new(),
+            punch: OnceLock::new(),
+            notes: OnceLock::new(),
             dns: OnceLock::new(),
         }
     }
@@ -121,6 +131,16 @@ impl Service {
     /// Attach the Lighthouse client; its state shows up in status.
     pub fn set_lighthouse(&self, probe: LighthouseProbe) {
         let _ = self.lighthouse.set(probe);
+    }
+
+    /// Attach the Lighthouse client's "punch now" (probes toward relayed peers).
+    pub fn set_punch(&self, hook: PunchHook) {
+        let _ = self.punch.set(hook);
+    }
+
+    /// Attach the Lighthouse client's explanations of relayed paths.
+    pub fn set_path_notes(&self, notes: PathNotes) {
+        let _ = self.notes.set(notes);
     }
 
     /// Attach Flatnet DNS: this host's names follow its leases from now on.
@@ -266,6 +286,7 @@ impl Service {
                 Ok(Reply::Collected { released })
             }
             Request::Status => Ok(Reply::Status(self.status()?)),
+            Request::Probe { target, seq } => self.probe(&target, seq).map(Reply::Probe),
             Request::Names => Ok(Reply::Names {
                 domain: self.config.dns.domain.clone(),
                 enabled: self.dns.get().is_some(),
@@ -337,6 +358,86 @@ impl Service {
         })
     }
 
+    /// The data plane's peers, each relayed one with why it is.
+    fn peers_with_notes(&self) -> Vec<flatnet_wire::PeerStatus> {
+        let mut peers = self.overlay.get().map(|o| o.peers()).unwrap_or_default();
+        if let Some(notes) = self.notes.get() {
+            let notes = notes();
+            for p in &mut peers {
+                p.path_note = p
+                    .node_id
+                    .and_then(|id| notes.iter().find(|(n, _)| *n == id).map(|(_, t)| t.clone()));
+            }
+        }
+        peers
+    }
+
+    /// One ICMP echo through the tunnel (`flatnetctl ping`); see [`crate::ping`].
+    fn probe(&self, target: &str, seq: u16) -> Result<flatnet_wire::ProbeResult, ApiError> {
+        if target.len() > 255 || target.chars().any(char::is_control) {
+            return Err(ApiError::new(
+                ErrorKind::InvalidRequest,
+                "the ping target is longer than 255 bytes or has control characters",
+            ));
+        }
+        let peers = self.overlay.get().map(|o| o.peers()).unwrap_or_default();
+        let names = self.dns.get().map(|d| d.list()).unwrap_or_default();
+        let ctx = crate::ping::Context {
+            cidr: self.config.cidr,
+            subnet: self.config.subnet,
+            peers: &peers,
+            domain: &self.config.dns.domain,
+            names: &names,
+        };
+        let t = crate::ping::resolve(&ctx, target)
+            .map_err(|e| ApiError::new(ErrorKind::InvalidRequest, e))?;
+        let find = |peers: &[flatnet_wire::PeerStatus]| {
+            t.peer
+                .as_ref()
+                .and_then(|n| peers.iter().find(|p| &p.name == n).cloned())
+        };
+        if let Some(p) = find(&peers) {
+            if let (Some(id), Some("relay" | "connecting")) = (p.node_id, p.path.as_deref()) {
+                if let Some(punch) = self.punch.get() {
+                    punch(id);
+                }
+            }
+        }
+        let id = (std::process::id() & 0xffff) as u16;
+        let rtt = crate::ping::icmp::echo(
+            self.config.gateway(),
+            t.ip,
+            id,
+            seq,
+            std::time::Duration::from_secs(1),
+        )
+        .map_err(|e| {
+            ApiError::new(
+                ErrorKind::Unavailable,
+                format!("sending an ICMP echo to {}: {e}", t.ip),
+            )
+        })?;
+        // The path as it is now, when the reply came.
+        let now = self.overlay.get().map(|o| o.peers()).unwrap_or_default();
+        let (path, endpoint) = match find(&now) {
+            Some(p) => {
+                let path = p.path.clone().unwrap_or_else(|| "direct".into());
+                let ep = (path == "direct").then(|| p.endpoint.clone());
+                (path, ep)
+            }
+            None => ("local".to_string(), None),
+        };
+        Ok(flatnet_wire::ProbeResult {
+            target: target.to_string(),
+            ip: t.ip,
+            peer: t.peer,
+            seq,
+            rtt_us: rtt.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            path,
+            endpoint,
+        })
+    }
+
     pub fn status(&self) -> Result<HostStatus, ApiError> {
         Ok(HostStatus {
             node: self.config.node_name.clone(),
@@ -344,7 +445,7 @@ impl Service {
             network: self.config.network_info(),
             leases: self.store.list()?,
             public_key: self.public_key.get().cloned(),
-            peers: self.overlay.get().map(|o| o.peers()).unwrap_or_default(),
+            peers: self.peers_with_notes(),
             lighthouse: self.lighthouse.get().map(|f| f()),
             forward_from: self.config.forward_from.clone(),
         })

@@ -137,6 +137,11 @@ fn peers(st: &HostStatus, out: &mut String) {
         ],
         &rows,
     ));
+    for p in &st.peers {
+        if let Some(n) = &p.path_note {
+            out.push_str(&format!("  {}: {n}\n", p.name));
+        }
+    }
 }
 
 /// `flatnetctl names`: every name Flatnet DNS serves, and which record a
@@ -283,64 +288,38 @@ mod tests {
             public_key: Some("KEY=".into()),
             peers: vec![
                 PeerStatus {
-                    name: "h2".into(),
                     public_key: "K2=".into(),
-                    subnet: "10.87.2.0/24".parse().unwrap(),
                     endpoint: "192.168.77.2:51820".into(),
                     last_handshake_secs: Some(7),
                     handshakes: 1,
                     rx_bytes: 1536,
                     tx_bytes: 10,
-                    rx_packets: None,
-                    tx_packets: None,
-                    path: None,
-                    node_id: None,
-                    path_mtu: None,
+                    ..crate::test_peer("h2", "10.87.2.0/24")
                 },
                 PeerStatus {
-                    name: "h3".into(),
                     public_key: "K3=".into(),
-                    subnet: "10.87.3.0/24".parse().unwrap(),
                     endpoint: "192.168.77.3:51820".into(),
-                    last_handshake_secs: None,
-                    handshakes: 0,
-                    rx_bytes: 0,
-                    tx_bytes: 0,
-                    rx_packets: None,
-                    tx_packets: None,
-                    path: None,
-                    node_id: None,
-                    path_mtu: None,
+                    ..crate::test_peer("h3", "10.87.3.0/24")
                 },
                 PeerStatus {
-                    name: "h4".into(),
                     public_key: "K4=".into(),
-                    subnet: "10.87.4.0/24".parse().unwrap(),
                     endpoint: "203.0.113.4:40000".into(),
                     last_handshake_secs: Some(1),
                     handshakes: 1,
-                    rx_bytes: 0,
-                    tx_bytes: 0,
-                    rx_packets: None,
-                    tx_packets: None,
                     path: Some("direct".into()),
                     node_id: Some(4),
                     path_mtu: Some(1280),
+                    ..crate::test_peer("h4", "10.87.4.0/24")
                 },
                 PeerStatus {
-                    name: "h5".into(),
                     public_key: "K5=".into(),
-                    subnet: "10.87.5.0/24".parse().unwrap(),
                     endpoint: "203.0.113.5:40000".into(),
                     last_handshake_secs: Some(1),
                     handshakes: 1,
-                    rx_bytes: 0,
-                    tx_bytes: 0,
-                    rx_packets: None,
-                    tx_packets: None,
                     path: Some("relay".into()),
                     node_id: Some(5),
-                    path_mtu: None,
+                    path_note: Some("relay: no reply to punching for 40s (2 tries)".into()),
+                    ..crate::test_peer("h5", "10.87.5.0/24")
                 },
             ],
             lighthouse: Some(flatnet_wire::LighthouseStatus {
@@ -369,6 +348,7 @@ mod tests {
         assert!(s.lines().any(|l| l.contains("h4") && l.contains(" 1280 ")));
         let h5 = s.lines().find(|l| l.contains("h5")).unwrap();
         assert!(h5.contains("relay") && !h5.contains("203.0.113.5"));
+        assert!(s.contains("\n  h5: relay: no reply to punching for 40s (2 tries)\n"));
         let h2 = s.lines().find(|l| l.contains("h2")).unwrap();
         for want in [
             "10.87.2.0/24",

@@ -88,12 +88,37 @@ listen = \"127.0.0.1:$MX_PORT\""
     [ "$(mval "$l" flatnet_lighthouse_relay_datagrams_total)" -ge 400 ]
     [ "$(mval "$l" 'flatnet_lighthouse_joins_total{result="accepted",reason=""}')" -ge 2 ]
 
-    # The symmetric NAT turns into a cone: the next re-punch (every 30 s
-    # while relayed) finds the direct path, and the relay goes quiet.
+    # flatnetctl ping: real echoes through the tunnel, each with its path;
+    # status says why the path is relayed.
+    run ctl h1 ping -c 2 -i 0.2 h2
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "$(grep -c "^pong from h2 (10\.87\.[0-9]*\.1) via relay in [0-9.]* ms$" <<<"$output")" = 2 ]
+    ctl h1 ping -c 1 --json "$IPB" | jq -e '.rtt_us > 0 and .path == "relay" and .peer == "h2"'
+    ctl h1 status | grep -E '^  h2: relay: no reply to punching for [0-9ms ]+ \([0-9]+ tr(y|ies)\)'
+    ctl h1 status --json | jq -e '.peers[0].path_note | startswith("relay: ")'
+    run ctl h1 ping -c 1 nosuch
+    [ "$status" -ne 0 ]
+    [[ "$output" == *"is not a peer, a Flatnet IP or a name Flatnet DNS knows"* ]]
+    # Symmetric on one side: --until-direct gives up after its probes.
+    run ctl h1 ping --until-direct -c 3 -i 0.3 h2
+    [ "$status" -ne 0 ]
+    [[ "$output" == *"still not reached over a direct path after 3 probes"* ]]
+
+    # The symmetric NAT turns into a cone: ping --until-direct asks for a
+    # punch at once (no waiting for the 30 s re-punch) and ends on the
+    # first direct reply; the relay then goes quiet.
     nat_masquerade 2 ""
     in_ns r2 conntrack -F 2>/dev/null || true
-    nat_wait_path h1 h2 direct 45
+    t0=$SECONDS
+    run ctl h1 ping --until-direct -c 20 h2
+    echo "$output (after $((SECONDS - t0)) s)"
+    [ "$status" -eq 0 ]
+    [[ "$(tail -1 <<<"$output")" == "pong from h2 "*" via direct 203.0.113.12:$WG_PORT in "*" ms" ]]
+    [ $((SECONDS - t0)) -lt 15 ]
+    nat_wait_path h1 h2 direct 5
     nat_wait_path h2 h1 direct 10
+    [ "$(ctl h1 status --json | jq -r '.peers[0].path_note // "none"')" = none ]
     sleep 1
     m2="$(scrape h1)"
     ping_flood h1-a "$IPB" 200

@@ -202,6 +202,9 @@ pub enum Request {
     Status,
     /// The names Flatnet DNS serves (`flatnetctl names`).
     Names,
+    /// One ICMP echo through the tunnel to a node, Flatnet IP or name
+    /// (`flatnetctl ping`).
+    Probe { target: String, seq: u16 },
 }
 
 impl Request {
@@ -215,6 +218,7 @@ impl Request {
             Request::Gc { .. } => "gc",
             Request::Status => "status",
             Request::Names => "names",
+            Request::Probe { .. } => "probe",
         }
     }
 }
@@ -309,6 +313,10 @@ pub struct PeerStatus {
     /// as probed; `None` while relayed or not yet measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_mtu: Option<u16>,
+    /// Why the path is not direct, in words ("relay: no reply to punching
+    /// for 2m 10s (4 tries); next try in 20s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_note: Option<String>,
 }
 
 /// The successful payload of a [`Response`].
@@ -339,6 +347,28 @@ pub enum Reply {
         enabled: bool,
         names: Vec<NameRecord>,
     },
+    Probe(ProbeResult),
+}
+
+/// One probe of `flatnetctl ping`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    /// What was asked for, and the address it means.
+    pub target: String,
+    pub ip: Ipv4Addr,
+    /// The peer whose subnet holds `ip`; `None` for this host's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    pub seq: u16,
+    /// Round-trip time in microseconds; `None`: no reply within the timeout.
+    #[serde(default)]
+    pub rtt_us: Option<u64>,
+    /// The peer's path when the reply came (or the timeout): `direct`,
+    /// `relay`, `connecting`; `local` for this host's own subnet.
+    pub path: String,
+    /// Where the peer's datagrams go (direct paths).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// Error classes; clients map these to their own protocol's codes

@@ -30,7 +30,7 @@ pub mod veth;
 
 pub use api::{
     ApiError, AttachmentId, AttachmentKey, DnsConfig, ErrorKind, HostStatus, Lease,
-    LighthouseStatus, NetworkInfo, PeerStatus, PortMapping, Reply, Request, Response,
+    LighthouseStatus, NetworkInfo, PeerStatus, PortMapping, ProbeResult, Reply, Request, Response,
 };
 
 /// How a binary ends: on error, `prog: ` and the error's whole chain on

@@ -112,10 +112,8 @@ async fn answer(
     Ok(match body {
         Ok(text) => {
             let mut r = Response::new(Full::new(Bytes::from(text)));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(CONTENT_TYPE_TEXT),
-            );
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_TEXT));
             if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", started.elapsed().as_secs_f64()))
             {
                 r.headers_mut().insert("x-render-seconds", v);

@@ -231,6 +231,10 @@ fn run() -> anyhow::Result<()> {
             });
             let c2 = c.clone();
             service.set_lighthouse(Arc::new(move || c2.status()));
+            let c3 = c.clone();
+            service.set_punch(Arc::new(move |id| c3.punch_soon(id)));
+            let c4 = c.clone();
+            service.set_path_notes(Arc::new(move || c4.path_notes()));
             client = Some((c, us, inbox));
         }
         None if config.wireguard.enabled => {

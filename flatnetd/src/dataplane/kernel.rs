@@ -136,6 +136,7 @@ impl Backend for Kernel {
                     tx_packets: None,
                     path: None,
                     path_mtu: None,
+                    path_note: None,
                     node_id: None,
                 }
             })

@@ -380,6 +380,7 @@ impl Peer {
             path: self.path.map(|p| p.as_str().to_string()),
             node_id: self.node_id,
             path_mtu: self.path_mtu(),
+            path_note: None,
         }
     }
 }

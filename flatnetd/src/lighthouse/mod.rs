@@ -408,6 +408,16 @@ impl LhClient {
         }
     }
 
+    /// Why each peer that is not direct is not, by node id (for status).
+    pub fn path_notes(&self) -> Vec<(u32, String)> {
+        lock(&self.punch).notes(Instant::now())
+    }
+
+    /// Punch toward node `peer` now, if it is not direct (`flatnetctl ping`).
+    pub fn punch_soon(&self, peer: u32) {
+        lock(&self.punch).punch_soon(peer, Instant::now());
+    }
+
     /// New static peers (SIGHUP).
     pub fn set_static_peers(&self, peers: Vec<PeerConfig>) {
         lock(&self.book).static_peers = peers;

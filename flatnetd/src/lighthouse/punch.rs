@@ -90,6 +90,8 @@ struct Entry {
     next_probe: Instant,
     next_punch: Option<Instant>,
     last_punch: Option<Instant>,
+    /// Punches requested since the path last became direct.
+    punches: u32,
 }
 
 /// The punching state of every Lighthouse peer.
@@ -110,6 +112,16 @@ pub const MAX_CANDIDATES: usize = 8;
 /// for punching to a few peers at once, and a ceiling on what any member
 /// (or many) can make this host send.
 pub const PROBES_PER_SEC: (f64, f64) = (64.0, 128.0);
+
+/// `2m 10s`, `45s`, `1h 3m`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+    }
+}
 
 /// Where to look for a peer: its LAN addresses first when it is behind the
 /// same public address as we are (same LAN, or at least same NAT), else its
@@ -160,6 +172,65 @@ impl Punch {
         self.peers.get(&peer).map(|e| e.candidates.as_slice())
     }
 
+    /// Punch toward `peer` at the next tick (someone is waiting: `flatnetctl
+    /// ping`), unless its path is direct; the punch gap still applies.
+    pub fn punch_soon(&mut self, peer: u32, now: Instant) {
+        if let Some(e) = self.peers.get_mut(&peer) {
+            if e.state != PathState::Direct {
+                e.next_punch = Some(now);
+            }
+        }
+    }
+
+    /// [`Punch::why_not_direct`] of every peer that is not direct.
+    pub fn notes(&self, now: Instant) -> Vec<(u32, String)> {
+        let mut v: Vec<(u32, String)> = self
+            .peers
+            .keys()
+            .filter_map(|id| Some((*id, self.why_not_direct(*id, now)?)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Why the peer is not on a direct path, in words for `flatnetctl
+    /// status`; `None` when it is direct.
+    pub fn why_not_direct(&self, peer: u32, now: Instant) -> Option<String> {
+        let e = self.peers.get(&peer)?;
+        let ago = |t: Instant| human(now.saturating_duration_since(t));
+        let next = e
+            .next_punch
+            .map(|n| format!("; next try in {}", human(n.saturating_duration_since(now))))
+            .unwrap_or_default();
+        match e.state {
+            PathState::Direct => None,
+            PathState::Connecting => Some(format!(
+                "connecting for {}: probing its addresses",
+                ago(e.since)
+            )),
+            PathState::Relay if e.candidates.is_empty() => Some(
+                "relay: the Lighthouse knows no address to punch to (the peer has not \
+                 reported one)"
+                    .into(),
+            ),
+            PathState::Relay => {
+                let lost = match e.last_direct {
+                    Some(d) => format!("direct path lost {} ago; ", ago(d)),
+                    None => String::new(),
+                };
+                match e.last_punch {
+                    Some(_) => Some(format!(
+                        "relay: {lost}no reply to punching for {} ({} {}){next}",
+                        ago(e.since),
+                        e.punches,
+                        if e.punches == 1 { "try" } else { "tries" }
+                    )),
+                    None => Some(format!("relay: {lost}not punched yet{next}")),
+                }
+            }
+        }
+    }
+
     /// A peer appeared or its endpoints changed. New peers start
     /// connecting; changed endpoints trigger a new punch.
     pub fn upsert(&mut self, info: &PeerInfo, now: Instant) {
@@ -186,6 +257,7 @@ impl Punch {
                         next_probe: now,
                         next_punch: Some(now),
                         last_punch: None,
+                        punches: 0,
                     },
                 );
             }
@@ -266,7 +338,10 @@ impl Punch {
                     // A direct path just died: look for a new one at once.
                     PathState::Relay if was == PathState::Direct => e.next_punch = Some(now),
                     PathState::Relay => e.next_punch = Some(now + t.repunch_every),
-                    _ => e.next_punch = None,
+                    _ => {
+                        e.next_punch = None;
+                        e.punches = 0;
+                    }
                 }
             }
             if let Some(at) = e.next_punch {
@@ -276,6 +351,7 @@ impl Punch {
                 if at <= now && gap_ok {
                     out.push(Action::RequestPunch(id));
                     e.last_punch = Some(now);
+                    e.punches += 1;
                     e.probe_until = Some(now + t.probe_window);
                     e.next_probe = now;
                     e.next_punch = match e.state {
@@ -331,6 +407,43 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn relayed_paths_say_why_and_ping_punches_sooner() {
+        let t0 = Instant::now();
+        let mut p = Punch::new(Timing::default(), cidr());
+        p.upsert(&info(2, "198.51.100.7:40000", &[]), t0);
+        p.tick(t0);
+        let note = p.why_not_direct(2, t0 + ms(1000)).unwrap();
+        assert!(note.starts_with("connecting for 1s"), "{note}");
+        // No direct datagram: relay after 3 s, punched again every 30 s.
+        let mut now = t0;
+        for _ in 0..100 {
+            now += ms(100);
+            p.tick(now);
+        }
+        assert_eq!(p.state(2), Some(PathState::Relay));
+        let note = p.why_not_direct(2, now + ms(5000)).unwrap();
+        assert!(
+            note.starts_with("relay: no reply to punching for 12s (1 try); next try in"),
+            "{note}"
+        );
+        assert_eq!(p.notes(now).len(), 1);
+        // A ping asks for a punch now rather than at the 30 s mark.
+        let later = now + ms(2000);
+        assert_eq!(punches(&p.tick(later)), 0);
+        p.punch_soon(2, later);
+        assert_eq!(punches(&p.tick(later)), 1);
+        // Direct again: no note, and punch_soon does nothing.
+        p.sample(2, 1, later + ms(100));
+        p.tick(later + ms(100));
+        assert_eq!(p.state(2), Some(PathState::Direct));
+        assert_eq!(p.why_not_direct(2, later + ms(200)), None);
+        p.punch_soon(2, later + ms(200));
+        assert_eq!(punches(&p.tick(later + ms(1500))), 0);
+        assert_eq!(human(Duration::from_secs(130)), "2m 10s");
+        assert_eq!(human(Duration::from_secs(3720)), "1h 2m");
     }
 
     fn punches(a: &[Action]) -> usize {

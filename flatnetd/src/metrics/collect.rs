@@ -236,10 +236,6 @@ mod tests {
 
     fn peer(name: &str, path: Option<&str>, hs: Option<u64>) -> PeerStatus {
         PeerStatus {
-            name: name.into(),
-            public_key: "K=".into(),
-            subnet: "10.87.2.0/24".parse().expect("net"),
-            endpoint: "192.0.2.1:51820".into(),
             last_handshake_secs: hs,
             handshakes: 3,
             rx_bytes: 1000,
@@ -249,6 +245,7 @@ mod tests {
             path: path.map(Into::into),
             node_id: Some(2),
             path_mtu: Some(1500),
+            ..crate::test_peer(name, "10.87.2.0/24")
         }
     }
 

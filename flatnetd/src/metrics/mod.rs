@@ -122,7 +122,8 @@ pub fn renderer(registry: Registry) -> flatnet_wire::metrics_http::Render {
     let registry = Arc::new(registry);
     Arc::new(move || {
         let mut out = String::with_capacity(8192);
-        prometheus_text::encode(&mut out, &registry).map_err(|_| "encoding the metrics failed".to_string())?;
+        prometheus_text::encode(&mut out, &registry)
+            .map_err(|_| "encoding the metrics failed".to_string())?;
         Ok(out)
     })
 }
