@@ -34,13 +34,12 @@ STAMP="trixie minbase; $PACKAGES"
 
 die() { echo "podman5.sh: $*" >&2; exit 1; }
 
+# shellcheck source=scripts/lib-debian.sh
+. "$(dirname "$0")/lib-debian.sh"
+
 mirror() {
     [ -n "$MIRROR" ] && { echo "$MIRROR"; return; }
-    # The mirror apt already uses on this machine.
-    local m
-    m="$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -1)"
-    [ -n "$m" ] || m="$(grep -hoE '^deb +[^ ]+' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | grep -v security | head -1)"
-    echo "${m:-http://deb.debian.org/debian}"
+    debian_mirror
 }
 
 build_root() {

@@ -142,6 +142,7 @@ fn unexpected(reply: &Reply) -> CniError {
         Reply::Status(_) => "status",
         Reply::Names { .. } => "names",
         Reply::Probe(_) => "probe",
+        Reply::Netcheck(_) => "netcheck",
     };
     CniError::new(
         code::DAEMON,

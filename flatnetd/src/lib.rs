@@ -17,6 +17,8 @@
 //! - [`metrics`]: Prometheus counters and the status collector behind `/metrics`.
 //! - [`health`]: what the systemd watchdog checks before each keepalive.
 //! - [`ping`]: `flatnetctl ping`, ICMP echoes through the tunnel.
+//! - [`netcheck`]: `flatnetctl netcheck`, what the NAT and the path to the
+//!   Lighthouse do.
 
 pub mod api;
 pub mod config;
@@ -29,6 +31,7 @@ pub mod ifaddrs;
 pub mod ipam;
 pub mod lighthouse;
 pub mod metrics;
+pub mod netcheck;
 pub mod ping;
 pub mod ports;
 pub mod reconcile;

@@ -54,11 +54,15 @@ pub struct Service {
     lighthouse: OnceLock<LighthouseProbe>,
     punch: OnceLock<PunchHook>,
     notes: OnceLock<PathNotes>,
+    netcheck: OnceLock<NetcheckHook>,
     dns: OnceLock<Arc<crate::dns::Dns>>,
 }
 
 /// Asks the Lighthouse client to punch toward a node now (`flatnetctl ping`).
 pub type PunchHook = Arc<dyn Fn(u32) + Send + Sync>;
+
+/// Runs `flatnetctl netcheck` (needs the Lighthouse client and data plane).
+pub type NetcheckHook = Arc<dyn Fn() -> flatnet_wire::NetcheckReport + Send + Sync>;
 
 /// Why each Lighthouse peer that is not direct is not, by node id.
 pub type PathNotes = Arc<dyn Fn() -> Vec<(u32, String)> + Send + Sync>;
@@ -114,6 +118,7 @@ impl Service {
             lighthouse: OnceLock::new(),
             punch: OnceLock::new(),
             notes: OnceLock::new(),
+            netcheck: OnceLock::new(),
             dns: OnceLock::new(),
         }
     }
@@ -136,6 +141,11 @@ impl Service {
     /// Attach the Lighthouse client's "punch now" (probes toward relayed peers).
     pub fn set_punch(&self, hook: PunchHook) {
         let _ = self.punch.set(hook);
+    }
+
+    /// Attach netcheck (nodes joined to a Lighthouse).
+    pub fn set_netcheck(&self, hook: NetcheckHook) {
+        let _ = self.netcheck.set(hook);
     }
 
     /// Attach the Lighthouse client's explanations of relayed paths.
@@ -287,6 +297,14 @@ impl Service {
             }
             Request::Status => Ok(Reply::Status(self.status()?)),
             Request::Probe { target, seq } => self.probe(&target, seq).map(Reply::Probe),
+            Request::Netcheck => match self.netcheck.get() {
+                Some(run) => Ok(Reply::Netcheck(run())),
+                None => Err(ApiError::new(
+                    ErrorKind::InvalidRequest,
+                    "netcheck measures the path to the Lighthouse, and this host has not \
+                     joined one (`flatnetd join <token>`)",
+                )),
+            },
             Request::Names => Ok(Reply::Names {
                 domain: self.config.dns.domain.clone(),
                 enabled: self.dns.get().is_some(),

@@ -7,7 +7,7 @@
 //! (proof that a node holds its WireGuard private key, without revealing
 //! it), [`budget`] (what one member may ask of the others, per second). The I/O edges: [`store`] (redb), [`cert`] (self-signed certificate
 //! and the pinning verifier nodes use), [`server`] (QUIC), [`admin`] (local
-//! unix socket used by the `lighthouse` CLI), [`metrics`] (Prometheus).
+//! unix socket used by the `lighthouse` CLI), [`metrics`] (Prometheus), [`netcheck`] (what a node learns about its NAT).
 
 pub mod admin;
 pub mod budget;
@@ -15,6 +15,7 @@ pub mod cert;
 pub mod client;
 pub mod fanout;
 pub mod metrics;
+pub mod netcheck;
 pub mod proof;
 pub mod registry;
 pub mod server;

@@ -54,6 +54,7 @@ pub struct Stats {
     pub relay_datagrams: Counter,
     pub relay_drops: Family<ReasonLabels, Counter>,
     pub admin: Family<ActionLabels, Counter>,
+    pub netcheck: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Stats {
@@ -67,6 +68,7 @@ impl Default for Stats {
             relay_datagrams: Counter::default(),
             relay_drops: Family::default(),
             admin: Family::default(),
+            netcheck: Family::default(),
         }
     }
 }
@@ -96,6 +98,14 @@ impl Stats {
     pub fn relay_drop(&self, reason: &'static str) {
         self.relay_drops
             .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// One datagram on the netcheck port: `observe`, `reach`, `mtu`,
+    /// `ignored`, `rate_limited`.
+    pub fn netcheck(&self, what: &'static str) {
+        self.netcheck
+            .get_or_create(&ReasonLabels { reason: what })
             .inc();
     }
 
@@ -208,6 +218,11 @@ pub fn registry(lh: &Arc<Lighthouse>) -> Registry {
         "flatnet_lighthouse_admin_actions",
         "Admin socket requests, by action and result",
         s.admin.clone(),
+    );
+    r.register(
+        "flatnet_lighthouse_netcheck_datagrams",
+        "Datagrams on the netcheck port, by what was done with them",
+        s.netcheck.clone(),
     );
     r.register_collector(Box::new(RegistryCollector(Arc::downgrade(lh))));
     r

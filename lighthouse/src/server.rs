@@ -14,7 +14,7 @@ use std::{
 
 use flatnet_wire::lighthouse::{
     self as proto, check_len, decode_body, encode_frame, relay_decode, relay_encode, LhErrorCode,
-    LighthouseMsg, NodeMsg, PeerInfo, PROTOCOL_VERSION,
+    LighthouseMsg, NodeMsg, PeerInfo,
 };
 use ipnet::Ipv4Net;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
@@ -305,9 +305,7 @@ impl Lighthouse {
             return Err((LhErrorCode::Protocol, m));
         };
         let fail = |code: LhErrorCode, m: String| (code, m);
-        if version != PROTOCOL_VERSION {
-            let m =
-                format!("protocol version {version} is not supported (want {PROTOCOL_VERSION})");
+        if let Err(m) = proto::check_version(version) {
             let _ = refuse(&mut send, &error(LhErrorCode::Version, &m)).await;
             return Err(fail(LhErrorCode::Version, m));
         }

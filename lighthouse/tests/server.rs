@@ -11,7 +11,7 @@ use flatnet_lighthouse::{
     server::{read_frame, write_frame, Lighthouse},
 };
 use flatnet_wire::lighthouse::{
-    relay_decode, relay_encode, LhErrorCode, LighthouseMsg, NodeMsg, SERVER_NAME,
+    relay_decode, relay_encode, LhErrorCode, LighthouseMsg, NodeMsg, PROTOCOL_VERSION, SERVER_NAME,
 };
 use rand_core::OsRng;
 use tokio::time::timeout;
@@ -52,6 +52,18 @@ async fn lab_in(dir: tempfile::TempDir) -> Lab {
 }
 
 impl Lab {
+    /// A QUIC connection to the Lighthouse and its first stream, with no
+    /// handshake sent yet (tests write their own, often wrong, frames).
+    async fn raw_stream(&self, fp: &str) -> (quinn::SendStream, quinn::RecvStream) {
+        let conn = self
+            .client
+            .connect_with(client_config(fp).unwrap(), self.addr, SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        conn.open_bi().await.unwrap()
+    }
+
     fn token(&self, ttl: Option<u64>, reusable: bool) -> String {
         let v = handle(
             &self.lh,
@@ -262,14 +274,33 @@ async fn malformed_and_oversized_frames_close_only_that_connection() {
             .await
             .unwrap();
     }
+    // Hellos from a protocol the Lighthouse does not speak: refused with
+    // `Version` and which side to upgrade.
+    for (version, want) in [
+        (0, "upgrade flatnetd on this node"),
+        (PROTOCOL_VERSION + 1, "upgrade the Lighthouse first"),
+    ] {
+        let (mut send, mut recv) = lab.raw_stream(&fp).await;
+        let hello = NodeMsg::Hello {
+            version,
+            name: "old".into(),
+            public_key: encode_key(&PublicKey::from(&key())),
+            token: Some(lab.token(None, false)),
+            local_addrs: vec![],
+        };
+        write_frame(&mut send, &hello).await.unwrap();
+        let m: LighthouseMsg = read_frame(&mut recv).await.unwrap();
+        let LighthouseMsg::Error {
+            code: LhErrorCode::Version,
+            message,
+        } = m
+        else {
+            panic!("protocol {version} not refused with Version: {m:?}")
+        };
+        assert!(message.contains(want), "{message}");
+    }
     // A hello whose key is not a key.
-    let conn = lab
-        .client
-        .connect_with(client_config(&fp).unwrap(), lab.addr, SERVER_NAME)
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let (mut send, mut recv) = lab.raw_stream(&fp).await;
     write_frame(
         &mut send,
         &NodeMsg::Hello {

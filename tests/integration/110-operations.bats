@@ -289,3 +289,69 @@ log_level = "warn"'
     [ "$status" -ne 0 ]
     [[ "$output" == *'is not a log filter'* ]]
 }
+
+# public_host_create N: host hN straight on the "internet" (203.0.113.3N),
+# no NAT, joined to the Lighthouse.
+public_host_create() {
+    local n="$1" h="h$1" token
+    ip netns add "$(ns "$h")"
+    in_ns "$h" ip link set lo up
+    in_ns inet ip link add "w-$h" type veth peer name wan0 netns "$(ns "$h")"
+    in_ns inet ip link set "w-$h" master br0 up
+    in_ns "$h" ip addr add "203.0.113.3$n/24" dev wan0
+    in_ns "$h" ip link set wan0 up
+    token="$(lh token create --ttl 1h 2>/dev/null)"
+    mkdir -p "$FN_TMP/$h"
+    printf 'node_name = "%s"\nstate_dir = "%s"\nsocket = "%s"\n[wireguard]\nlisten_port = %s\n[lighthouse]\ntoken = "%s"\n' \
+        "$h" "$FN_TMP/$h/state" "$FN_TMP/$h/flatnetd.sock" "$WG_PORT" "$token" > "$FN_TMP/$h/flatnetd.toml"
+    host_start "$h"
+}
+
+@test "netcheck: tells the lab's cone NAT from its symmetric NAT and from no NAT, and measures the MTU" {
+    nat_lab "" random
+    public_host_create 3
+    nat_wait_path h1 h2 relay 15
+    # A 1400-byte link between router 1 and the internet: h1's own route
+    # says 1500, the path carries 1400.
+    in_ns r1 ip link set wan0 mtu 1400
+    in_ns inet ip link set w-r1 mtu 1400
+
+    r="$(ctl h1 netcheck --json)"
+    echo "h1: $r"
+    jq -e '.udp and .session == "connected"' <<<"$r"
+    [ "$(jq -r .nat <<<"$r")" = cone ]
+    [ "$(jq -r .mapping <<<"$r")" = endpoint-independent ]
+    [ "$(jq -r .observed_probe <<<"$r")" = "203.0.113.11:$WG_PORT" ]
+    [ "$(jq -r .port_reachable <<<"$r")" = false ]
+    [ "$(jq -r .mtu <<<"$r")" = 1400 ]
+    [ "$(jq -r .mtu_route <<<"$r")" = 1500 ]
+
+    r="$(ctl h2 netcheck --json)"
+    echo "h2: $r"
+    [ "$(jq -r .nat <<<"$r")" = symmetric ]
+    [ "$(jq -r .mapping <<<"$r")" = "varies by destination" ]
+    [ "$(jq -r .observed_session <<<"$r")" != "$(jq -r .observed_probe <<<"$r")" ]
+    [ "$(jq -r .mtu <<<"$r")" = 1500 ]
+    # The text form, and status naming the symmetric NAT as the reason.
+    ctl h2 netcheck | grep -E '^NAT: +symmetric$'
+    ctl h2 netcheck | grep -E '^- symmetric NAT: the public port changes with the destination'
+    ctl h2 status | grep -E '^  h1: relay: symmetric NAT on this side \(flatnetctl netcheck\); '
+
+    r="$(ctl h3 netcheck --json)"
+    echo "h3: $r"
+    [ "$(jq -r .nat <<<"$r")" = none ]
+    [ "$(jq -r .port_reachable <<<"$r")" = true ]
+
+    # The Lighthouse counted what it answered.
+    m="$(in_ns inet curl -sf "http://$LH_MX/metrics" || true)"
+    [ -z "$m" ] || grep -q 'flatnet_lighthouse_netcheck_datagrams_total{reason="observe"}' <<<"$m"
+}
+
+@test "netcheck: a Lighthouse without its netcheck port is reported, not guessed" {
+    LH_ARGS="--netcheck-listen off" nat_lab "" ""
+    r="$(ctl h1 netcheck --json)"
+    echo "$r"
+    [ "$(jq -r .udp <<<"$r")" = false ]
+    [ "$(jq -r .nat <<<"$r")" = unknown ]
+    jq -e '.notes[0] | contains("no answer from the Lighthouse'"'"'s netcheck port 203.0.113.1:7872")' <<<"$r"
+}

@@ -205,6 +205,8 @@ pub enum Request {
     /// One ICMP echo through the tunnel to a node, Flatnet IP or name
     /// (`flatnetctl ping`).
     Probe { target: String, seq: u16 },
+    /// What the Lighthouse sees of this host's NAT (`flatnetctl netcheck`).
+    Netcheck,
 }
 
 impl Request {
@@ -219,6 +221,7 @@ impl Request {
             Request::Status => "status",
             Request::Names => "names",
             Request::Probe { .. } => "probe",
+            Request::Netcheck => "netcheck",
         }
     }
 }
@@ -348,6 +351,35 @@ pub enum Reply {
         names: Vec<NameRecord>,
     },
     Probe(ProbeResult),
+    Netcheck(NetcheckReport),
+}
+
+/// `flatnetctl netcheck`: how this host reaches the Lighthouse and what its
+/// NAT does, measured from the WireGuard port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetcheckReport {
+    /// The Lighthouse (`host:port`) and the QUIC session's state.
+    pub lighthouse: String,
+    pub session: String,
+    /// The Lighthouse's netcheck port, and whether it answered over UDP.
+    pub netcheck_addr: Option<String>,
+    pub udp: bool,
+    /// This host's WireGuard port as the Lighthouse sees it: through the
+    /// QUIC session, and through the netcheck port (another destination).
+    pub observed_session: Option<String>,
+    pub observed_probe: Option<String>,
+    /// `endpoint-independent`, `varies by destination` or `unknown`.
+    pub mapping: String,
+    /// `none`, `cone`, `full-cone`, `symmetric` or `unknown`.
+    pub nat: String,
+    /// Whether a datagram from a port this host never sent to arrived.
+    pub port_reachable: Option<bool>,
+    /// The underlay MTU toward the Lighthouse (largest probe answered),
+    /// and the local route's, the most that was tried.
+    pub mtu: Option<u16>,
+    pub mtu_route: Option<u16>,
+    /// What it means, in sentences.
+    pub notes: Vec<String>,
 }
 
 /// One probe of `flatnetctl ping`.

@@ -6,6 +6,7 @@
 //! - [`catalog`]: the service catalog the gateway reads over HTTP;
 //! - [`client`]: the one blocking client of the local API;
 //! - [`veth`]: the host-side interface names the plugin creates;
+//! - [`probe`]: MTU probes and netcheck messages on the WireGuard port;
 //! - [`fs`]: private state files, written atomically (both daemons);
 //! - `logging`, `metrics_http` and `systemd` (feature `daemon`): log
 //!   format and live log levels, the `/metrics` endpoint both daemons
@@ -24,13 +25,15 @@ pub mod lighthouse;
 pub mod logging;
 #[cfg(feature = "daemon")]
 pub mod metrics_http;
+pub mod probe;
 #[cfg(feature = "daemon")]
 pub mod systemd;
 pub mod veth;
 
 pub use api::{
     ApiError, AttachmentId, AttachmentKey, DnsConfig, ErrorKind, HostStatus, Lease,
-    LighthouseStatus, NetworkInfo, PeerStatus, PortMapping, ProbeResult, Reply, Request, Response,
+    LighthouseStatus, NetcheckReport, NetworkInfo, PeerStatus, PortMapping, ProbeResult, Reply,
+    Request, Response,
 };
 
 /// How a binary ends: on error, `prog: ` and the error's whole chain on

@@ -25,7 +25,36 @@ use serde::{Deserialize, Serialize};
 pub const ALPN: &[u8] = b"flatnet-lh/1";
 /// TLS server name the node asks for (the certificate is pinned, not named).
 pub const SERVER_NAME: &str = "flatnet-lighthouse";
+/// The Lighthouse protocol this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
+/// The oldest node protocol a Lighthouse of this build still accepts. The
+/// rule (docs/operations.md, Upgrades): a Lighthouse accepts nodes one
+/// protocol version older than itself, so it is upgraded first and the
+/// hosts after it, in any order and at any pace.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// Whether a Lighthouse of this build talks to a node speaking `version`;
+/// the refusal says which side to upgrade.
+pub fn check_version(version: u32) -> Result<(), String> {
+    let range = if MIN_PROTOCOL_VERSION == PROTOCOL_VERSION {
+        PROTOCOL_VERSION.to_string()
+    } else {
+        format!("{MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}")
+    };
+    if version < MIN_PROTOCOL_VERSION {
+        Err(format!(
+            "this node speaks Lighthouse protocol {version} and the Lighthouse speaks {range}: \
+             upgrade flatnetd on this node"
+        ))
+    } else if version > PROTOCOL_VERSION {
+        Err(format!(
+            "this node speaks Lighthouse protocol {version}, newer than the Lighthouse ({range}): \
+             upgrade the Lighthouse first, then the hosts"
+        ))
+    } else {
+        Ok(())
+    }
+}
 /// Largest control frame either side accepts.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Most local addresses a node may report.
@@ -234,6 +263,16 @@ pub fn candidate_ok(a: SocketAddr, observed: Option<SocketAddr>, cidr: Ipv4Net) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_the_lighthouse_accepts() {
+        assert!(check_version(PROTOCOL_VERSION).is_ok());
+        assert!(check_version(MIN_PROTOCOL_VERSION).is_ok());
+        let old = check_version(MIN_PROTOCOL_VERSION - 1).unwrap_err();
+        assert!(old.contains("upgrade flatnetd on this node"), "{old}");
+        let new = check_version(PROTOCOL_VERSION + 1).unwrap_err();
+        assert!(new.contains("upgrade the Lighthouse first"), "{new}");
+    }
 
     #[test]
     fn candidates_are_plausible_and_public_ones_observed() {

@@ -8,7 +8,11 @@ use flatnet_wire::{client::Client, HostStatus, ProbeResult, Reply, Request};
 use flatnetd::{api::catalog, config::DEFAULT_SOCKET, gwroute, status};
 
 #[derive(Parser)]
-#[command(version, about = "Inspect and control the local flatnetd")]
+#[command(
+    name = "flatnetctl",
+    version,
+    about = "Inspect and control the local flatnetd"
+)]
 struct Args {
     /// flatnetd's API socket.
     #[arg(long, env = "FLATNET_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
@@ -45,6 +49,11 @@ enum Cmd {
         #[arg(short = 'i', long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// What this host's network does to Flatnet traffic: UDP to the
+    /// Lighthouse, the public address it sees, whether the NAT maps by
+    /// destination (symmetric), whether the port takes datagrams from
+    /// strangers, the underlay MTU toward the Lighthouse.
+    Netcheck,
     /// This node's WireGuard public key (base64), for peers' `[[peers]]`.
     Pubkey,
     /// The route command a machine outside the Flatnet (the Windows host of
@@ -170,6 +179,16 @@ fn run() -> anyhow::Result<()> {
                 )?;
             } else {
                 print!("{}", status::render_names(&domain, enabled, &names));
+            }
+        }
+        Cmd::Netcheck => {
+            let Reply::Netcheck(r) = client.call(&Request::Netcheck)? else {
+                bail!("flatnetd answered netcheck with something else; is flatnetctl the same version?");
+            };
+            if json {
+                print_json(&r)?;
+            } else {
+                print!("{}", flatnetd::netcheck::render(&r));
             }
         }
         Cmd::Pubkey => {

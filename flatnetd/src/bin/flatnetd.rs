@@ -235,6 +235,30 @@ fn run() -> anyhow::Result<()> {
             service.set_punch(Arc::new(move |id| c3.punch_soon(id)));
             let c4 = c.clone();
             service.set_path_notes(Arc::new(move || c4.path_notes()));
+            let (c5, us5, wg_port) = (c.clone(), us.clone(), config.wireguard.listen_port);
+            // One netcheck at a time: each takes the data plane's tap.
+            let one_at_a_time = std::sync::Mutex::new(());
+            service.set_netcheck(Arc::new(move || {
+                let _turn = one_at_a_time.lock().unwrap_or_else(|e| e.into_inner());
+                use flatnetd::netcheck::{analyse, io::measure, Measured};
+                let st = c5.status();
+                let m = Measured {
+                    lighthouse: st.address,
+                    session: st.state,
+                    observed_session: st.observed.and_then(|o| o.parse().ok()),
+                    local_ips: flatnetd::ifaddrs::all()
+                        .into_iter()
+                        .map(|(_, a)| std::net::IpAddr::V4(a))
+                        .collect(),
+                    wg_port,
+                    ..Measured::default()
+                };
+                let r = analyse(&measure(&us5, m));
+                if r.nat != "unknown" {
+                    c5.set_nat(&r.nat);
+                }
+                r
+            }));
             client = Some((c, us, inbox));
         }
         None if config.wireguard.enabled => {
@@ -298,6 +322,18 @@ fn run() -> anyhow::Result<()> {
             config.subnet,
             config.socket.display()
         ));
+        if lhc.is_some() {
+            // One netcheck soon after start, so status can name a symmetric
+            // NAT as the reason a path is relayed without anyone asking.
+            let svc = service.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    svc.handle(flatnet_wire::Request::Netcheck)
+                })
+                .await;
+            });
+        }
         let svc = service.clone();
         tokio::spawn(flatnet_wire::systemd::watchdog(Arc::new(move || {
             flatnetd::health::check(&svc)

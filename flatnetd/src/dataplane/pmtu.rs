@@ -12,12 +12,9 @@
 //! `mtu = path MTU - OVERHEAD`, so TCP (MSS clamped to the route) and the
 //! kernel's own fragmentation size inner packets to fit.
 //!
-//! Wire format, on the WireGuard socket (see [`super::classify`]):
-//! ```text
-//! probe: 0x20 0 0 0 | nonce u64 LE | size u16 LE | zero padding  (size - 28 bytes in all)
-//! ack:   0x21 0 0 0 | nonce u64 LE | size u16 LE                  (14 bytes)
-//! ```
-//! `size` is the whole IPv4 packet the probe travels in. Probes carry no
+//! Wire format ([`flatnet_wire::probe`], on the WireGuard socket, see
+//! [`super::classify`]): a probe is `0x20 0 0 0 | nonce | size | padding`,
+//! `size` being the whole IPv4 packet it travels in; an ack is 14 bytes. Probes carry no
 //! secret: the nonce only makes acks unforgeable by anyone who did not see
 //! the probe, and an ack is taken only from the address probed. A probe is
 //! answered only to a current peer's address, with fewer bytes than it
@@ -29,17 +26,12 @@
 
 use std::time::{Duration, Instant};
 
-pub const PROBE: u8 = 0x20;
-pub const ACK: u8 = 0x21;
-/// IPv4 (20) + UDP (8) headers.
-pub const IP_UDP: u16 = 28;
+pub use flatnet_wire::probe::{
+    ack, parse_ack, parse_probe, write_probe, ACK, IP_UDP, MAX_MTU, MIN_MTU, PROBE,
+};
 /// Outer bytes added to an inner packet: IPv4 + UDP + WireGuard data
 /// header and tag (32).
 pub const OVERHEAD: u16 = 60;
-const HEADER: usize = 14;
-/// IPv4's minimum reassembly size: no path is assumed narrower.
-pub const MIN_MTU: u16 = 576;
-pub const MAX_MTU: u16 = 9000;
 /// Sizes tried, largest first: jumbo, Ethernet, PPPoE, common tunnels and
 /// VPNs, IPv6's minimum, and the floor. Only those up to the ceiling go out.
 const LADDER: &[u16] = &[
@@ -56,53 +48,6 @@ pub const REPROBE: Duration = Duration::from_secs(600);
 /// A round with no ack at all (peer unreachable or too old to answer)
 /// is retried after this, doubling up to [`REPROBE`].
 const RETRY: Duration = Duration::from_secs(5);
-
-/// Parse a probe: `(nonce, size)` when its length matches its size.
-pub fn parse_probe(d: &[u8]) -> Option<(u64, u16)> {
-    let (nonce, size) = header(d, PROBE)?;
-    (usize::from(size) == d.len() + usize::from(IP_UDP)).then_some((nonce, size))
-}
-
-/// Parse an ack: `(nonce, size)`.
-pub fn parse_ack(d: &[u8]) -> Option<(u64, u16)> {
-    if d.len() != HEADER {
-        return None;
-    }
-    header(d, ACK)
-}
-
-fn header(d: &[u8], kind: u8) -> Option<(u64, u16)> {
-    if d.len() < HEADER || d[..4] != [kind, 0, 0, 0] {
-        return None;
-    }
-    let nonce = u64::from_le_bytes(d[4..12].try_into().ok()?);
-    let size = u16::from_le_bytes([d[12], d[13]]);
-    (MIN_MTU..=MAX_MTU).contains(&size).then_some((nonce, size))
-}
-
-/// Write a probe of `size` (whole IPv4 packet) into `out`; returns its
-/// length, or `None` if `out` is too short or the size out of range.
-pub fn write_probe(nonce: u64, size: u16, out: &mut [u8]) -> Option<usize> {
-    if !(MIN_MTU..=MAX_MTU).contains(&size) {
-        return None;
-    }
-    let n = usize::from(size - IP_UDP);
-    let b = out.get_mut(..n)?;
-    b.fill(0);
-    b[0] = PROBE;
-    b[4..12].copy_from_slice(&nonce.to_le_bytes());
-    b[12..14].copy_from_slice(&size.to_le_bytes());
-    Some(n)
-}
-
-/// The ack for a probe.
-pub fn ack(nonce: u64, size: u16) -> [u8; HEADER] {
-    let mut b = [0u8; HEADER];
-    b[0] = ACK;
-    b[4..12].copy_from_slice(&nonce.to_le_bytes());
-    b[12..14].copy_from_slice(&size.to_le_bytes());
-    b
-}
 
 /// One probe to send: its size and nonce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -71,7 +71,17 @@ struct Shared {
     /// sign that peer locks and timers still move.
     born: Instant,
     last_tick_ms: AtomicU64,
+    /// A running `flatnetctl netcheck`: datagrams from the Lighthouse's
+    /// address that are not WireGuard, QUIC or a peer's MTU ack go to it.
+    netcheck_on: std::sync::atomic::AtomicBool,
+    netcheck: Mutex<Option<NetcheckTap>>,
 }
+
+/// Where a netcheck wants its answers: from this IP, into this channel.
+type NetcheckTap = (
+    std::net::IpAddr,
+    std::sync::mpsc::SyncSender<(SocketAddr, Vec<u8>)>,
+);
 
 impl Shared {
     fn current(&self) -> Arc<PeerSet> {
@@ -158,6 +168,8 @@ impl Userspace {
             junk: AtomicU64::new(0),
             born: Instant::now(),
             last_tick_ms: AtomicU64::new(0),
+            netcheck_on: std::sync::atomic::AtomicBool::new(false),
+            netcheck: Mutex::new(None),
             gso: wg.offloads.into(),
             gro,
             relay: RwLock::new(None),
@@ -195,6 +207,38 @@ impl Userspace {
     /// same port and NAT mapping): the Lighthouse's QUIC sends through it.
     pub fn socket(&self) -> std::io::Result<UdpSocket> {
         self.shared.udp.try_clone()
+    }
+
+    /// Send one datagram from the WireGuard port (netcheck's probes: the
+    /// Lighthouse must see the port peers see).
+    pub fn send_from_port(&self, d: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+        self.shared.udp.send_to(d, to)
+    }
+
+    /// Start taking the non-WireGuard datagrams that arrive from `from`
+    /// (netcheck replies); a previous tap is replaced. At most 64 wait.
+    pub fn netcheck_tap(
+        &self,
+        from: std::net::IpAddr,
+    ) -> std::sync::mpsc::Receiver<(SocketAddr, Vec<u8>)> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        *self
+            .shared
+            .netcheck
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((from, tx));
+        self.shared.netcheck_on.store(true, Ordering::Release);
+        rx
+    }
+
+    /// Stop the tap.
+    pub fn netcheck_untap(&self) {
+        self.shared.netcheck_on.store(false, Ordering::Release);
+        *self
+            .shared
+            .netcheck
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Where relayed peers' datagrams go.
@@ -379,7 +423,7 @@ fn send_dest(sh: &Shared, d: &[u8], to: Dest) {
     }
 }
 
-pub(super) fn getrandom(b: &mut [u8]) {
+pub(crate) fn getrandom(b: &mut [u8]) {
     use std::io::Read;
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         let _ = f.read_exact(b);
@@ -648,6 +692,21 @@ fn udp_loop(sh: Arc<Shared>) {
     }
 }
 
+/// Hand a datagram to a running netcheck if it waits for one from there.
+#[cold]
+fn netcheck_tap(sh: &Shared, from: SocketAddr, d: &[u8]) -> bool {
+    if !sh.netcheck_on.load(Ordering::Acquire) {
+        return false;
+    }
+    let g = sh.netcheck.lock().unwrap_or_else(|e| e.into_inner());
+    match g.as_ref() {
+        Some((ip, tx)) if *ip == from.ip() && d.len() <= 64 => {
+            tx.try_send((from, d.to_vec())).is_ok()
+        }
+        _ => false,
+    }
+}
+
 /// The drop reason of a datagram a peer refused.
 fn peer_drop(e: &PeerError) -> Drop {
     match e {
@@ -689,13 +748,15 @@ fn datagram(
                 return;
             }
             Datagram::MtuAck => {
-                if !pmtu_io::on_ack(view.get(sh), from, d) {
+                if !pmtu_io::on_ack(view.get(sh), from, d) && !netcheck_tap(sh, from, d) {
                     rejected(sh, Drop::Junk);
                 }
                 return;
             }
             Datagram::Junk => {
-                rejected(sh, Drop::Junk);
+                if !netcheck_tap(sh, from, d) {
+                    rejected(sh, Drop::Junk);
+                }
                 return;
             }
         };

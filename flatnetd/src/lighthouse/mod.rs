@@ -315,6 +315,8 @@ pub struct LhClient {
     unsaved: std::sync::atomic::AtomicBool,
     /// The Lighthouse said this node is no longer a member.
     removed: std::sync::atomic::AtomicBool,
+    /// This host's NAT as the last netcheck found it (`symmetric`, ...).
+    nat: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -373,6 +375,7 @@ impl LhClient {
             reassembly: Mutex::new(relay::Reassembler::default()),
             unsaved: false.into(),
             removed: false.into(),
+            nat: Mutex::new(None),
         });
         c.apply_peers();
         c
@@ -409,8 +412,23 @@ impl LhClient {
     }
 
     /// Why each peer that is not direct is not, by node id (for status).
+    /// A symmetric NAT found by netcheck is named first: it is the reason.
     pub fn path_notes(&self) -> Vec<(u32, String)> {
-        lock(&self.punch).notes(Instant::now())
+        let symmetric = lock(&self.nat).as_deref() == Some("symmetric");
+        let mut notes = lock(&self.punch).notes(Instant::now());
+        if symmetric {
+            for (_, n) in &mut notes {
+                if let Some(rest) = n.strip_prefix("relay: ") {
+                    *n = format!("relay: symmetric NAT on this side (flatnetctl netcheck); {rest}");
+                }
+            }
+        }
+        notes
+    }
+
+    /// Remember what netcheck found this host's NAT to be.
+    pub fn set_nat(&self, nat: &str) {
+        *lock(&self.nat) = Some(nat.to_string());
     }
 
     /// Punch toward node `peer` now, if it is not direct (`flatnetctl ping`).

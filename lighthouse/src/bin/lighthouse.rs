@@ -46,6 +46,10 @@ enum Cmd {
         /// Prefix length of each host's subnet.
         #[arg(long, default_value_t = 24)]
         host_prefix: u8,
+        /// UDP address answering `flatnetctl netcheck` (NAT type, MTU,
+        /// reachability); default: the QUIC port + 1. `off` disables it.
+        #[arg(long, value_name = "ADDR|off")]
+        netcheck_listen: Option<String>,
         /// Serve Prometheus metrics at http://ADDR/metrics (off unless set;
         /// e.g. 127.0.0.1:9588).
         #[arg(long, value_name = "ADDR")]
@@ -136,9 +140,18 @@ fn run() -> anyhow::Result<()> {
             cidr,
             host_prefix,
             metrics_listen,
+            netcheck_listen,
             log_format,
             log_level,
         } => {
+            let netcheck =
+                match netcheck_listen.as_deref() {
+                    None => Some(flatnet_lighthouse::netcheck::default_listen(listen)),
+                    Some("off") => None,
+                    Some(a) => Some(a.parse::<SocketAddr>().with_context(|| {
+                        format!("--netcheck-listen {a:?}: give ip:port, or off")
+                    })?),
+                };
             let log =
                 flatnet_wire::logging::init(log_format, &log_level).map_err(anyhow::Error::msg)?;
             if !(cidr.prefix_len() < host_prefix && host_prefix <= 29) {
@@ -167,6 +180,17 @@ fn run() -> anyhow::Result<()> {
                         tracing::error!("admin socket {}: {e}", admin_path.display());
                     }
                 });
+                if let Some(addr) = netcheck {
+                    let (main, other) = flatnet_lighthouse::netcheck::bind(addr)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "binding the netcheck port {addr} (UDP); free it, or pass \
+                                 --netcheck-listen with another address, or off"
+                            )
+                        })?;
+                    tokio::spawn(flatnet_lighthouse::netcheck::serve(main, other, lh.clone()));
+                }
                 if let Some(addr) = metrics_listen {
                     let l = flatnet_wire::metrics_http::bind(addr)
                         .await
