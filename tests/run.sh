@@ -51,9 +51,10 @@ if [ ${#filters[@]} -eq 0 ]; then
     failed=$((failed + ${f:-0}))
     if [ "$rc" -ne 0 ] && [ "${f:-0}" -eq 0 ]; then fail "cargo test (exit $rc)"; fi
 
-    note "monitoring: alert rules (promtool)"
+    note "monitoring: alert rules and dashboard (promtool)"
     if promtool check rules dist/monitoring/flatnet-alerts.yml &&
-        promtool test rules tests/monitoring/alerts-test.yml; then
+        promtool test rules tests/monitoring/alerts-test.yml &&
+        tests/monitoring/check-dashboard.py; then
         passed=$((passed + 1)); else fail "alert rules"; fi
 
     note "fuzz (brief: FUZZ_SECS=${FUZZ_SECS:-15} s per parser; scripts/fuzz.sh for longer)"

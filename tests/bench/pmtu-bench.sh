@@ -75,10 +75,8 @@ for r in $(seq "$ROUNDS"); do
     done
 done
 
-stat() {
-    tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f (%.2f-%.2f)", m, a[1], a[NR]}'
-}
-median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
+# shellcheck source=stats.bash
+source "$HERE/stats.bash"
 echo "| direction | baseline $rev | current | current / baseline |"
 echo "| --- | --- | --- | --- |"
 for d in ab ba; do

@@ -45,8 +45,15 @@ dead_target_down() {
     [ "$(mval "$m" "flatnet_gateway_upstream_latency_seconds_bucket{$web,le=\"+Inf\"}")" = 5 ]
     [ "$(mval "$m" "flatnet_gateway_target_up{$web,target=\"10.87.1.5:8080\"}")" = 1 ]
     [ "$(mval "$m" flatnet_gateway_routes)" = 2 ]
-    # The exposition follows Prometheus' rules (names, types, units).
+    # The exposition follows Prometheus' rules (names, types, units), and has
+    # every gateway metric docs/operations.md lists.
     scrape | promtool check metrics
+    awk 'index($0, "Gateway (") == 1 { f = 1; next } /^[A-Z][a-z]+ \(/ { f = 0 } f && /^\| `flatnet_/' \
+        "$FGW_REPO/docs/operations.md" | cut -d'|' -f2 | grep -o 'flatnet_[a-z_]*' >"$FGW_TMP/documented"
+    [ "$(wc -l <"$FGW_TMP/documented")" -ge 4 ]
+    while read -r n; do
+        grep -q "^# TYPE $n " <<<"$m" || { echo "documented, not exposed: $n"; false; }
+    done <"$FGW_TMP/documented"
     # Only /metrics is served there.
     [ "$(ip netns exec "$FGW_NS-gw" curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9589/)" = 404 ]
 }
