@@ -40,6 +40,9 @@ pub enum AdminRequest {
     NodesRemove {
         name: String,
     },
+    /// A consistent snapshot of the registry and the identity
+    /// ([`crate::backup`]).
+    Backup,
     /// Set the log filter (`info`, `debug`, ...); without one, report it.
     LogLevel {
         filter: Option<String>,
@@ -64,6 +67,7 @@ impl AdminRequest {
             AdminRequest::NodesList => "nodes_list",
             AdminRequest::NodesRemove { .. } => "nodes_remove",
             AdminRequest::LogLevel { .. } => "log_level",
+            AdminRequest::Backup => "backup",
         }
     }
 }
@@ -101,6 +105,9 @@ fn dispatch(lh: &Lighthouse, req: AdminRequest) -> Result<Value, String> {
                 .filter_map(|n| r.peer_info(n.id))
                 .collect::<Vec<_>>())
         })),
+        AdminRequest::Backup => {
+            serde_json::to_value(crate::backup::snapshot(lh, now())).map_err(|e| e.to_string())
+        }
         AdminRequest::LogLevel { filter } => {
             let log = lh
                 .log

@@ -34,12 +34,25 @@ pub struct Identity {
     pub key: PrivatePkcs8KeyDer<'static>,
 }
 
+/// The certificate and key files in a state dir.
+pub fn identity_paths(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    (
+        dir.join("lighthouse.crt.der"),
+        dir.join("lighthouse.key.der"),
+    )
+}
+
 impl Identity {
+    /// Write a certificate and key (from a backup) into `dir`: key first,
+    /// as when they are created.
+    pub fn install(dir: &Path, cert: &[u8], key: &[u8]) -> std::io::Result<()> {
+        let (cp, kp) = identity_paths(dir);
+        write_atomic(&kp, key, 0o600)?;
+        write_atomic(&cp, cert, 0o600)
+    }
+
     pub fn load_or_create(dir: &Path) -> Result<Self, CertError> {
-        let (cp, kp) = (
-            dir.join("lighthouse.crt.der"),
-            dir.join("lighthouse.key.der"),
-        );
+        let (cp, kp) = identity_paths(dir);
         let io = |e| CertError::Io(dir.display().to_string(), e);
         if cp.exists() && kp.exists() {
             let cert = std::fs::read(&cp).map_err(io)?;

@@ -153,6 +153,10 @@ impl Registry {
         self.cidr
     }
 
+    pub fn host_prefix(&self) -> u8 {
+        self.host_prefix
+    }
+
     pub fn nodes(&self) -> impl Iterator<Item = &NodeRecord> {
         self.nodes.values()
     }

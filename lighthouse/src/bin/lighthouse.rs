@@ -62,6 +62,16 @@ enum Cmd {
         #[arg(long, default_value = "info")]
         log_level: String,
     },
+    /// Write a backup of the running Lighthouse (nodes, subnets, tokens, its
+    /// key and certificate) to FILE, mode 0600. Keep it secret.
+    Backup { file: PathBuf },
+    /// Build a state dir from a backup (the Lighthouse must not run on it);
+    /// then `lighthouse serve` with the --cidr and --host-prefix it prints.
+    Restore {
+        file: PathBuf,
+        #[arg(long, default_value = "/var/lib/flatnet-lighthouse")]
+        state_dir: PathBuf,
+    },
     /// Show or set the running Lighthouse's log filter.
     LogLevel {
         /// `info`, `debug`, `warn`, or a filter like `info,flatnet_lighthouse=debug`.
@@ -222,6 +232,41 @@ fn run() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 anyhow::Ok(())
             })
+        }
+        Cmd::Backup { file } => {
+            let v = admin(AdminRequest::Backup)?;
+            let text = serde_json::to_string_pretty(&v)?;
+            flatnet_wire::fs::write_atomic(&file, text.as_bytes(), 0o600)
+                .with_context(|| format!("writing {}", file.display()))?;
+            let nodes = v["nodes"].as_array().map_or(0, Vec::len);
+            if json {
+                return print_json(&serde_json::json!({"file": file, "nodes": nodes}));
+            }
+            println!("backed up {nodes} node(s) to {}", file.display());
+            Ok(())
+        }
+        Cmd::Restore { file, state_dir } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let b = flatnet_lighthouse::backup::parse(&text, &file.display().to_string())?;
+            flatnet_lighthouse::backup::restore(&b, &state_dir)?;
+            if json {
+                return print_json(&serde_json::json!({
+                    "state_dir": state_dir, "nodes": b.nodes.len(),
+                    "cidr": b.cidr, "host_prefix": b.host_prefix,
+                }));
+            }
+            println!(
+                "restored {} node(s) and {} token(s) into {}; start it with \
+                 lighthouse serve --state-dir {} --cidr {} --host-prefix {} (and your --listen, --public-addr)",
+                b.nodes.len(),
+                b.tokens.len(),
+                state_dir.display(),
+                state_dir.display(),
+                b.cidr,
+                b.host_prefix
+            );
+            Ok(())
         }
         Cmd::LogLevel { filter } => {
             let v = admin(AdminRequest::LogLevel { filter })?;
