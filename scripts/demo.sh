@@ -132,6 +132,12 @@ in_ns office getent hosts demo-web.flatnet.test
 echo "\$ curl http://demo-web.flatnet.test/   (from the office LAN, no VPN client)"
 in_ns office curl -sS --max-time 10 http://demo-web.flatnet.test/
 
+step "Diagnostics: where does traffic go, and what does each NAT do?"
+echo "\$ flatnetctl ping -c 3 h2   (on h1: ICMP through the tunnel, path and RTT of each reply)"
+ctl h1 ping -c 3 -i 0.3 h2
+echo "\$ flatnetctl netcheck   (on h1)"
+ctl h1 netcheck
+
 step "lighthouse nodes list"
 lh nodes list
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz every parser fed from the network or disk (tests/fuzz): Lighthouse
-# frames, relay fragments, peer catalogs, local API lines, CNI stdin.
+# frames, relay fragments, peer catalogs, local API lines, CNI stdin,
+# netcheck datagrams.
 #   scripts/fuzz.sh            # each target for FUZZ_SECS (default 15) seconds
 #   FUZZ_SECS=3600 scripts/fuzz.sh relay_fragments   # a longer run of one
 # libFuzzer via cargo-fuzz; on a stable toolchain (RUSTC_BOOTSTRAP=1 lets it
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 CACHE="${FLATNET_CACHE:-/var/cache/flatnet}"
 secs="${FUZZ_SECS:-15}"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(lighthouse_frame relay_fragments catalog_document api_line cni_stdin)
+[ ${#targets[@]} -gt 0 ] || targets=(lighthouse_frame relay_fragments catalog_document api_line cni_stdin netcheck_datagram)
 if ! command -v cargo-fuzz >/dev/null && [ ! -x "$CACHE/cargo-fuzz/bin/cargo-fuzz" ]; then
     echo "fuzz: installing cargo-fuzz into $CACHE/cargo-fuzz (once)"
     cargo install --locked cargo-fuzz --root "$CACHE/cargo-fuzz" >/dev/null 2>&1 ||
