@@ -47,6 +47,9 @@ enum Cmd {
     Join {
         /// `flatnet1_…`
         token: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -58,7 +61,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// `flatnetd join TOKEN`: one attempt; refusals and TLS errors are final.
-fn join_cmd(config: &Config, token: &str) -> anyhow::Result<()> {
+fn join_cmd(config: &Config, token: &str, json: bool) -> anyhow::Result<()> {
     if let Some(st) = state::load(&config.state_dir)? {
         bail!(
             "already joined {} as node {} with subnet {}; remove {} to join again",
@@ -70,6 +73,14 @@ fn join_cmd(config: &Config, token: &str) -> anyhow::Result<()> {
     }
     let identity = Identity::load_or_create(&config.state_dir)?;
     let st = join_once(&runtime()?, config, &identity, token)?;
+    if json {
+        let v = serde_json::json!({
+            "lighthouse": st.address, "node": config.node_name, "node_id": st.node_id,
+            "subnet": st.subnet, "cidr": st.cidr, "peers": st.peers.len(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
     println!(
         "joined {} as {} (node {}): subnet {} of {}, {} peer(s)",
         st.address,
@@ -166,8 +177,8 @@ fn run() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     flatnet_wire::fs::create_private_dir(&config.state_dir)
         .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
-    if let Some(Cmd::Join { token }) = &args.cmd {
-        return join_cmd(&config, token);
+    if let Some(Cmd::Join { token, json }) = &args.cmd {
+        return join_cmd(&config, token, *json);
     }
     let identity = Identity::load_or_create(&config.state_dir)?;
     let lh_state = match state::load(&config.state_dir)? {
