@@ -15,7 +15,7 @@ STAMP="trixie minbase; downloaded: $DEPS"
 die() { echo "debroot.sh: $*" >&2; exit 1; }
 
 # shellcheck source=scripts/lib-debian.sh
-. "$(dirname "$0")/lib-debian.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-debian.sh"
 
 mirror() { echo "${FLATNET_DEBROOT_MIRROR:-$(debian_mirror)}"; }
 

@@ -35,7 +35,7 @@ STAMP="trixie minbase; $PACKAGES"
 die() { echo "podman5.sh: $*" >&2; exit 1; }
 
 # shellcheck source=scripts/lib-debian.sh
-. "$(dirname "$0")/lib-debian.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib-debian.sh"
 
 mirror() {
     [ -n "$MIRROR" ] && { echo "$MIRROR"; return; }
