@@ -136,15 +136,22 @@ impl SharedUdp {
     }
 }
 
-/// Send one datagram without blocking. A full send buffer drops it: QUIC
-/// retransmits, and blocking here would stall quinn's driver.
+/// Send one datagram without blocking. Whatever goes wrong, the datagram
+/// is lost and that is all, as quinn-udp does it: a full send buffer,
+/// no route (the host's address is being renumbered), a firewall refusing
+/// it. QUIC's loss recovery and idle timeout take it from there. An error
+/// returned to quinn would end the connection's driver task, and with it
+/// every timer of the connection: the Lighthouse session would hang
+/// forever instead of timing out and reconnecting (the soak found it: a
+/// send during a LAN renumber, ENETUNREACH, left a relayed peer cut off).
 fn send_nonblocking(s: &UdpSocket, d: &[u8], to: SocketAddr) -> io::Result<()> {
     use nix::sys::socket::{sendto, MsgFlags, SockaddrStorage};
     let addr = SockaddrStorage::from(to);
     match sendto(s.as_raw_fd(), d, &addr, MsgFlags::MSG_DONTWAIT) {
-        Ok(_) | Err(nix::errno::Errno::EAGAIN) => Ok(()),
-        Err(e) => Err(io::Error::from(e)),
+        Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
+        Err(e) => tracing::debug!(%to, "QUIC datagram not sent ({e}); QUIC will retransmit"),
     }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -213,6 +220,18 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.store(true, Ordering::SeqCst);
         }
+    }
+
+    #[test]
+    fn a_refused_send_is_a_lost_datagram_not_an_error() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Broadcast without SO_BROADCAST: the kernel refuses (EACCES) at once.
+        let to: SocketAddr = "255.255.255.255:9".parse().unwrap();
+        assert!(
+            sock.send_to(b"x", to).is_err(),
+            "the kernel should refuse this"
+        );
+        assert!(send_nonblocking(&sock, b"x", to).is_ok());
     }
 
     #[test]
