@@ -14,11 +14,7 @@
 //! capped by a token bucket (a spoofed flood toward a victim gets at most
 //! [`ANSWERS_PER_SEC`] small datagrams a second). [`answer`] is the pure part.
 
-use std::{
-    net::{SocketAddr, SocketAddrV4},
-    sync::Arc,
-    time::Instant,
-};
+use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use flatnet_wire::probe::{self, Kind};
 use tokio::net::UdpSocket;
@@ -102,11 +98,6 @@ pub async fn serve(main: UdpSocket, other: UdpSocket, lh: Arc<crate::server::Lig
     }
 }
 
-/// The address a reply says the request came from.
-pub fn seen(reply: &[u8]) -> Option<SocketAddrV4> {
-    probe::parse_reply(reply).map(|(_, _, a)| a)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,7 +109,8 @@ mod tests {
         let Some(Answer::Same(r)) = answer(&q, from) else {
             panic!("observe not answered on the same port")
         };
-        assert_eq!(seen(&r), Some("203.0.113.11:40000".parse().expect("addr")));
+        let seen = probe::parse_reply(&r).map(|(_, _, a)| a);
+        assert_eq!(seen, Some("203.0.113.11:40000".parse().expect("addr")));
         assert!(r.len() <= q.len());
         let q = probe::request(9, Kind::Reach);
         assert!(matches!(answer(&q, from), Some(Answer::Other(_))));

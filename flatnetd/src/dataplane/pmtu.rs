@@ -33,8 +33,9 @@ pub use flatnet_wire::probe::{
 /// header and tag (32).
 pub const OVERHEAD: u16 = 60;
 /// Sizes tried, largest first: jumbo, Ethernet, PPPoE, common tunnels and
-/// VPNs, IPv6's minimum, and the floor. Only those up to the ceiling go out.
-const LADDER: &[u16] = &[
+/// VPNs, IPv6's minimum, and the floor. Only those up to the ceiling go out
+/// (netcheck's probes toward the Lighthouse use the same sizes).
+pub const LADDER: &[u16] = &[
     9000, 1500, 1492, 1480, 1460, 1440, 1420, 1400, 1380, 1360, 1340, 1320, 1300, 1280, 1200, 1024,
     576,
 ];

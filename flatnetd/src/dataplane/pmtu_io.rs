@@ -91,7 +91,8 @@ pub fn on_ack(set: &PeerSet, from: SocketAddr, d: &[u8]) -> bool {
     })
 }
 
-fn nonce() -> u64 {
+/// A random probe nonce (also netcheck's).
+pub(crate) fn nonce() -> u64 {
     let mut b = [0u8; 8];
     // A failure leaves zeros, which only makes the nonce guessable by an
     // on-path observer, who sees the probes anyway.

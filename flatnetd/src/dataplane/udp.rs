@@ -21,7 +21,7 @@ pub const MAX_SEGMENTS: usize = 64;
 /// Largest GSO send: one IPv4 datagram's worth of payload.
 pub const MAX_GSO_BYTES: usize = 65_000;
 
-fn setsockopt_int(
+pub(crate) fn setsockopt_int(
     s: &UdpSocket,
     level: libc::c_int,
     opt: libc::c_int,

@@ -423,7 +423,7 @@ fn send_dest(sh: &Shared, d: &[u8], to: Dest) {
     }
 }
 
-pub(crate) fn getrandom(b: &mut [u8]) {
+pub(super) fn getrandom(b: &mut [u8]) {
     use std::io::Read;
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         let _ = f.read_exact(b);

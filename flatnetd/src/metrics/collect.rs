@@ -33,7 +33,7 @@ impl std::fmt::Debug for StatusCollector {
 }
 
 /// One metric family: a descriptor, then one sample per label set.
-fn family<L: EncodeLabelSet, M: EncodeMetric>(
+pub(crate) fn family<L: EncodeLabelSet, M: EncodeMetric>(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,

@@ -99,21 +99,19 @@ impl prometheus_client::collector::Collector for DropCollector {
         &self,
         mut enc: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::{
-            encoding::EncodeMetric,
-            metrics::{counter::ConstCounter, MetricType},
-        };
-        let mut m = enc.encode_descriptor(
+        use prometheus_client::metrics::{counter::ConstCounter, MetricType};
+        collect::family(
+            &mut enc,
             "flatnet_dataplane_drops",
             "Datagrams and packets the data plane dropped, by reason",
-            None,
             MetricType::Counter,
-        )?;
-        for d in Drop::ALL {
-            ConstCounter::new(counters().drops(d))
-                .encode(m.encode_family(&[("reason", d.as_str())])?)?;
-        }
-        Ok(())
+            Drop::ALL.map(|d| {
+                (
+                    [("reason", d.as_str())],
+                    ConstCounter::new(counters().drops(d)),
+                )
+            }),
+        )
     }
 }
 

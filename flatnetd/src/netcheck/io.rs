@@ -6,7 +6,6 @@
 
 use std::{
     net::{SocketAddr, ToSocketAddrs, UdpSocket},
-    os::fd::AsRawFd,
     sync::mpsc::Receiver,
     time::{Duration, Instant},
 };
@@ -14,21 +13,10 @@ use std::{
 use flatnet_wire::probe::{self, Kind};
 
 use super::Measured;
-use crate::dataplane::userspace::Userspace;
+use crate::dataplane::{pmtu::LADDER, pmtu_io::nonce, udp::setsockopt_int, userspace::Userspace};
 
 /// How long each step waits for answers.
 const WAIT: Duration = Duration::from_millis(1200);
-/// MTU sizes tried (whole IPv4 packets), up to the route's MTU.
-const SIZES: &[u16] = &[
-    9000, 1500, 1492, 1480, 1460, 1440, 1420, 1400, 1380, 1360, 1340, 1320, 1300, 1280, 1200, 1024,
-    576,
-];
-
-fn nonce() -> u64 {
-    let mut b = [0u8; 8];
-    crate::dataplane::userspace::getrandom(&mut b);
-    u64::from_le_bytes(b)
-}
 
 /// Resolve the Lighthouse's `host:port` and the netcheck address (port + 1).
 pub fn netcheck_addr(lighthouse: &str) -> Result<SocketAddr, String> {
@@ -83,18 +71,13 @@ fn mtu(to: SocketAddr) -> (Option<u16>, Option<u16>) {
     let Ok(sock) = UdpSocket::bind("0.0.0.0:0") else {
         return (None, route);
     };
-    let probe_mode = libc::IP_PMTUDISC_PROBE;
-    // SAFETY: a valid socket and a c_int option value of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            std::ptr::addr_of!(probe_mode).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0
+    let probe_mode = setsockopt_int(
+        &sock,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    );
+    if probe_mode.is_err()
         || sock
             .set_read_timeout(Some(Duration::from_millis(100)))
             .is_err()
@@ -104,7 +87,7 @@ fn mtu(to: SocketAddr) -> (Option<u16>, Option<u16>) {
     let ceiling = route.unwrap_or(1500);
     let base = nonce();
     let mut buf = vec![0u8; 9000];
-    let sizes: Vec<u16> = SIZES.iter().copied().filter(|s| *s <= ceiling).collect();
+    let sizes: Vec<u16> = LADDER.iter().copied().filter(|s| *s <= ceiling).collect();
     for _ in 0..2 {
         for (i, s) in sizes.iter().enumerate() {
             if let Some(n) = probe::write_probe(base + i as u64, *s, &mut buf) {
