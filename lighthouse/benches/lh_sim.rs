@@ -39,6 +39,11 @@ use flatnet_lighthouse::{
     server::{grow_buffers, read_frame},
     token::Token,
 };
+#[path = "lh_sim/storm.rs"]
+mod storm;
+
+use storm::{Node, Storm};
+
 use flatnet_wire::lighthouse::{
     check_len, decode_body, encode_frame, LighthouseMsg, NodeMsg, PeerInfo, PROTOCOL_VERSION,
     SERVER_NAME,
@@ -52,6 +57,14 @@ struct Opts {
     rounds: usize,
     concurrency: usize,
     lighthouse: PathBuf,
+    /// Handshakes in flight during a restart storm.
+    storm_concurrency: usize,
+    /// Restart storms of each kind (full, delta), alternating.
+    storms: usize,
+    /// Nodes that keep a full copy of their list, checked after storms.
+    sample: usize,
+    /// An older build, for the storm before delta sync.
+    before: Option<PathBuf>,
 }
 
 fn parse_args() -> (Option<String>, Opts, Vec<String>) {
@@ -60,6 +73,10 @@ fn parse_args() -> (Option<String>, Opts, Vec<String>) {
         rounds: 5,
         concurrency: 32,
         lighthouse: PathBuf::from("target/release/lighthouse"),
+        storm_concurrency: 256,
+        storms: 1,
+        sample: 50,
+        before: None,
     };
     let mut mode = None;
     let mut rest = Vec::new();
@@ -71,6 +88,10 @@ fn parse_args() -> (Option<String>, Opts, Vec<String>) {
             "--rounds" => o.rounds = it.next().unwrap().parse().unwrap(),
             "--concurrency" => o.concurrency = it.next().unwrap().parse().unwrap(),
             "--lighthouse" => o.lighthouse = it.next().unwrap().into(),
+            "--storm-concurrency" => o.storm_concurrency = it.next().unwrap().parse().unwrap(),
+            "--storms" => o.storms = it.next().unwrap().parse().unwrap(),
+            "--sample" => o.sample = it.next().unwrap().parse().unwrap(),
+            "--before" => o.before = Some(it.next().unwrap().into()),
             "baseline-server" => mode = Some(a),
             other => rest.push(other.to_string()),
         }
@@ -122,7 +143,8 @@ impl Tracker {
         if !self.watching.load(Ordering::Relaxed) {
             return;
         }
-        let Ok(LighthouseMsg::Peers { upsert, remove }) = decode_body::<LighthouseMsg>(body) else {
+        let Ok(LighthouseMsg::Peers { upsert, remove, .. }) = decode_body::<LighthouseMsg>(body)
+        else {
             return;
         };
         let now = Instant::now();
@@ -184,19 +206,21 @@ impl Tracker {
     }
 }
 
+/// The next raw frame body of a control stream; none when it ended.
+async fn next_raw<R: tokio::io::AsyncRead + Unpin>(recv: &mut R) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len).await.ok()?;
+    let n = check_len(len).ok()?;
+    let mut body = vec![0u8; n];
+    recv.read_exact(&mut body).await.ok()?;
+    Some(body)
+}
+
 /// Read raw frames from a node's control stream until it ends.
 fn spawn_reader(mut recv: RecvStream, t: Arc<Tracker>) {
     tokio::spawn(async move {
-        loop {
-            let mut len = [0u8; 4];
-            if recv.read_exact(&mut len).await.is_err() {
-                break;
-            }
-            let Ok(n) = check_len(len) else { break };
-            let mut body = vec![0u8; n];
-            if recv.read_exact(&mut body).await.is_err() {
-                break;
-            }
+        while let Some(body) = next_raw(&mut recv).await {
             t.frame(&body);
         }
         t.disconnected.fetch_add(1, Ordering::Relaxed);
@@ -204,11 +228,14 @@ fn spawn_reader(mut recv: RecvStream, t: Arc<Tracker>) {
 }
 
 /// Client sockets, 100 simulated nodes each, with the same large buffers
-/// as the Lighthouse's.
+/// as the Lighthouse's, each on its own loopback address (127.1.x.y): the
+/// Lighthouse caps handshakes in flight per source address, as it would
+/// see real hosts.
 fn endpoints(n: usize) -> Vec<quinn::Endpoint> {
     (0..n.div_ceil(100).max(1))
-        .map(|_| {
-            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        .map(|k| {
+            let ip = std::net::Ipv4Addr::new(127, 1, (k / 250) as u8, (k % 250 + 1) as u8);
+            let s = UdpSocket::bind((ip, 0)).unwrap();
             grow_buffers(&s);
             quinn::Endpoint::new(
                 quinn::EndpointConfig::default(),
@@ -279,6 +306,7 @@ impl Phase {
             remove_fanout,
             dropped,
             retries: RETRIES.load(Ordering::Relaxed),
+            probe_join: Vec::new(),
         }
     }
 }
@@ -289,7 +317,7 @@ impl Phase {
 async fn connect_all<F, Fut>(o: &Opts, t: Arc<Tracker>, pid: u32, connect: F) -> Phase
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = (Connection, quinn::SendStream, RecvStream)> + Send,
+    Fut: std::future::Future<Output = Option<(Connection, quinn::SendStream)>> + Send,
 {
     JOINED.store(0, Ordering::Relaxed);
     RETRIES.store(0, Ordering::Relaxed);
@@ -298,23 +326,22 @@ where
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..o.nodes {
-        let (connect, sem, t) = (connect.clone(), sem.clone(), t.clone());
+        let (connect, sem) = (connect.clone(), sem.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await.unwrap();
             let t0 = Instant::now();
-            let (conn, send, recv) = connect(i).await;
+            let held = connect(i).await;
             let took = t0.elapsed();
             progress(started);
-            spawn_reader(recv, t);
-            (took, conn, send)
+            (took, held)
         }));
     }
     let mut lat = Vec::new();
     let mut keep = Vec::new();
     for task in tasks {
-        let (d, conn, send) = task.await.unwrap();
+        let (d, held) = task.await.unwrap();
         lat.push(d);
-        keep.push((conn, send));
+        keep.extend(held);
     }
     let connect_secs = started.elapsed().as_secs_f64();
     t.settle(Duration::from_secs(2)).await;
@@ -340,12 +367,20 @@ struct Run {
     remove_fanout: Vec<Duration>,
     dropped: usize,
     retries: usize,
+    /// With N nodes connected: how long a new node's join took (Welcome
+    /// with the whole list).
+    probe_join: Vec<Duration>,
 }
 
 struct LhProc {
     child: Child,
+    bin: PathBuf,
+    listen: SocketAddr,
+    metrics: SocketAddr,
     admin: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// Whether this build has `--metrics-listen` (older ones may not).
+    with_metrics: bool,
 }
 
 impl Drop for LhProc {
@@ -365,92 +400,200 @@ fn lighthouse_cli(bin: &Path, admin: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn start_lighthouse(bin: &Path, listen: SocketAddr) -> LhProc {
-    let dir = tempfile::tempdir().unwrap();
-    let admin = dir.path().join("admin.sock");
-    let child = Command::new(bin)
-        .args([
-            "serve",
-            "--listen",
-            &listen.to_string(),
-            "--cidr",
-            "10.0.0.0/8",
-        ])
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--admin-socket")
-        .arg(&admin)
+fn spawn_lighthouse(
+    bin: &Path,
+    listen: SocketAddr,
+    metrics: Option<SocketAddr>,
+    dir: &Path,
+    admin: &Path,
+) -> Child {
+    let _ = std::fs::remove_file(admin);
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "serve",
+        "--listen",
+        &listen.to_string(),
+        "--cidr",
+        "10.0.0.0/8",
+    ])
+    .arg("--state-dir")
+    .arg(dir.join("state"))
+    .arg("--admin-socket")
+    .arg(admin)
+    .args(["--netcheck-listen", "off"]);
+    if let Some(m) = metrics {
+        cmd.args(["--metrics-listen", &m.to_string()]);
+    }
+    let child = cmd
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
+    for _ in 0..400 {
         if admin.exists() {
             break;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+    child
+}
+
+fn start_lighthouse(bin: &Path, listen: SocketAddr, with_metrics: bool) -> LhProc {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("admin.sock");
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let child = spawn_lighthouse(
+        bin,
+        listen,
+        with_metrics.then_some(metrics),
+        dir.path(),
+        &admin,
+    );
     LhProc {
         child,
+        bin: bin.to_path_buf(),
+        listen,
+        metrics,
         admin,
-        _dir: dir,
+        dir,
+        with_metrics,
     }
 }
 
-async fn run_lighthouse(o: &Opts) -> Run {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let lh = start_lighthouse(&o.lighthouse, addr);
-    let token = lighthouse_cli(
-        &o.lighthouse,
-        &lh.admin,
-        &["token", "create", "--reusable", "--ttl", "2h"],
-    );
-    let fp = Token::decode(&token).unwrap().fingerprint;
-    let eps = endpoints(o.nodes + o.rounds);
-    let t = Arc::new(Tracker::default());
-    let (eps_all, fp1, token1) = (eps.clone(), fp.clone(), token.clone());
-
-    // Phase 1: N nodes join, `concurrency` at a time, and stay connected.
-    let phase = connect_all(o, t.clone(), lh.child.id(), move |i| {
-        let (ep, fp, token) = (
-            eps_all[i % eps_all.len()].clone(),
-            fp1.clone(),
-            token1.clone(),
+impl LhProc {
+    /// Stop it as `systemctl restart` does (SIGTERM, wait) and start it
+    /// again on the same state dir and port; returns when the new process
+    /// was spawned.
+    fn restart(&mut self) -> Instant {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+        let began = Instant::now();
+        self.child = spawn_lighthouse(
+            &self.bin,
+            self.listen,
+            self.with_metrics.then_some(self.metrics),
+            self.dir.path(),
+            &self.admin,
         );
+        began
+    }
+
+    /// One counter's value (summed over its labels matching `label`).
+    fn metric(&self, name: &str, label: &str) -> Option<u64> {
+        use std::io::{Read, Write};
+        if !self.with_metrics {
+            return None;
+        }
+        let mut s = std::net::TcpStream::connect(self.metrics).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(
+            body.lines()
+                .filter(|l| l.starts_with(name) && l.contains(label))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as u64,
+        )
+    }
+
+    fn nodes(&self) -> Vec<PeerInfo> {
+        let out = lighthouse_cli(&self.bin, &self.admin, &["nodes", "list", "--json"]);
+        serde_json::from_str(&out).unwrap()
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The simulated nodes, `sample` of them keeping a full copy of their list.
+fn make_nodes(o: &Opts, eps: &[quinn::Endpoint], t: &Arc<Tracker>) -> Vec<Arc<Node>> {
+    let every = (o.nodes / o.sample.max(1)).max(1);
+    (0..o.nodes)
+        .map(|i| {
+            Arc::new(Node {
+                name: format!("sim-{i}"),
+                secret: StaticSecret::random_from_rng(OsRng),
+                lan: format!("192.168.{}.{}:51820", i / 250 % 250, i % 250 + 1)
+                    .parse()
+                    .unwrap(),
+                ep: eps[i % eps.len()].clone(),
+                since: Mutex::new(None),
+                book: (i % every == 0).then(|| Mutex::new(Default::default())),
+                conn: Mutex::new(None),
+                tracker: t.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Phase 1 for a Lighthouse: every node joins with the token and stays.
+async fn join_all(
+    o: &Opts,
+    lh: &LhProc,
+    nodes: &[Arc<Node>],
+    t: &Arc<Tracker>,
+    fp: &str,
+    token: &str,
+) -> Phase {
+    let (nodes1, fp1, token1, addr) =
+        (nodes.to_vec(), fp.to_string(), token.to_string(), lh.listen);
+    connect_all(o, t.clone(), lh.child.id(), move |i| {
+        let (n, fp, token) = (nodes1[i].clone(), fp1.clone(), token1.clone());
         async move {
-            let secret = StaticSecret::random_from_rng(OsRng);
-            let lan: SocketAddr = format!("192.168.{}.{}:51820", i / 250 % 250, i % 250 + 1)
-                .parse()
-                .unwrap();
             loop {
-                let name = format!("sim-{i}");
                 match join(
-                    &ep,
+                    &n.ep,
                     addr,
                     &fp,
-                    &secret,
-                    &name,
+                    &n.secret,
+                    &n.name,
                     Some(token.clone()),
-                    vec![lan],
+                    vec![n.lan],
                 )
                 .await
                 {
-                    Ok(j) => break (j.conn, j.send, j.recv),
+                    // The node holds its connection and stream.
+                    Ok(j) => break n.start(j),
                     Err(e) => {
-                        let n = RETRIES.fetch_add(1, Ordering::Relaxed);
-                        assert!(n < 1000, "too many failed joins; last: node {i}: {e}");
+                        let r = RETRIES.fetch_add(1, Ordering::Relaxed);
+                        assert!(r < 1000, "too many failed joins; last: {}: {e}", n.name);
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
             }
         }
     })
-    .await;
+    .await
+}
+async fn run_lighthouse(o: &Opts, bin: &Path, storms: &[bool]) -> (Run, Vec<(bool, Storm)>) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut lh = start_lighthouse(bin, addr, true);
+    let token = lighthouse_cli(
+        bin,
+        &lh.admin,
+        &["token", "create", "--reusable", "--ttl", "2h"],
+    );
+    let fp = Token::decode(&token).unwrap().fingerprint;
+    let eps = endpoints(o.nodes + o.rounds);
+    let t = Arc::new(Tracker::default());
+    let nodes = make_nodes(o, &eps, &t);
 
-    // Phase 2: rounds of one more node joining, then being removed.
+    // Phase 1: N nodes join, `concurrency` at a time, and stay connected.
+    let phase = join_all(o, &lh, &nodes, &t, &fp, &token).await;
+
+    // Phase 2: rounds of one more node joining (how long its join takes,
+    // and until everyone heard), then being removed.
     let mut join_fanout = Vec::new();
     let mut remove_fanout = Vec::new();
+    let mut joins = Vec::new();
     t.watching.store(true, Ordering::Relaxed);
     for r in 0..o.rounds {
         let name = format!("probe-{r}");
@@ -468,18 +611,90 @@ async fn run_lighthouse(o: &Opts) -> Run {
         )
         .await
         .unwrap();
+        joins.push(t0.elapsed());
         let last = t.wait(|t| t.joined.lock().unwrap()[&name], o.nodes).await;
         join_fanout.push(last - t0);
         let id = j.node_id;
         t.watch_remove(id);
         let t0 = Instant::now();
-        lighthouse_cli(&o.lighthouse, &lh.admin, &["nodes", "remove", &name]);
+        lighthouse_cli(bin, &lh.admin, &["nodes", "remove", &name]);
         let last = t.wait(|t| t.removed.lock().unwrap()[&id], o.nodes).await;
         remove_fanout.push(last - t0);
         drop(j);
         t.settle(Duration::from_millis(300)).await;
     }
-    phase.finish(&t, join_fanout, remove_fanout)
+    t.watching.store(false, Ordering::Relaxed);
+    let mut run = phase.finish(&t, join_fanout, remove_fanout);
+    run.probe_join = joins;
+
+    // Phase 3: restart storms, each kind in turn.
+    let mut out = Vec::new();
+    for with_since in storms {
+        let kind = if *with_since { "delta" } else { "full" };
+        eprintln!("  restart storm ({kind}) ...");
+        out.push((
+            *with_since,
+            restart_storm(o, &mut lh, &nodes, &t, &fp, *with_since).await,
+        ));
+    }
+    storm::drop_all(&nodes);
+    (run, out)
+}
+
+/// The storm before delta sync: an older `lighthouse` build, N nodes
+/// joined, restarted, every node reconnecting for the whole list.
+async fn run_before(o: &Opts, bin: &Path) -> Storm {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut lh = start_lighthouse(bin, addr, false);
+    let token = lighthouse_cli(
+        bin,
+        &lh.admin,
+        &["token", "create", "--reusable", "--ttl", "2h"],
+    );
+    let fp = Token::decode(&token).unwrap().fingerprint;
+    let eps = endpoints(o.nodes);
+    let t = Arc::new(Tracker::default());
+    let nodes = make_nodes(o, &eps, &t);
+    let _phase = join_all(o, &lh, &nodes, &t, &fp, &token).await;
+    t.settle(Duration::from_secs(2)).await;
+    eprintln!("  restart storm (older build) ...");
+    let st = restart_storm(o, &mut lh, &nodes, &t, &fp, false).await;
+    storm::drop_all(&nodes);
+    st
+}
+
+/// Restart the Lighthouse and have every node reconnect (`with_since`: by
+/// delta), then check the sampled lists.
+async fn restart_storm(
+    o: &Opts,
+    lh: &mut LhProc,
+    nodes: &[Arc<Node>],
+    t: &Tracker,
+    fp: &str,
+    with_since: bool,
+) -> Storm {
+    storm::ANNOUNCED.store(0, Ordering::Relaxed);
+    let began = lh.restart();
+    let (_, mut lat, deltas, retries) =
+        storm::reconnect_all(nodes, lh.listen, fp, with_since, o.storm_concurrency).await;
+    let secs = began.elapsed().as_secs_f64();
+    t.settle(Duration::from_secs(2)).await;
+    let welcome_bytes = lh
+        .metric("flatnet_lighthouse_welcome_bytes_total", "")
+        .unwrap_or(0);
+    let (correct, sampled) = storm::check_sample(nodes, &lh.nodes());
+    eprintln!("  ... {secs:.1} s");
+    Storm {
+        secs,
+        p50: percentile(&mut lat, 0.5),
+        p99: percentile(&mut lat, 0.99),
+        deltas,
+        welcome_bytes,
+        announced_bytes: storm::ANNOUNCED.load(Ordering::Relaxed),
+        retries,
+        correct,
+        sampled,
+    }
 }
 
 // ---------------------------------------------------------------- baseline
@@ -530,6 +745,7 @@ async fn baseline_server(listen: SocketAddr) {
                 encode_frame(&LighthouseMsg::Peers {
                     upsert: vec![info],
                     remove: vec![],
+                    version: None,
                 })
                 .unwrap(),
             );
@@ -573,6 +789,7 @@ async fn baseline_connect(
         public_key: encode_key(&PublicKey::from(&secret)),
         token: None,
         local_addrs: vec![],
+        since: None,
     };
     send.write_all(&encode_frame(&hello).unwrap())
         .await
@@ -599,9 +816,14 @@ async fn run_baseline(o: &Opts) -> Run {
     let eps = endpoints(o.nodes + o.rounds);
     let t = Arc::new(Tracker::default());
     let (eps_all, fp1) = (eps.clone(), fp.clone());
+    let t1 = t.clone();
     let phase = connect_all(o, t.clone(), child.id(), move |i| {
-        let (ep, fp) = (eps_all[i % eps_all.len()].clone(), fp1.clone());
-        async move { baseline_connect(&ep, addr, &fp, format!("sim-{i}")).await }
+        let (ep, fp, t) = (eps_all[i % eps_all.len()].clone(), fp1.clone(), t1.clone());
+        async move {
+            let (c, s, r) = baseline_connect(&ep, addr, &fp, format!("sim-{i}")).await;
+            spawn_reader(r, t);
+            Some((c, s))
+        }
     })
     .await;
     let mut join_fanout = Vec::new();
@@ -649,7 +871,12 @@ fn main() {
         o.lighthouse.display()
     );
     eprintln!("lighthouse: {} nodes joining ...", o.nodes);
-    let lh = rt.block_on(run_lighthouse(&o));
+    let kinds: Vec<bool> = (0..o.storms).flat_map(|_| [false, true]).collect();
+    let (lh, storms) = rt.block_on(run_lighthouse(&o, &o.lighthouse, &kinds));
+    let before = o.before.as_ref().map(|b| {
+        eprintln!("older build {}: {} nodes joining ...", b.display(), o.nodes);
+        rt.block_on(run_before(&o, b))
+    });
     eprintln!("baseline: {} connections ...", o.nodes);
     let base = rt.block_on(run_baseline(&o));
     let (mut lj, mut bj, mut lr) = (
@@ -722,4 +949,50 @@ fn main() {
         "| nodes disconnected during the run | {} | {} | |",
         lh.dropped, base.dropped
     );
+    let mut pj = lh.probe_join.clone();
+    println!(
+        "\nA new node's join with {} nodes connected ({} joins): p50 {} ms, p99 {} ms, max {} ms\n",
+        o.nodes,
+        pj.len(),
+        ms(percentile(&mut pj, 0.5)),
+        ms(percentile(&mut pj, 0.99)),
+        ms(percentile(&mut pj, 1.0)),
+    );
+    println!(
+        "Restart storm: the Lighthouse restarted (SIGTERM, same state), {} nodes reconnect, {} handshakes in flight\n",
+        o.nodes, o.storm_concurrency
+    );
+    println!("| storm | all complete (s) | reconnect p50 / p99 (ms) | deltas | Welcome bytes | announced bytes | retries | sampled lists correct |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let row = |label: &str, st: &Storm| {
+        let wb = if st.welcome_bytes > 0 {
+            format!("{:.1} MB", st.welcome_bytes as f64 / 1e6)
+        } else {
+            "-".into()
+        };
+        println!(
+            "| {label} | {:.1} | {} / {} | {} | {wb} | {:.1} MB | {} | {}/{} |",
+            st.secs,
+            ms(st.p50),
+            ms(st.p99),
+            st.deltas,
+            st.announced_bytes as f64 / 1e6,
+            st.retries,
+            st.correct,
+            st.sampled
+        );
+    };
+    if let Some(b) = &before {
+        row("older build, whole list", b);
+    }
+    for (with_since, st) in &storms {
+        row(
+            if *with_since {
+                "this build, delta"
+            } else {
+                "this build, whole list (no sync point)"
+            },
+            st,
+        );
+    }
 }

@@ -136,7 +136,8 @@ pub fn restore(b: &Backup, dir: &Path) -> Result<(), BackupError> {
         .map(Change::TokenSaved)
         .chain(b.nodes.iter().cloned().map(Change::NodeSaved))
         .collect();
-    store.commit(&changes, b.next_node_id)?;
+    let log = store.load_sync()?.log;
+    store.commit(&changes, b.next_node_id, &log)?;
     drop(store);
     Identity::install(dir, &cert, &key).map_err(|e| BackupError::Io(shown, e))?;
     Ok(())

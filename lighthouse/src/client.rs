@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use flatnet_wire::lighthouse::{
-    LhErrorCode, LighthouseMsg, NodeMsg, PeerInfo, PROTOCOL_VERSION, SERVER_NAME,
+    LhErrorCode, LighthouseMsg, NodeMsg, PeerInfo, SyncPoint, PROTOCOL_VERSION, SERVER_NAME,
 };
 use ipnet::Ipv4Net;
 use quinn::{Connection, RecvStream, SendStream};
@@ -54,7 +54,15 @@ pub struct Joined {
     pub subnet: Ipv4Net,
     pub cidr: Ipv4Net,
     pub observed: SocketAddr,
+    /// The whole peer list, or (`delta`) the records changed since the
+    /// point given to [`authenticate`].
     pub peers: Vec<PeerInfo>,
+    /// With `delta`: ids removed since that point.
+    pub removed: Vec<u32>,
+    pub delta: bool,
+    /// The point the node is complete up to with this list (none from a
+    /// Lighthouse without delta sync).
+    pub sync: Option<SyncPoint>,
 }
 
 /// Connect and authenticate: [`connect`], then [`authenticate`].
@@ -69,7 +77,7 @@ pub async fn join(
     local_addrs: Vec<SocketAddr>,
 ) -> Result<Joined, JoinError> {
     let conn = connect(endpoint, lighthouse, fingerprint).await?;
-    authenticate(conn, secret, name, token, local_addrs).await
+    authenticate(conn, secret, name, token, local_addrs, None).await
 }
 
 /// The QUIC handshake with the Lighthouse pinned to `fingerprint`. Nothing
@@ -88,13 +96,15 @@ pub async fn connect(
 }
 
 /// Authenticate on a connected session: Hello, answer the key challenge,
-/// read Welcome (and the rest of a long peer list).
+/// read Welcome (and the rest of a long peer list). `since`: the peer list
+/// this node already has, for a delta instead of the whole list.
 pub async fn authenticate(
     conn: Connection,
     secret: &StaticSecret,
     name: &str,
     token: Option<String>,
     local_addrs: Vec<SocketAddr>,
+    since: Option<SyncPoint>,
 ) -> Result<Joined, JoinError> {
     let (mut send, mut recv) = conn
         .open_bi()
@@ -109,6 +119,7 @@ pub async fn authenticate(
             public_key: encode_key(&PublicKey::from(secret)),
             token,
             local_addrs,
+            since,
         },
     )
     .await
@@ -134,12 +145,17 @@ pub async fn authenticate(
             observed,
             mut peers,
             more,
+            sync,
+            delta,
         } => {
-            // A long peer list continues in `more` upsert-only frames.
+            // A long peer list continues in `more` frames: upserts only,
+            // and for a delta removals too.
+            let mut removed = Vec::new();
             for _ in 0..more {
                 match read_frame(&mut recv).await.map_err(proto)? {
-                    LighthouseMsg::Peers { upsert, remove } if remove.is_empty() => {
-                        peers.extend(upsert)
+                    LighthouseMsg::Peers { upsert, remove, .. } if delta || remove.is_empty() => {
+                        peers.extend(upsert);
+                        removed.extend(remove);
                     }
                     other => {
                         return Err(JoinError::Protocol(format!(
@@ -157,6 +173,9 @@ pub async fn authenticate(
                 cidr,
                 observed,
                 peers,
+                removed,
+                delta,
+                sync,
             })
         }
         other => Err(refused(other)),

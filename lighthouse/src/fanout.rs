@@ -80,6 +80,7 @@ pub fn peers_messages(upsert: &[PeerInfo], remove: &[u32]) -> Vec<LighthouseMsg>
         .map(|r| LighthouseMsg::Peers {
             upsert: vec![],
             remove: r.to_vec(),
+            version: None,
         })
         .collect();
     out.extend(
@@ -88,9 +89,18 @@ pub fn peers_messages(upsert: &[PeerInfo], remove: &[u32]) -> Vec<LighthouseMsg>
             .map(|u| LighthouseMsg::Peers {
                 upsert: u.to_vec(),
                 remove: vec![],
+                version: None,
             }),
     );
     out
+}
+
+/// Mark the last of a round's messages with the registry version the node
+/// is complete up to once it has applied them all (delta sync).
+pub fn stamp(msgs: &mut [LighthouseMsg], at: u64) {
+    if let Some(LighthouseMsg::Peers { version, .. }) = msgs.last_mut() {
+        *version = Some(at);
+    }
 }
 
 /// Encode messages into frames, once.
@@ -215,7 +225,7 @@ mod tests {
         for f in &frames {
             assert!(f.len() - 4 <= MAX_FRAME, "{} bytes", f.len());
             match decode_body::<LighthouseMsg>(&f[4..]).unwrap() {
-                LighthouseMsg::Peers { upsert, remove } => {
+                LighthouseMsg::Peers { upsert, remove, .. } => {
                     // Removals all precede the first upsert.
                     assert!(remove.is_empty() || seen_peers == 0);
                     seen_peers += upsert.len();

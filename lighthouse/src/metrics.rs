@@ -55,6 +55,14 @@ pub struct Stats {
     pub relay_drops: Family<ReasonLabels, Counter>,
     pub admin: Family<ActionLabels, Counter>,
     pub netcheck: Family<ReasonLabels, Counter>,
+    /// Welcomes by kind (`full`, `delta`) and the bytes they took.
+    pub welcomes: Family<KindLabels, Counter>,
+    pub welcome_bytes: Family<KindLabels, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
 }
 
 impl Default for Stats {
@@ -69,6 +77,8 @@ impl Default for Stats {
             relay_drops: Family::default(),
             admin: Family::default(),
             netcheck: Family::default(),
+            welcomes: Family::default(),
+            welcome_bytes: Family::default(),
         }
     }
 }
@@ -109,6 +119,16 @@ impl Stats {
             .inc();
     }
 
+    /// A Welcome sent: the whole peer list or a delta, and its bytes with
+    /// the frames that complete it.
+    pub fn welcome(&self, delta: bool, bytes: usize) {
+        let l = KindLabels {
+            kind: if delta { "delta" } else { "full" },
+        };
+        self.welcomes.get_or_create(&l).inc();
+        self.welcome_bytes.get_or_create(&l).inc_by(bytes as u64);
+    }
+
     pub fn admin_action(&self, action: &'static str, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.admin
@@ -141,11 +161,12 @@ impl Collector for RegistryCollector {
         let Some(lh) = self.0.upgrade() else {
             return Ok(());
         };
-        let (registered, online, tokens) = lh.view(|r| {
+        let (registered, online, tokens, version) = lh.view(|r| {
             (
                 r.nodes().count() as i64,
                 r.nodes().filter(|n| r.is_online(n.id)).count() as i64,
                 r.tokens().count() as i64,
+                i64::try_from(r.log().version()).unwrap_or(i64::MAX),
             )
         });
         for (name, help, v) in [
@@ -163,6 +184,11 @@ impl Collector for RegistryCollector {
                 "flatnet_lighthouse_tokens",
                 "Join tokens on record (unused, reusable or not yet expired)",
                 tokens,
+            ),
+            (
+                "flatnet_lighthouse_registry_version",
+                "The registry's delta-sync version (grows with every change)",
+                version,
             ),
         ] {
             let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
@@ -223,6 +249,16 @@ pub fn registry(lh: &Arc<Lighthouse>) -> Registry {
         "flatnet_lighthouse_netcheck_datagrams",
         "Datagrams on the netcheck port, by what was done with them",
         s.netcheck.clone(),
+    );
+    r.register(
+        "flatnet_lighthouse_welcomes",
+        "Welcomes sent to connecting nodes, by kind: full peer list or delta",
+        s.welcomes.clone(),
+    );
+    r.register(
+        "flatnet_lighthouse_welcome_bytes",
+        "Bytes of Welcomes and the frames that complete them, by kind",
+        s.welcome_bytes.clone(),
     );
     r.register_collector(Box::new(RegistryCollector(Arc::downgrade(lh))));
     r

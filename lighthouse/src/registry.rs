@@ -10,11 +10,15 @@ use std::{
     net::{Ipv4Addr, SocketAddr},
 };
 
-use flatnet_wire::lighthouse::{candidate_ok, LhErrorCode, PeerInfo, MAX_LOCAL_ADDRS};
+use flatnet_wire::lighthouse::{candidate_ok, LhErrorCode, PeerInfo, SyncPoint, MAX_LOCAL_ADDRS};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::token::{Token, TokenRecord};
+use crate::{
+    presence::{Presence as Live, Stored},
+    sync::{Catchup, SyncLog},
+    token::{Token, TokenRecord},
+};
 
 /// A node's durable record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,14 +30,6 @@ pub struct NodeRecord {
     /// The token it joined with.
     pub token_id: String,
     pub joined: u64,
-}
-
-/// A node's live state (not persisted).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Live {
-    online: bool,
-    observed: Option<SocketAddr>,
-    local_addrs: Vec<SocketAddr>,
 }
 
 /// What a mutation changed.
@@ -77,6 +73,12 @@ pub struct Registry {
     free_hint: u64,
     /// The id the next new node gets; ids are never reused.
     next_id: u32,
+    /// Versions for delta sync.
+    log: SyncLog,
+    /// Nodes whose presence (or version) changed since the last snapshot.
+    dirty: HashSet<u32>,
+    /// Restored as online from a snapshot and not reconnected yet.
+    presumed: HashSet<u32>,
 }
 
 /// Node names: 1-63 of `[A-Za-z0-9._-]`.
@@ -100,6 +102,116 @@ impl Registry {
             used_subnets: HashSet::new(),
             free_hint: 1,
             next_id: 1,
+            log: SyncLog::new(0),
+            dirty: HashSet::new(),
+            presumed: HashSet::new(),
+        }
+    }
+
+    /// The delta-sync log (versions, removals).
+    pub fn log(&self) -> &SyncLog {
+        &self.log
+    }
+
+    /// Continue from a stored log and presence snapshot. Nodes that were
+    /// online are presumed online until they reconnect or
+    /// [`Registry::expire_presumed`] runs.
+    pub fn resume(&mut self, log: SyncLog, presence: Vec<(u32, Live)>) {
+        self.log = log;
+        for (id, p) in presence {
+            if !self.nodes.contains_key(&id) {
+                continue;
+            }
+            if p.online {
+                self.presumed.insert(id);
+            }
+            self.live.insert(id, p);
+        }
+    }
+
+    /// Presumed-online nodes that did not come back are offline now.
+    pub fn expire_presumed(&mut self) -> Vec<Change> {
+        let gone: Vec<u32> = self.presumed.drain().collect();
+        let mut out = Vec::new();
+        for id in gone {
+            out.extend(self.disconnected(id));
+        }
+        out
+    }
+
+    /// The presence rows changed since the last call (removed nodes are
+    /// dropped from the store with their record).
+    pub fn take_dirty(&mut self) -> Vec<(u32, Stored)> {
+        let ids: Vec<u32> = self.dirty.drain().collect();
+        ids.into_iter()
+            .filter(|id| self.nodes.contains_key(id))
+            .map(|id| {
+                let presence = self.live.get(&id).cloned().unwrap_or_default();
+                let changed = self.log.changed_at(id);
+                (id, Stored { presence, changed })
+            })
+            .collect()
+    }
+
+    /// Write these rows with the next snapshot.
+    pub fn mark_dirty(&mut self, ids: impl Iterator<Item = u32>) {
+        self.dirty.extend(ids);
+    }
+
+    /// Every node's presence row (for a full snapshot).
+    pub fn all_presence(&self) -> Vec<(u32, Stored)> {
+        self.nodes
+            .keys()
+            .map(|id| {
+                let presence = self.live.get(id).cloned().unwrap_or_default();
+                (
+                    *id,
+                    Stored {
+                        presence,
+                        changed: self.log.changed_at(*id),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Give every change its version in the log.
+    fn versioned(&mut self, changes: Vec<Change>) -> Vec<Change> {
+        for c in &changes {
+            match c {
+                Change::NodeSaved(n) => {
+                    self.log.touch(n.id);
+                    self.dirty.insert(n.id);
+                }
+                Change::NodeLive(id) => {
+                    self.log.touch(*id);
+                    self.dirty.insert(*id);
+                }
+                Change::NodeRemoved(id) => {
+                    self.log.remove(*id);
+                    self.dirty.remove(id);
+                    self.presumed.remove(id);
+                }
+                Change::TokenSaved(_) => {}
+            }
+        }
+        changes
+    }
+
+    /// What node `id`, complete up to `since`, must be sent: the full list
+    /// of the others, or the records changed and ids removed since.
+    pub fn catchup(&self, id: u32, since: Option<SyncPoint>) -> (Vec<PeerInfo>, Vec<u32>, bool) {
+        let others = self.nodes.keys().copied().filter(|k| *k != id);
+        match self.log.catchup(since, others) {
+            Catchup::Full => (self.peers_of(id), vec![], false),
+            Catchup::Delta { changed, removed } => (
+                changed
+                    .into_iter()
+                    .filter_map(|k| self.peer_info(k))
+                    .collect(),
+                removed.into_iter().filter(|r| *r != id).collect(),
+                true,
+            ),
         }
     }
 
@@ -141,6 +253,21 @@ impl Registry {
         fresh.restore(nodes, tokens, next_id);
         live.retain(|id, _| fresh.nodes.contains_key(id));
         fresh.live = live;
+        // The versions handed out stay handed out; a node the refused
+        // change would have removed is announced again, as it is.
+        fresh.log = std::mem::replace(&mut self.log, SyncLog::new(0));
+        fresh.presumed = std::mem::take(&mut self.presumed);
+        fresh.presumed.retain(|id| fresh.nodes.contains_key(id));
+        let revived: Vec<u32> = fresh
+            .log
+            .tombstones()
+            .map(|(_, id)| id)
+            .filter(|id| fresh.nodes.contains_key(id))
+            .collect();
+        for id in revived {
+            fresh.log.revive(id);
+            fresh.dirty.insert(id);
+        }
         *self = fresh;
     }
 
@@ -255,7 +382,7 @@ impl Registry {
             self.free_hint = 1;
         }
         self.live.remove(&id);
-        vec![Change::NodeRemoved(id)]
+        self.versioned(vec![Change::NodeRemoved(id)])
     }
 
     /// Admit a node whose key proof has already been verified. Known keys
@@ -331,7 +458,10 @@ impl Registry {
         self.tokens.insert(rec.id.clone(), rec.clone());
         self.index(&node);
         self.nodes.insert(id, node.clone());
-        Ok((id, vec![Change::TokenSaved(rec), Change::NodeSaved(node)]))
+        Ok((
+            id,
+            self.versioned(vec![Change::TokenSaved(rec), Change::NodeSaved(node)]),
+        ))
     }
 
     /// The first host subnet not in use. The CIDR's first /N is skipped: its
@@ -355,7 +485,9 @@ impl Registry {
         None
     }
 
-    /// A node connected (or its observed endpoint moved).
+    /// A node connected (or its observed endpoint moved). Nothing changes,
+    /// and nothing is announced, when it comes back as it was (after a
+    /// Lighthouse restart, from the presence snapshot).
     pub fn connected(
         &mut self,
         id: u32,
@@ -363,18 +495,24 @@ impl Registry {
         local: Vec<SocketAddr>,
     ) -> Vec<Change> {
         let local = self.plausible(local, Some(observed));
-        let l = self.live.entry(id).or_default();
-        l.online = true;
-        l.observed = Some(observed);
-        l.local_addrs = local;
-        vec![Change::NodeLive(id)]
+        self.presumed.remove(&id);
+        let now = Live {
+            online: true,
+            observed: Some(observed),
+            local_addrs: local,
+        };
+        if self.live.get(&id) == Some(&now) {
+            return vec![];
+        }
+        self.live.insert(id, now);
+        self.versioned(vec![Change::NodeLive(id)])
     }
 
     pub fn observed(&mut self, id: u32, observed: SocketAddr) -> Vec<Change> {
         match self.live.get_mut(&id) {
             Some(l) if l.observed != Some(observed) => {
                 l.observed = Some(observed);
-                vec![Change::NodeLive(id)]
+                self.versioned(vec![Change::NodeLive(id)])
             }
             _ => vec![],
         }
@@ -399,7 +537,7 @@ impl Registry {
         match self.live.get_mut(&id) {
             Some(l) if l.local_addrs != local => {
                 l.local_addrs = local;
-                vec![Change::NodeLive(id)]
+                self.versioned(vec![Change::NodeLive(id)])
             }
             _ => vec![],
         }
@@ -411,7 +549,7 @@ impl Registry {
         match self.live.get_mut(&id) {
             Some(l) if l.online => {
                 l.online = false;
-                vec![Change::NodeLive(id)]
+                self.versioned(vec![Change::NodeLive(id)])
             }
             _ => vec![],
         }
@@ -653,6 +791,85 @@ mod tests {
         );
         assert_eq!(r.disconnected(b), vec![Change::NodeLive(b)]);
         assert!(!r.peer_info(b).unwrap().online);
+    }
+
+    #[test]
+    fn every_change_gets_a_version_and_a_reconnect_as_before_changes_nothing() {
+        let mut r = reg();
+        let t = tok(&mut r, None, true);
+        let (a, _) = r.admit("a", "KA", Some(&t), 100).unwrap();
+        let (b, _) = r.admit("b", "KB", Some(&t), 100).unwrap();
+        let seen: SocketAddr = "203.0.113.1:4000".parse().unwrap();
+        assert_eq!(r.connected(b, seen, vec![]), vec![Change::NodeLive(b)]);
+        let p = r.log().point();
+        assert!(r.connected(b, seen, vec![]).is_empty(), "nothing changed");
+        assert_eq!(r.log().point(), p);
+        // a is complete up to p: nothing to send.
+        assert_eq!(r.catchup(a, Some(p)), (vec![], vec![], true));
+        r.disconnected(b);
+        let (c, _) = r.admit("c", "KC", Some(&t), 100).unwrap();
+        r.remove_node("c").unwrap();
+        let (peers, removed, delta) = r.catchup(a, Some(p));
+        assert!(delta);
+        assert_eq!(peers.iter().map(|p| p.node_id).collect::<Vec<_>>(), vec![b]);
+        assert!(!peers[0].online);
+        assert_eq!(removed, vec![c]);
+        // No point, or one from another registry: everything.
+        assert_eq!(r.catchup(a, None).0.len(), 1);
+        let other = SyncPoint {
+            epoch: r.log().epoch() + 1,
+            version: 1,
+        };
+        assert!(!r.catchup(a, Some(other)).2);
+    }
+
+    #[test]
+    fn restored_presence_is_presumed_until_the_grace_ends() {
+        let mut r = reg();
+        let t = tok(&mut r, None, true);
+        let (a, _) = r.admit("a", "KA", Some(&t), 100).unwrap();
+        let (b, _) = r.admit("b", "KB", Some(&t), 100).unwrap();
+        let seen: SocketAddr = "203.0.113.1:4000".parse().unwrap();
+        r.connected(a, seen, vec![]);
+        r.connected(b, "203.0.113.2:4000".parse().unwrap(), vec![]);
+        let rows = r.take_dirty();
+        assert_eq!(rows.len(), 2);
+        assert!(r.take_dirty().is_empty());
+        // A restart: the same records, the snapshot, a resumed log.
+        let nodes: Vec<NodeRecord> = r.nodes().cloned().collect();
+        let mut again = reg();
+        again.restore(nodes, r.tokens().cloned().collect(), Some(r.next_id()));
+        let changed = rows.iter().map(|(id, s)| (*id, s.changed)).collect();
+        let log = SyncLog::resume(7, r.log().version(), 0, changed, Default::default());
+        again.resume(
+            log,
+            rows.into_iter().map(|(id, s)| (id, s.presence)).collect(),
+        );
+        assert!(again.is_online(a) && again.is_online(b));
+        let before = again.log().version();
+        assert!(
+            again.connected(a, seen, vec![]).is_empty(),
+            "a came back as it was"
+        );
+        assert_eq!(again.expire_presumed(), vec![Change::NodeLive(b)]);
+        assert!(again.is_online(a) && !again.is_online(b));
+        assert!(again.log().changed_at(b) > before);
+    }
+
+    #[test]
+    fn a_removal_the_store_refused_is_announced_again() {
+        let mut r = reg();
+        let t = tok(&mut r, None, true);
+        let (a, _) = r.admit("a", "KA", Some(&t), 100).unwrap();
+        let (b, _) = r.admit("b", "KB", Some(&t), 100).unwrap();
+        let stored: Vec<NodeRecord> = r.nodes().cloned().collect();
+        let p = r.log().point();
+        r.remove_node("b").unwrap();
+        r.reload(stored, r.tokens().cloned().collect(), Some(r.next_id()));
+        let (peers, removed, delta) = r.catchup(a, Some(p));
+        assert!(delta);
+        assert!(removed.is_empty(), "b was not removed after all");
+        assert_eq!(peers[0].node_id, b);
     }
 
     #[test]

@@ -24,7 +24,10 @@ use tracing::{debug, error, info, warn};
 use crate::{
     budget::Bucket,
     cert::{server_tls, CertError, Identity},
-    fanout::{encode_all, outbox, peers_messages, Outbox, OutboxRx, Pending, PEERS_PER_FRAME},
+    fanout::{
+        encode_all, outbox, peers_messages, stamp, Outbox, OutboxRx, Pending, PEERS_PER_FRAME,
+    },
+    presence::RECONNECT_GRACE,
     proof::{parse_key, Challenge},
     registry::{Change, Registry},
     store::{Store, StoreError},
@@ -48,6 +51,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const OBSERVE_EVERY: Duration = Duration::from_millis(500);
 /// Changes are collected this long before they are announced together.
 const FANOUT_DELAY: Duration = Duration::from_millis(25);
+/// How often changed presence rows are written (and on shutdown).
+const PRESENCE_EVERY: Duration = Duration::from_secs(5);
 
 pub fn now() -> u64 {
     SystemTime::now()
@@ -119,6 +124,8 @@ impl Lighthouse {
         let mut registry = Registry::new(cidr, host_prefix);
         let (nodes, tokens, next_id) = store.load()?;
         registry.restore(nodes, tokens, next_id);
+        let sync = store.load_sync()?;
+        registry.resume(sync.log, sync.presence);
         Ok(Arc::new(Self {
             shared: Mutex::new(Shared {
                 registry,
@@ -213,6 +220,7 @@ impl Lighthouse {
     /// [`RETRY_ABOVE`] of them, new clients must answer a QUIC Retry first.
     pub async fn serve(self: Arc<Self>, endpoint: quinn::Endpoint) {
         let announcer = tokio::spawn(Self::announce(Arc::downgrade(&self)));
+        let snapshots = tokio::spawn(Self::snapshots(Arc::downgrade(&self)));
         let unproven = Unproven::new();
         while let Some(incoming) = endpoint.accept().await {
             let remote = incoming.remote_address();
@@ -236,6 +244,7 @@ impl Lighthouse {
             });
         }
         announcer.abort();
+        snapshots.abort();
     }
 
     /// `unproven` is held until the node's key proof verified (or failed).
@@ -298,6 +307,7 @@ impl Lighthouse {
             public_key,
             token,
             local_addrs,
+            since,
         } = hello
         else {
             let m = "expected hello".to_string();
@@ -331,7 +341,15 @@ impl Lighthouse {
             return Err(fail(LhErrorCode::BadProof, m));
         }
         let (out, rx) = outbox();
-        let admitted = self.admit(conn, &name, &public_key, token.as_deref(), local_addrs, out);
+        let admitted = self.admit(
+            conn,
+            &name,
+            &public_key,
+            token.as_deref(),
+            local_addrs,
+            since,
+            out,
+        );
         let (id, serial, welcome) = match admitted {
             Ok(v) => v,
             Err((code, message)) => {
@@ -344,6 +362,7 @@ impl Lighthouse {
     }
 
     /// Admit a proven node, register its session and build its Welcome.
+    #[allow(clippy::too_many_arguments)]
     fn admit(
         &self,
         conn: &Connection,
@@ -351,6 +370,7 @@ impl Lighthouse {
         public_key: &str,
         token: Option<&str>,
         local_addrs: Vec<SocketAddr>,
+        since: Option<proto::SyncPoint>,
         out: Outbox,
     ) -> Result<(u32, u64, LighthouseMsg), (LhErrorCode, String)> {
         let mut s = self.lock();
@@ -385,12 +405,15 @@ impl Lighthouse {
             .cloned()
             .ok_or((LhErrorCode::Internal, "node vanished".to_string()))?;
         info!(node = id, name = %node.name, subnet = %node.subnet, remote = %conn.remote_address(), "node online");
-        // The first slice goes in the Welcome, the rest right behind it:
+        // The whole list, or what changed since the node's sync point. The
+        // first slice goes in the Welcome, the rest right behind it:
         // queued now, under the lock, so nothing can come in between.
-        let mut peers = s.registry.peers_of(id);
+        let (mut peers, removed, delta) = s.registry.catchup(id, since);
         let rest = peers.split_off(peers.len().min(PEERS_PER_FRAME));
-        let rest = peers_messages(&rest, &[]);
+        let rest = peers_messages(&rest, &removed);
+        let mut bytes = 0;
         for m in &rest {
+            bytes += proto::encode_frame(m).map_or(0, |f| f.len());
             let _ = out.push_msg(m);
         }
         let welcome = LighthouseMsg::Welcome {
@@ -400,7 +423,11 @@ impl Lighthouse {
             observed: conn.remote_address(),
             peers,
             more: u32::try_from(rest.len()).unwrap_or(u32::MAX),
+            sync: Some(s.registry.log().point()),
+            delta,
         };
+        bytes += proto::encode_frame(&welcome).map_or(0, |f| f.len());
+        self.stats.welcome(delta, bytes);
         Ok((id, serial, welcome))
     }
 
@@ -636,7 +663,10 @@ fn persist(s: &mut Shared, changes: &[Change]) -> Result<(), String> {
     if !changes.iter().any(durable) {
         return Ok(());
     }
-    let Err(e) = s.store.commit(changes, s.registry.next_id()) else {
+    let Err(e) = s
+        .store
+        .commit(changes, s.registry.next_id(), s.registry.log())
+    else {
         return Ok(());
     };
     let e = flatnet_wire::plain_error(&e);
@@ -710,6 +740,49 @@ impl Lighthouse {
         }
     }
 
+    /// Write changed presence rows every [`PRESENCE_EVERY`]; after
+    /// [`RECONNECT_GRACE`], announce nodes restored as online that did not
+    /// come back as offline.
+    async fn snapshots(this: std::sync::Weak<Self>) {
+        let started = tokio::time::Instant::now();
+        let mut grace_over = false;
+        let mut iv = tokio::time::interval(PRESENCE_EVERY.min(RECONNECT_GRACE));
+        loop {
+            iv.tick().await;
+            let Some(lh) = this.upgrade() else { return };
+            if !grace_over && started.elapsed() >= RECONNECT_GRACE {
+                grace_over = true;
+                lh.mutate_live(|r| r.expire_presumed());
+            }
+            lh.save_presence();
+        }
+    }
+
+    /// Write the presence rows changed since the last write (and the
+    /// version). A failure is logged and retried with the next snapshot:
+    /// presence is a hint, and a Lighthouse that lost it only announces
+    /// more when nodes come back.
+    pub fn save_presence(&self) {
+        let mut s = self.lock();
+        let rows = s.registry.take_dirty();
+        if rows.is_empty() {
+            return;
+        }
+        if let Err(e) = s.store.save_presence(&rows, s.registry.log()) {
+            let e = flatnet_wire::plain_error(&e);
+            warn!(
+                "writing the presence snapshot failed: {e}; it is retried in {} s.                  Check free space and the disk of the state dir",
+                PRESENCE_EVERY.as_secs()
+            );
+            let all = s.registry.all_presence();
+            // Not lost: the next snapshot writes every row.
+            s.registry.mark_dirty(all.iter().map(|(id, _)| *id));
+            if s.store.reopen().is_err() {
+                warn!("reopening the Lighthouse database failed; the next write retries");
+            }
+        }
+    }
+
     /// One announcement round: every session gets the same encoded frames,
     /// except that a node never hears about itself.
     pub fn flush(&self) {
@@ -732,7 +805,10 @@ impl Lighthouse {
             .iter()
             .filter_map(|id| s.registry.peer_info(*id))
             .collect();
-        let frames = match encode_all(&peers_messages(&infos, &removed)) {
+        let version = s.registry.log().version();
+        let mut msgs = peers_messages(&infos, &removed);
+        stamp(&mut msgs, version);
+        let frames = match encode_all(&msgs) {
             Ok(f) => f,
             Err(e) => {
                 warn!("announcing changes: {e}");
@@ -744,9 +820,9 @@ impl Lighthouse {
             let r = if ids.binary_search(id).is_ok() {
                 let others: Vec<PeerInfo> =
                     infos.iter().filter(|p| p.node_id != *id).cloned().collect();
-                peers_messages(&others, &removed)
-                    .iter()
-                    .try_for_each(|m| sess.out.push_msg(m))
+                let mut mine = peers_messages(&others, &removed);
+                stamp(&mut mine, version);
+                mine.iter().try_for_each(|m| sess.out.push_msg(m))
             } else {
                 frames.iter().try_for_each(|f| sess.out.push(f.clone()))
             };

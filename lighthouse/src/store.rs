@@ -1,5 +1,7 @@
 //! The Lighthouse's persistent state in redb (`<state_dir>/lighthouse.redb`):
-//! nodes (id → record), tokens (id → record) and the next node id. All the
+//! nodes (id → record), tokens (id → record), the next node id, and for
+//! delta sync the registry's epoch and version, the removals (version →
+//! id) and a presence snapshot (id → live state and version). All the
 //! changes of one join or admin command are one durable transaction
 //! ([`Store::commit`]); see docs/architecture.md for why redb.
 //!
@@ -8,18 +10,30 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::{BTreeMap, HashMap};
+
+use rand_core::{OsRng, RngCore};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::{
+    presence::{Presence, Stored},
     registry::{Change, NodeRecord},
+    sync::SyncLog,
     token::TokenRecord,
 };
 
 const NODES: TableDefinition<u32, &str> = TableDefinition::new("nodes");
 const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const TOMBS: TableDefinition<u64, u32> = TableDefinition::new("removed");
+const PRESENCE: TableDefinition<u32, &str> = TableDefinition::new("presence");
 /// Node ids are never reused: the next one is stored with every new node.
 const NEXT_ID: &str = "next_node_id";
+/// Delta sync: the registry's random epoch, its version when last
+/// written, and the version up to which removals were forgotten.
+const EPOCH: &str = "epoch";
+const VERSION: &str = "version";
+const FLOOR: &str = "removed_floor";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,6 +61,12 @@ db_err!(
 /// What [`Store::load`] returns: nodes, tokens and the next node id.
 pub type Loaded = (Vec<NodeRecord>, Vec<TokenRecord>, Option<u32>);
 
+/// The delta-sync state [`Store::load_sync`] returns.
+pub struct LoadedSync {
+    pub log: SyncLog,
+    pub presence: Vec<(u32, Presence)>,
+}
+
 pub struct Store {
     path: PathBuf,
     /// `None` only between a failed reopen's drop and its open.
@@ -58,7 +78,16 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
     let tx = db.begin_write()?;
     tx.open_table(NODES)?;
     tx.open_table(TOKENS)?;
-    tx.open_table(META)?;
+    tx.open_table(TOMBS)?;
+    tx.open_table(PRESENCE)?;
+    {
+        let mut meta = tx.open_table(META)?;
+        if meta.get(EPOCH)?.is_none() {
+            // A new registry (or one restored from a backup): a new epoch,
+            // so no node's sync point from another registry is trusted.
+            meta.insert(EPOCH, OsRng.next_u64())?;
+        }
+    }
     tx.commit()?;
     Ok(db)
 }
@@ -105,13 +134,63 @@ impl Store {
         Ok((nodes, tokens, next))
     }
 
-    /// Store every durable change (nodes, tokens, the next node id) in one
-    /// transaction: all of them or, on any error, none.
-    pub fn commit(&self, changes: &[Change], next_id: u32) -> Result<(), StoreError> {
+    /// The delta-sync log and presence snapshot. The counter resumes above
+    /// the stored version ([`SyncLog::resume`]).
+    pub fn load_sync(&self) -> Result<LoadedSync, StoreError> {
+        let tx = self.db()?.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let get = |k: &str| -> Result<u64, StoreError> {
+            Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0))
+        };
+        let (epoch, version, floor) = (get(EPOCH)?, get(VERSION)?, get(FLOOR)?);
+        let mut tombs = BTreeMap::new();
+        for row in tx.open_table(TOMBS)?.iter()? {
+            let (v, id) = row?;
+            tombs.insert(v.value(), id.value());
+        }
+        let mut changed = HashMap::new();
+        let mut presence = Vec::new();
+        for row in tx.open_table(PRESENCE)?.iter()? {
+            let (id, v) = row?;
+            let st: Stored = serde_json::from_str(v.value())?;
+            changed.insert(id.value(), st.changed);
+            presence.push((id.value(), st.presence));
+        }
+        Ok(LoadedSync {
+            log: SyncLog::resume(epoch, version, floor, changed, tombs),
+            presence,
+        })
+    }
+
+    /// Write presence rows and the log's version (one transaction).
+    pub fn save_presence(&self, rows: &[(u32, Stored)], log: &SyncLog) -> Result<(), StoreError> {
+        let tx = self.db()?.begin_write()?;
+        {
+            let mut p = tx.open_table(PRESENCE)?;
+            for (id, st) in rows {
+                p.insert(*id, serde_json::to_string(st)?.as_str())?;
+            }
+            tx.open_table(META)?.insert(VERSION, log.version())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Store every durable change (nodes, tokens, the next node id, the
+    /// removals with their versions) in one transaction: all of them or,
+    /// on any error, none.
+    pub fn commit(
+        &self,
+        changes: &[Change],
+        next_id: u32,
+        log: &SyncLog,
+    ) -> Result<(), StoreError> {
         let tx = self.db()?.begin_write()?;
         {
             let mut nodes = tx.open_table(NODES)?;
             let mut tokens = tx.open_table(TOKENS)?;
+            let mut tombs = tx.open_table(TOMBS)?;
+            let mut presence = tx.open_table(PRESENCE)?;
             for c in changes {
                 match c {
                     Change::NodeSaved(n) => {
@@ -119,6 +198,9 @@ impl Store {
                     }
                     Change::NodeRemoved(id) => {
                         nodes.remove(*id)?;
+                        presence.remove(*id)?;
+                        let at = log.removed_at(*id).unwrap_or(log.version());
+                        tombs.insert(at, *id)?;
                     }
                     Change::TokenSaved(t) => {
                         tokens.insert(t.id.as_str(), serde_json::to_string(t)?.as_str())?;
@@ -126,7 +208,13 @@ impl Store {
                     Change::NodeLive(_) => {}
                 }
             }
-            tx.open_table(META)?.insert(NEXT_ID, u64::from(next_id))?;
+            if log.floor() > 0 {
+                tombs.retain_in(..=log.floor(), |_, _| false)?;
+            }
+            let mut meta = tx.open_table(META)?;
+            meta.insert(NEXT_ID, u64::from(next_id))?;
+            meta.insert(VERSION, log.version())?;
+            meta.insert(FLOOR, log.floor())?;
         }
         tx.commit()?;
         Ok(())
@@ -162,13 +250,18 @@ mod tests {
             s.commit(
                 &[Change::TokenSaved(t.clone()), Change::NodeSaved(n.clone())],
                 4,
+                &SyncLog::new(1),
             )
             .unwrap();
         }
         let mut s = Store::open(&p).unwrap();
         assert_eq!(s.load().unwrap(), (vec![n], vec![t], Some(4)));
         s.reopen().unwrap();
-        s.commit(&[Change::NodeRemoved(3)], 4).unwrap();
+        let epoch = s.load_sync().unwrap().log.epoch();
+        let mut log = SyncLog::new(epoch);
+        log.touch(3);
+        log.remove(3);
+        s.commit(&[Change::NodeRemoved(3)], 4, &log).unwrap();
         let (nodes, _, next) = s.load().unwrap();
         assert!(nodes.is_empty());
         assert_eq!(
@@ -176,5 +269,35 @@ mod tests {
             Some(4),
             "the removed node's id is not handed out again"
         );
+        let again = s.load_sync().unwrap().log;
+        assert_eq!(again.epoch(), epoch, "the epoch is kept");
+        assert_eq!(again.removed_at(3), Some(2), "the removal is remembered");
+        assert!(
+            again.version() > 2,
+            "the counter resumes above the stored one"
+        );
+    }
+
+    #[test]
+    fn a_new_database_gets_a_new_epoch_and_presence_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open(&dir.path().join("a.redb")).unwrap();
+        let b = Store::open(&dir.path().join("b.redb")).unwrap();
+        let ea = a.load_sync().unwrap().log.epoch();
+        assert_ne!(ea, b.load_sync().unwrap().log.epoch());
+        let mut log = SyncLog::new(ea);
+        log.touch(5);
+        let row = Stored {
+            presence: Presence {
+                online: true,
+                observed: Some("198.51.100.7:4000".parse().unwrap()),
+                local_addrs: vec!["192.168.1.2:51820".parse().unwrap()],
+            },
+            changed: 1,
+        };
+        a.save_presence(&[(5, row.clone())], &log).unwrap();
+        let got = a.load_sync().unwrap();
+        assert_eq!(got.presence, vec![(5, row.presence)]);
+        assert_eq!(got.log.changed_at(5), 1);
     }
 }

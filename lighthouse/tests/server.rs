@@ -6,12 +6,13 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use flatnet_lighthouse::{
     admin::{handle, AdminRequest},
-    client::{client_config, join, JoinError, Joined},
+    client::{authenticate, client_config, connect, join, JoinError, Joined},
     proof::{answer, encode_key},
     server::{read_frame, write_frame, Lighthouse},
 };
 use flatnet_wire::lighthouse::{
-    relay_decode, relay_encode, LhErrorCode, LighthouseMsg, NodeMsg, PROTOCOL_VERSION, SERVER_NAME,
+    relay_decode, relay_encode, LhErrorCode, LighthouseMsg, NodeMsg, SyncPoint, PROTOCOL_VERSION,
+    SERVER_NAME,
 };
 use rand_core::OsRng;
 use tokio::time::timeout;
@@ -97,6 +98,36 @@ impl Lab {
     fn node_count(&self) -> usize {
         self.lh.view(|r| r.nodes().count())
     }
+}
+
+/// Stop a Lighthouse completely (its database is single-process), as
+/// `lighthouse serve` does on SIGTERM; give back its state dir.
+async fn stop(lab: Lab) -> tempfile::TempDir {
+    let Lab {
+        _dir,
+        lh,
+        client,
+        server,
+        ..
+    } = lab;
+    lh.save_presence();
+    client.close(0u32.into(), b"");
+    server.close(0u32.into(), b"");
+    server.wait_idle().await;
+    let weak = Arc::downgrade(&lh);
+    drop(lh);
+    for _ in 0..50 {
+        if weak.strong_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        weak.strong_count(),
+        0,
+        "sessions must end when the endpoint closes"
+    );
+    _dir
 }
 
 fn key() -> StaticSecret {
@@ -205,6 +236,7 @@ async fn a_node_cannot_claim_another_nodes_key_or_name() {
             public_key: encode_key(&PublicKey::from(&victim)),
             token: Some(t.clone()),
             local_addrs: vec![],
+            since: None,
         },
     )
     .await
@@ -287,6 +319,7 @@ async fn malformed_and_oversized_frames_close_only_that_connection() {
             public_key: encode_key(&PublicKey::from(&key())),
             token: Some(lab.token(None, false)),
             local_addrs: vec![],
+            since: None,
         };
         write_frame(&mut send, &hello).await.unwrap();
         let m: LighthouseMsg = read_frame(&mut recv).await.unwrap();
@@ -309,6 +342,7 @@ async fn malformed_and_oversized_frames_close_only_that_connection() {
             public_key: "nope".into(),
             token: None,
             local_addrs: vec![],
+            since: None,
         },
     )
     .await
@@ -424,30 +458,7 @@ async fn subnets_are_stable_across_a_restart() {
     lab1.join("filler", &key(), Some(t.clone())).await.unwrap();
     let first = lab1.join("a", &secret, Some(t)).await.unwrap().subnet;
     let fp = lab1.lh.identity.fingerprint();
-    // Stop the first Lighthouse completely (its database is single-process).
-    let Lab {
-        _dir,
-        lh,
-        client,
-        server,
-        ..
-    } = lab1;
-    client.close(0u32.into(), b"");
-    server.close(0u32.into(), b"");
-    server.wait_idle().await;
-    let weak = Arc::downgrade(&lh);
-    drop(lh);
-    for _ in 0..50 {
-        if weak.strong_count() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        weak.strong_count(),
-        0,
-        "sessions must end when the endpoint closes"
-    );
+    let _dir = stop(lab1).await;
     let lab2 = lab_in(_dir).await;
     assert_eq!(
         lab2.lh.identity.fingerprint(),
@@ -486,7 +497,7 @@ async fn many_nodes_one_round_of_frames_and_a_welcome_that_spans_frames() {
     let mut seen = std::collections::BTreeSet::new();
     let mut frames = 0;
     while seen.len() < n {
-        let LighthouseMsg::Peers { upsert, remove } = next_msg(&mut watcher).await else {
+        let LighthouseMsg::Peers { upsert, remove, .. } = next_msg(&mut watcher).await else {
             panic!("expected Peers");
         };
         assert!(remove.is_empty());
@@ -522,5 +533,96 @@ async fn many_nodes_one_round_of_frames_and_a_welcome_that_spans_frames() {
     assert!(
         matches!(&m, LighthouseMsg::Peers { upsert, .. } if upsert.len() == 1 && upsert[0].name == "late"),
         "{m:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_lighthouse_sends_reconnecting_nodes_only_what_changed() {
+    use flatnet_lighthouse::server::now;
+    let lab1 = lab_in(tempfile::tempdir().unwrap()).await;
+    let t = lab1.token(None, true);
+    // 150 members, connected as far as the registry knows.
+    lab1.lh
+        .mutate(|r| {
+            let mut all = Vec::new();
+            for i in 0..150u8 {
+                let k = encode_key(&PublicKey::from(&key()));
+                let (id, ch) = r.admit(&format!("bulk-{i}"), &k, Some(&t), now()).unwrap();
+                all.extend(ch);
+                let seen = SocketAddr::from(([198, 51, 100, i], 40000));
+                all.extend(r.connected(id, seen, vec![]));
+            }
+            ((), all)
+        })
+        .unwrap();
+    let a_key = key();
+    let mut a = lab1.join("a", &a_key, Some(t.clone())).await.unwrap();
+    assert!(!a.delta);
+    assert_eq!(a.peers.len(), 150);
+    let epoch = a.sync.unwrap().epoch;
+    let b = lab1.join("b", &key(), Some(t.clone())).await.unwrap();
+    // a hears of b; the round's last frame says how far a's list goes.
+    let version = loop {
+        if let LighthouseMsg::Peers {
+            version: Some(v), ..
+        } = next_msg(&mut a).await
+        {
+            break v;
+        }
+    };
+    let since = SyncPoint { epoch, version };
+    a.conn.close(0u32.into(), b"");
+    // While a is away: b is removed, a new node joins.
+    handle(&lab1.lh, AdminRequest::NodesRemove { name: "b".into() }).unwrap();
+    drop(b);
+    let c = lab1.join("c", &key(), Some(t.clone())).await.unwrap();
+    let c_id = c.node_id;
+    drop(c);
+    let dir = stop(lab1).await;
+
+    // The Lighthouse restarts; a comes back with its point.
+    let lab2 = lab_in(dir).await;
+    let fp = lab2.lh.identity.fingerprint();
+    let conn = connect(&lab2.client, lab2.addr, &fp).await.unwrap();
+    let back = authenticate(conn, &a_key, "a", None, vec![], Some(since))
+        .await
+        .unwrap();
+    assert!(back.delta, "a delta, not the whole list");
+    let got: Vec<&str> = back.peers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        got,
+        vec!["c"],
+        "only what changed: c joined (and went away)"
+    );
+    assert_eq!(back.removed.len(), 1, "b's removal");
+    // The 150 others are presumed still online until they reconnect.
+    assert!(
+        lab2.lh
+            .view(|r| r.nodes().filter(|n| r.is_online(n.id)).count())
+            >= 150
+    );
+    assert!(back.sync.unwrap().version > version);
+    assert_eq!(back.sync.unwrap().epoch, epoch);
+    assert_ne!(c_id, back.removed[0]);
+
+    // A point from another registry, or none: the whole list.
+    let conn = connect(&lab2.client, lab2.addr, &fp).await.unwrap();
+    let other = SyncPoint {
+        epoch: epoch.wrapping_add(1),
+        version,
+    };
+    let full = authenticate(conn, &a_key, "a", None, vec![], Some(other))
+        .await
+        .unwrap();
+    assert!(!full.delta);
+    assert_eq!(full.peers.len(), 151);
+    let text = flatnet_lighthouse::metrics::renderer(&lab2.lh)().unwrap();
+    assert!(
+        text.contains("flatnet_lighthouse_welcomes_total{kind=\"delta\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("flatnet_lighthouse_welcomes_total{kind=\"full\"} 1"),
+        "{text}"
     );
 }

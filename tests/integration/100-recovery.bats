@@ -179,6 +179,43 @@ lease_grace_secs = 10" wg_host_create h1 10.87.6.0/24 192.168.77.1
     echo "relayed traffic back after $MS ms"
     [ "$MS" -le 5000 ]
     # h1 noticed at once (a stateless reset the new process could sign) and
-    # joined the new process: two sessions in its log.
+    # joined the new process: two sessions in its log, the second a delta.
     [ "$(grep -c "connected to the Lighthouse" "$FN_TMP/h1/flatnetd.log")" -ge 2 ]
+    grep -q "connected to the Lighthouse (delta)" "$FN_TMP/h1/flatnetd.log"
+}
+
+# peer_names HOST: HOST's peers, by name, sorted, on one line.
+peer_names() { ctl "$1" status --json | jq -r '[.peers[].name] | sort | join(" ")'; }
+
+@test "delta sync: after a Lighthouse restart a host that was away gets exactly what changed, in a few hundred bytes" {
+    LH_ARGS="--metrics-listen 203.0.113.1:9464" nat_lab "" ""
+    nat_router_create 3 ""
+    nat_host_create 3
+    for h in h1 h2 h3; do wait_lh "$h" 10; done
+    for i in $(seq 50); do [ "$(peer_names h2)" = "h1 h3" ] && break; sleep 0.2; done
+    [ "$(peer_names h2)" = "h1 h3" ]
+    # h2 saves its list with the point it goes up to.
+    sleep 3
+    host_kill h2
+    jq -e '.sync.version > 0' "$FN_TMP/h2/state/lighthouse.json"
+    # While h2 is away: h3 is removed, and the Lighthouse restarts.
+    lh nodes remove h3
+    lh_stop
+    LH_ARGS="--metrics-listen 203.0.113.1:9464" lh_start
+    wait_lh h1 10
+    host_start h2
+    wait_lh h2 10
+    [ "$(peer_names h2)" = "h1" ]
+    grep "connected to the Lighthouse" "$FN_TMP/h2/flatnetd.log" | tail -1 | tee /dev/stderr \
+        | grep -q "(delta)"
+    # h2 and h1 reconnected; neither got the whole list.
+    m="$(in_ns inet curl -sf http://203.0.113.1:9464/metrics)"
+    echo "$m" | grep '^flatnet_lighthouse_welcome'
+    echo "$m" | grep -q '^flatnet_lighthouse_welcomes_total{kind="delta"} 2$'
+    ! echo "$m" | grep -q 'welcomes_total{kind="full"}'
+    bytes="$(echo "$m" | sed -n 's/^flatnet_lighthouse_welcome_bytes_total{kind="delta"} //p')"
+    [ "$bytes" -lt 2000 ]
+    # The restarted Lighthouse still reaches everyone: h1's containers
+    # reach h2's.
+    wg_wait_ping h1-a "$IPB" 10
 }

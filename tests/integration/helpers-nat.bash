@@ -45,6 +45,14 @@ lh_kill() {
     while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
 }
 
+# lh_stop: stop the Lighthouse as `systemctl stop` does (SIGTERM) and wait.
+lh_stop() {
+    local pid
+    pid="$(cat "$FN_TMP/lh.pid")"
+    kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
+}
+
 # nat_masquerade N MODE: (re)write router N's rules; MODE is "" (cone),
 # "random" (symmetric) or any other masquerade option ("to :20000-29999").
 # Like a home router, it also drops unsolicited packets from the WAN: they

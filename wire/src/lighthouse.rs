@@ -8,11 +8,18 @@
 //!  │ Hello {name, public_key, token?, …} ─▶│
 //!  │◀─ Challenge {nonce, server_key}       │  server_key: ephemeral x25519
 //!  │ Proof {mac} ────────────────────────▶ │  mac = HMAC(DH(node, eph), …)
-//!  │◀─ Welcome {node_id, subnet, peers, observed}
-//!  │◀─ Peers {upsert, remove}  (whenever the registry changes)
+//!  │◀─ Welcome {node_id, subnet, peers, observed, sync, delta}
+//!  │◀─ Peers {upsert, remove, version}  (whenever the registry changes)
 //!  │ Update {local_addrs} / Punch {peer} / Ping ─▶
 //!  │◀─ PunchNow {peer, endpoints} / Pong {observed} / Error {…}
 //! ```
+//! Delta sync: every change to the registry gets the next *version*; a
+//! node that says in its Hello which [`SyncPoint`] it is complete up to gets
+//! only the records changed (and the ids removed) since then (`delta:
+//! true`), and a full list otherwise (a new node, another epoch, a point
+//! too old). The last `Peers` frame of each announcement round carries the
+//! version the node is complete up to once it has applied the round.
+//!
 //! Relay: QUIC datagrams `[u32 BE node id][opaque WireGuard packet]`; the
 //! id is the destination going up and the source coming down.
 
@@ -76,6 +83,16 @@ pub struct PeerInfo {
     pub online: bool,
 }
 
+/// How far a node's copy of the peer list goes: every change up to
+/// `version` of the registry `epoch`. A Lighthouse whose registry was
+/// restored from a backup has another epoch, and a point from the old one
+/// gets a full list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPoint {
+    pub epoch: u64,
+    pub version: u64,
+}
+
 /// Node → Lighthouse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -89,6 +106,10 @@ pub enum NodeMsg {
         token: Option<String>,
         #[serde(default)]
         local_addrs: Vec<SocketAddr>,
+        /// The peer list this node already has (delta sync); none for a
+        /// new node or one without a saved list.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<SyncPoint>,
     },
     Proof {
         mac: String,
@@ -122,10 +143,24 @@ pub enum LighthouseMsg {
         /// peer list, before any other message.
         #[serde(default)]
         more: u32,
+        /// The point the node is complete up to once it has this Welcome
+        /// and its `more` frames (absent from Lighthouses without delta
+        /// sync).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sync: Option<SyncPoint>,
+        /// `peers` (with the `more` frames, which may then carry removals
+        /// too) are the changes since the node's `since`, to apply to the
+        /// list it has; otherwise they replace it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        delta: bool,
     },
     Peers {
         upsert: Vec<PeerInfo>,
         remove: Vec<u32>,
+        /// On the last frame of an announcement round: the version the
+        /// node is complete up to once it has applied the round.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
     },
     PunchNow {
         peer: u32,
@@ -320,11 +355,39 @@ mod tests {
             public_key: "k".into(),
             token: None,
             local_addrs: vec!["192.168.1.2:51820".parse().unwrap()],
+            since: Some(SyncPoint {
+                epoch: u64::MAX,
+                version: 7,
+            }),
         };
         let f = encode_frame(&m).unwrap();
         let n = check_len(f[..4].try_into().unwrap()).unwrap();
         assert_eq!(n, f.len() - 4);
         assert_eq!(decode_body::<NodeMsg>(&f[4..]).unwrap(), m);
+    }
+
+    #[test]
+    fn older_peers_interoperate() {
+        // A Hello and a Welcome from a build without delta sync parse
+        // (no `since`, no `sync`: a full list).
+        let hello = br#"{"type":"hello","version":1,"name":"h1","public_key":"k"}"#;
+        match decode_body::<NodeMsg>(hello).unwrap() {
+            NodeMsg::Hello { since, .. } => assert_eq!(since, None),
+            other => panic!("{other:?}"),
+        }
+        let welcome = br#"{"type":"welcome","node_id":2,"subnet":"10.87.2.0/24","cidr":"10.87.0.0/16","observed":"198.51.100.1:5","peers":[]}"#;
+        match decode_body::<LighthouseMsg>(welcome).unwrap() {
+            LighthouseMsg::Welcome { sync, delta, .. } => assert_eq!((sync, delta), (None, false)),
+            other => panic!("{other:?}"),
+        }
+        // And what this build sends without delta data carries no new keys.
+        let full = LighthouseMsg::Peers {
+            upsert: vec![],
+            remove: vec![3],
+            version: None,
+        };
+        let f = encode_frame(&full).unwrap();
+        assert!(!String::from_utf8_lossy(&f[4..]).contains("version"));
     }
 
     #[test]

@@ -34,7 +34,9 @@ use flatnet_lighthouse::{
     token::Token,
 };
 use flatnet_wire::{
-    lighthouse::{relay_decode, relay_encode, LhErrorCode, LighthouseMsg, NodeMsg, PeerInfo},
+    lighthouse::{
+        relay_decode, relay_encode, LhErrorCode, LighthouseMsg, NodeMsg, PeerInfo, SyncPoint,
+    },
     LighthouseStatus,
 };
 use ipnet::Ipv4Net;
@@ -155,6 +157,7 @@ pub async fn join_with_token(
         subnet: j.subnet,
         cidr: j.cidr,
         peers: j.peers.clone(),
+        sync: j.sync,
     };
     j.conn.close(0u32.into(), b"joined");
     ep.wait_idle().await;
@@ -203,6 +206,9 @@ fn jitter() -> f64 {
 pub struct PeerBook {
     pub static_peers: Vec<PeerConfig>,
     pub lighthouse: BTreeMap<u32, PeerInfo>,
+    /// How far `lighthouse` goes (delta sync), kept under the same lock so
+    /// a saved list and its point always match.
+    pub sync: Option<SyncPoint>,
 }
 
 impl PeerBook {
@@ -343,6 +349,7 @@ impl LhClient {
         p.us.set_relay_sink(relay.clone());
         let mut book = PeerBook {
             static_peers: p.static_peers,
+            sync: p.state.sync,
             ..Default::default()
         };
         let now = Instant::now();
@@ -454,17 +461,28 @@ impl LhClient {
     }
 
     fn persist_peers(&self) {
-        let peers: Vec<PeerInfo> = lock(&self.book).lighthouse.values().cloned().collect();
+        let (peers, sync) = {
+            let book = lock(&self.book);
+            (book.lighthouse.values().cloned().collect(), book.sync)
+        };
         let mut st = lock(&self.st);
         st.peers = peers;
+        st.sync = sync;
         if let Err(e) = state::save(&self.state_dir, &st) {
             warn!("saving Lighthouse state: {e}");
         }
     }
 
     /// Replace (`full`) or update the Lighthouse's peers; the ticker saves
-    /// them within [`PERSIST_EVERY`].
-    fn on_peers(&self, mut upsert: Vec<PeerInfo>, remove: &[u32], full: bool) {
+    /// them within [`PERSIST_EVERY`]. `sync`: how far the list goes once
+    /// this is applied (a full list without one clears it).
+    fn on_peers(
+        &self,
+        mut upsert: Vec<PeerInfo>,
+        remove: &[u32],
+        full: bool,
+        sync: Option<SyncPoint>,
+    ) {
         let now = Instant::now();
         // Never peer with ourselves, whatever the Lighthouse says.
         let me = lock(&self.st).node_id;
@@ -472,6 +490,9 @@ impl LhClient {
         {
             let mut book = lock(&self.book);
             let mut punch = lock(&self.punch);
+            if full || sync.is_some() {
+                book.sync = sync;
+            }
             if full {
                 book.lighthouse.clear();
                 let keep: Vec<u32> = upsert.iter().map(|p| p.node_id).collect();
@@ -583,7 +604,15 @@ impl LhClient {
             .await;
             let local = local_addrs(self.port, self.cidr);
             let began = Instant::now();
-            let auth = authenticate(conn, &self.identity.secret, &self.name, None, local.clone());
+            let since = lock(&self.book).sync;
+            let auth = authenticate(
+                conn,
+                &self.identity.secret,
+                &self.name,
+                None,
+                local.clone(),
+                since,
+            );
             let err = match tokio::time::timeout(JOIN_TIMEOUT, auth).await {
                 Ok(Ok(j)) => {
                     last_logged = None;
@@ -612,7 +641,7 @@ impl LhClient {
                 ),
             };
             if self.removed.load(Ordering::Relaxed) {
-                self.on_peers(vec![], &[], true);
+                self.on_peers(vec![], &[], true, None);
                 let msg = format!(
                     "this node was removed from the Flatnet ({err}); it no longer connects \
                      to the Lighthouse. To rejoin, get a new token (`lighthouse token create` \
@@ -639,8 +668,15 @@ impl LhClient {
             cidr,
             observed,
             peers,
+            removed,
+            delta,
+            sync,
         } = j;
-        info!(node_id, %subnet, %observed, peers = peers.len(), "connected to the Lighthouse");
+        let sync_kind = if delta { "delta" } else { "full list" };
+        info!(
+            node_id, %subnet, %observed, peers = peers.len(), removed = removed.len(),
+            "connected to the Lighthouse ({sync_kind})"
+        );
         if subnet != self.subnet || cidr != self.cidr {
             warn!(
                 %subnet, current = %self.subnet,
@@ -661,7 +697,7 @@ impl LhClient {
         lock(&self.punch).set_my_public_ip(observed.ip());
         self.set_state("connected", None);
         self.relay.set(Some(conn.clone()));
-        self.on_peers(peers, &[], true);
+        self.on_peers(peers, &removed, !delta, sync);
         let (tx, mut outbox) = mpsc::unbounded_channel();
         *lock(&self.outbox) = Some(tx);
         let (reader, mut frames) = spawn_frame_reader::<LighthouseMsg>(recv);
@@ -703,7 +739,18 @@ impl LhClient {
 
     fn on_message(&self, m: LighthouseMsg) -> Result<(), String> {
         match m {
-            LighthouseMsg::Peers { upsert, remove } => self.on_peers(upsert, &remove, false),
+            LighthouseMsg::Peers {
+                upsert,
+                remove,
+                version,
+            } => {
+                // A round's last frame says how far the list now goes.
+                let epoch = lock(&self.book).sync.map(|p| p.epoch);
+                let sync = epoch
+                    .zip(version)
+                    .map(|(epoch, version)| SyncPoint { epoch, version });
+                self.on_peers(upsert, &remove, false, sync)
+            }
             LighthouseMsg::PunchNow { peer, endpoints } => {
                 debug!(peer, ?endpoints, "punch now");
                 lock(&self.punch).punch_now(peer, &endpoints, Instant::now());

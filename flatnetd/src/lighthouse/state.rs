@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use flatnet_wire::lighthouse::PeerInfo;
+use flatnet_wire::lighthouse::{PeerInfo, SyncPoint};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +38,10 @@ pub struct LhState {
     pub cidr: Ipv4Net,
     #[serde(default)]
     pub peers: Vec<PeerInfo>,
+    /// How far `peers` goes (delta sync): the next session asks only for
+    /// what changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SyncPoint>,
 }
 
 pub fn path(state_dir: &Path) -> PathBuf {
@@ -85,6 +89,10 @@ mod tests {
             subnet: "10.87.3.0/24".parse().unwrap(),
             cidr: "10.87.0.0/16".parse().unwrap(),
             peers: vec![],
+            sync: Some(SyncPoint {
+                epoch: 1,
+                version: 2,
+            }),
         };
         save(d.path(), &st).unwrap();
         assert_eq!(load(d.path()).unwrap(), Some(st));

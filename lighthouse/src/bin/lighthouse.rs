@@ -218,7 +218,7 @@ fn run() -> anyhow::Result<()> {
                     move || lh3.health(),
                 )));
                 tokio::select! {
-                    _ = lh.serve(ep.clone()) => {}
+                    _ = lh.clone().serve(ep.clone()) => {}
                     _ = tokio::signal::ctrl_c() => {}
                     _ = async {
                         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -228,6 +228,9 @@ fn run() -> anyhow::Result<()> {
                     } => {}
                 }
                 flatnet_wire::systemd::stopping();
+                // Who was where, so that the nodes coming back to the next
+                // start change (and cost) nothing.
+                lh.save_presence();
                 ep.close(0u32.into(), b"lighthouse shutting down");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 anyhow::Ok(())
