@@ -44,6 +44,8 @@
 //!
 //! [lighthouse]                       # optional: join a Lighthouse at first start
 //! token = "flatnet1_…"               # used until the first successful join
+//! tcp = "lh.example:443"             # where to go when UDP to it is blocked
+//!                                    # (default: its host, port 443; "off")
 //!
 //! [[peers]]                          # static peers (coexist with Lighthouse peers)
 //! name = "wsl-bob"
@@ -277,6 +279,7 @@ impl DnsSettings {
 #[serde(deny_unknown_fields)]
 struct RawLighthouse {
     token: Option<String>,
+    tcp: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -386,6 +389,9 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
     /// `[lighthouse] token`: join with it when not joined yet.
     pub lighthouse_token: Option<String>,
+    /// `[lighthouse] tcp`: the TCP fallback (`off`, `host:port`; unset:
+    /// the Lighthouse's host, port 443).
+    pub lighthouse_tcp: Option<String>,
     pub dns: DnsSettings,
 }
 
@@ -549,6 +555,7 @@ impl Config {
             log_level,
             wireguard,
             peers,
+            lighthouse_tcp: raw.lighthouse.as_ref().and_then(|l| l.tcp.clone()),
             lighthouse_token: raw
                 .lighthouse
                 .and_then(|l| l.token)

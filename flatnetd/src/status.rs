@@ -57,6 +57,9 @@ pub fn render(st: &HostStatus) -> String {
         if let Some(o) = &lh.observed {
             extra.push(format!("observed {o}"));
         }
+        if lh.transport.as_deref() == Some("tcp") {
+            extra.push("over TCP: UDP is blocked".into());
+        }
         extra.push(format!("{}s", lh.since_secs));
         let _ = write!(
             out,
@@ -329,6 +332,7 @@ mod tests {
                 observed: Some("203.0.113.10:51820".into()),
                 last_error: None,
                 since_secs: 3,
+                transport: Some("tcp".into()),
             }),
             forward_from: vec![],
         };
@@ -338,7 +342,7 @@ mod tests {
         assert!(s.contains("Containers (0):\n  none"));
         assert!(s.contains("Peers (4):"));
         assert!(s.contains(
-            "Lighthouse: 203.0.113.1:7871 connected (node 1, observed 203.0.113.10:51820, 3s)"
+            "Lighthouse: 203.0.113.1:7871 connected (node 1, observed 203.0.113.10:51820, over TCP: UDP is blocked, 3s)"
         ));
         assert!(s
             .lines()

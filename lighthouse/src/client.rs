@@ -8,11 +8,12 @@ use flatnet_wire::lighthouse::{
     LhErrorCode, LighthouseMsg, NodeMsg, PeerInfo, SyncPoint, PROTOCOL_VERSION, SERVER_NAME,
 };
 use ipnet::Ipv4Net;
-use quinn::{Connection, RecvStream, SendStream};
+use quinn::Connection;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::{
     cert::{client_tls, CertError},
+    link::{ControlRead, ControlWrite, Link},
     proof::{answer, encode_key},
     server::{read_frame, write_frame},
 };
@@ -47,9 +48,10 @@ pub fn client_config(fingerprint: &str) -> Result<quinn::ClientConfig, JoinError
 
 /// A joined session.
 pub struct Joined {
-    pub conn: Connection,
-    pub send: SendStream,
-    pub recv: RecvStream,
+    /// QUIC or TCP.
+    pub conn: Link,
+    pub send: ControlWrite,
+    pub recv: ControlRead,
     pub node_id: u32,
     pub subnet: Ipv4Net,
     pub cidr: Ipv4Net,
@@ -77,7 +79,7 @@ pub async fn join(
     local_addrs: Vec<SocketAddr>,
 ) -> Result<Joined, JoinError> {
     let conn = connect(endpoint, lighthouse, fingerprint).await?;
-    authenticate(conn, secret, name, token, local_addrs, None).await
+    authenticate(Link::Quic(conn), secret, name, token, local_addrs, None).await
 }
 
 /// The QUIC handshake with the Lighthouse pinned to `fingerprint`. Nothing
@@ -99,17 +101,14 @@ pub async fn connect(
 /// read Welcome (and the rest of a long peer list). `since`: the peer list
 /// this node already has, for a delta instead of the whole list.
 pub async fn authenticate(
-    conn: Connection,
+    conn: Link,
     secret: &StaticSecret,
     name: &str,
     token: Option<String>,
     local_addrs: Vec<SocketAddr>,
     since: Option<SyncPoint>,
 ) -> Result<Joined, JoinError> {
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| JoinError::Connect(e.to_string()))?;
+    let (mut send, mut recv) = conn.open_control().await.map_err(JoinError::Connect)?;
     let proto = JoinError::Protocol;
     write_frame(
         &mut send,

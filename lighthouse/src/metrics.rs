@@ -194,6 +194,16 @@ impl Collector for RegistryCollector {
             let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
             ConstGauge::new(v).encode(m)?;
         }
+        let (quic, tcp) = lh.transports();
+        let mut m = enc.encode_descriptor(
+            "flatnet_lighthouse_sessions",
+            "Live sessions by transport: quic, or tcp for networks without UDP",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (t, n) in [("quic", quic), ("tcp", tcp)] {
+            ConstGauge::new(n as i64).encode(m.encode_family(&[("transport", t)])?)?;
+        }
         let mut m = enc.encode_descriptor(
             "flatnet_lighthouse_build_info",
             "Always 1; labels: this Lighthouse's version",

@@ -17,7 +17,7 @@ use flatnet_wire::lighthouse::{
     LighthouseMsg, NodeMsg, PeerInfo,
 };
 use ipnet::Ipv4Net;
-use quinn::{Connection, RecvStream, SendStream, VarInt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, error, info, warn};
 
@@ -27,6 +27,7 @@ use crate::{
     fanout::{
         encode_all, outbox, peers_messages, stamp, Outbox, OutboxRx, Pending, PEERS_PER_FRAME,
     },
+    link::{ControlRead, ControlWrite, Link},
     presence::RECONNECT_GRACE,
     proof::{parse_key, Challenge},
     registry::{Change, Registry},
@@ -74,7 +75,7 @@ pub enum ServerError {
 }
 
 struct Session {
-    conn: Connection,
+    conn: Link,
     out: Outbox,
     serial: u64,
     /// `Update`s (each one is fanned out to every member) and `Punch`es
@@ -108,6 +109,8 @@ pub struct Lighthouse {
     pub stats: crate::metrics::Stats,
     /// The running log filter, for `lighthouse log-level`.
     pub log: std::sync::OnceLock<flatnet_wire::logging::LogHandle>,
+    /// Connections still proving their keys, over QUIC and TCP together.
+    unproven: Unproven,
 }
 
 impl Lighthouse {
@@ -139,6 +142,7 @@ impl Lighthouse {
             public_addr,
             stats: crate::metrics::Stats::default(),
             log: std::sync::OnceLock::new(),
+            unproven: Unproven::new(),
         }))
     }
 
@@ -176,6 +180,17 @@ impl Lighthouse {
         let s = self.lock();
         drop(s);
         Ok(())
+    }
+
+    /// Live sessions over (QUIC, TCP).
+    pub fn transports(&self) -> (usize, usize) {
+        let s = self.lock();
+        let tcp = s
+            .sessions
+            .values()
+            .filter(|x| matches!(x.conn, Link::Tcp(_)))
+            .count();
+        (s.sessions.len() - tcp, tcp)
     }
 
     pub fn view<T>(&self, f: impl FnOnce(&Registry) -> T) -> T {
@@ -221,7 +236,7 @@ impl Lighthouse {
     pub async fn serve(self: Arc<Self>, endpoint: quinn::Endpoint) {
         let announcer = tokio::spawn(Self::announce(Arc::downgrade(&self)));
         let snapshots = tokio::spawn(Self::snapshots(Arc::downgrade(&self)));
-        let unproven = Unproven::new();
+        let unproven = self.unproven.clone();
         while let Some(incoming) = endpoint.accept().await {
             let remote = incoming.remote_address();
             if unproven.busy() >= RETRY_ABOVE && !incoming.remote_address_validated() {
@@ -238,7 +253,7 @@ impl Lighthouse {
             let lh = self.clone();
             tokio::spawn(async move {
                 match incoming.await {
-                    Ok(conn) => lh.session(conn, permit).await,
+                    Ok(conn) => lh.session(Link::Quic(conn), permit).await,
                     Err(e) => debug!(%remote, "QUIC handshake failed: {e}"),
                 }
             });
@@ -247,8 +262,44 @@ impl Lighthouse {
         snapshots.abort();
     }
 
+    /// Accept nodes over TCP (for networks without UDP) forever, under the
+    /// same caps on unproven connections as QUIC.
+    pub async fn serve_tcp(self: Arc<Self>, listener: tokio::net::TcpListener) {
+        let acceptor = match crate::tcp::acceptor(&self.identity) {
+            Ok(a) => a,
+            Err(e) => {
+                error!("the TCP port cannot serve TLS: {e}");
+                return;
+            }
+        };
+        loop {
+            let (sock, remote) = match listener.accept().await {
+                Ok(v) => v,
+                Err(e) => {
+                    // Out of descriptors, most likely: wait, do not spin.
+                    warn!("accepting a TCP connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some(permit) = self.unproven.enter(remote.ip()) else {
+                debug!(%remote, "too many connections still proving their keys; refusing");
+                continue;
+            };
+            let (lh, acceptor) = (self.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let up = crate::tcp::accept(&acceptor, sock, remote);
+                match tokio::time::timeout(crate::tcp::UPGRADE_TIMEOUT, up).await {
+                    Ok(Ok(link)) => lh.session(Link::Tcp(link), permit).await,
+                    Ok(Err(e)) => debug!(%remote, "TCP: {e}"),
+                    Err(_) => debug!(%remote, "TCP: no upgrade in time"),
+                }
+            });
+        }
+    }
+
     /// `unproven` is held until the node's key proof verified (or failed).
-    async fn session(self: Arc<Self>, conn: Connection, unproven: UnprovenSlot) {
+    async fn session(self: Arc<Self>, conn: Link, unproven: UnprovenSlot) {
         let remote = conn.remote_address();
         // Datagrams (relay traffic) are for proven nodes only: until then
         // they are read and dropped, so none pile up in quinn's buffer.
@@ -271,7 +322,7 @@ impl Lighthouse {
             Err(_) => {
                 self.stats.join_refused(None);
                 info!(%remote, "node did not finish the handshake in time");
-                conn.close(VarInt::from_u32(1), b"handshake timeout");
+                conn.close(1, b"handshake timeout");
                 return;
             }
         };
@@ -290,10 +341,10 @@ impl Lighthouse {
     #[allow(clippy::type_complexity)]
     async fn handshake(
         &self,
-        conn: &Connection,
-    ) -> Result<(u32, u64, SendStream, RecvStream, OutboxRx), (LhErrorCode, String)> {
+        conn: &Link,
+    ) -> Result<(u32, u64, ControlWrite, ControlRead, OutboxRx), (LhErrorCode, String)> {
         let perr = |e: String| (LhErrorCode::Protocol, e);
-        let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| perr(e.to_string()))?;
+        let (mut send, mut recv) = conn.accept_control().await.map_err(perr)?;
         let hello = match read_frame(&mut recv).await {
             Ok(m) => m,
             Err(e) => {
@@ -365,7 +416,7 @@ impl Lighthouse {
     #[allow(clippy::too_many_arguments)]
     fn admit(
         &self,
-        conn: &Connection,
+        conn: &Link,
         name: &str,
         public_key: &str,
         token: Option<&str>,
@@ -396,15 +447,17 @@ impl Lighthouse {
                 punches: Bucket::new(PUNCHES.0, PUNCHES.1, Instant::now()),
             },
         ) {
-            old.conn
-                .close(VarInt::from_u32(3), b"replaced by a newer connection");
+            old.conn.close(3, b"replaced by a newer connection");
         }
         let node = s
             .registry
             .node(id)
             .cloned()
             .ok_or((LhErrorCode::Internal, "node vanished".to_string()))?;
-        info!(node = id, name = %node.name, subnet = %node.subnet, remote = %conn.remote_address(), "node online");
+        info!(
+            node = id, name = %node.name, subnet = %node.subnet,
+            remote = %conn.remote_address(), transport = conn.transport(), "node online"
+        );
         // The whole list, or what changed since the node's sync point. The
         // first slice goes in the Welcome, the rest right behind it:
         // queued now, under the lock, so nothing can come in between.
@@ -433,14 +486,14 @@ impl Lighthouse {
 
     async fn run_session(
         self: Arc<Self>,
-        conn: &Connection,
+        conn: &Link,
         id: u32,
-        mut send: SendStream,
-        recv: RecvStream,
+        mut send: ControlWrite,
+        recv: ControlRead,
         mut rx: OutboxRx,
     ) -> Result<(), String> {
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
-        let (reader, mut frx) = spawn_frame_reader::<NodeMsg>(recv);
+        let (reader, mut frx) = spawn_frame_reader::<NodeMsg, _>(recv);
         let result = loop {
             tokio::select! {
                 f = frx.recv() => match f {
@@ -460,7 +513,7 @@ impl Lighthouse {
                     None => break Ok(()),
                 },
                 m = rx.recv() => match m {
-                    Some(frame) => send.write_chunk(frame).await.map_err(|e| e.to_string())?,
+                    Some(frame) => send.write_all(&frame).await.map_err(|e| e.to_string())?,
                     // Removed (after its error) or replaced: let the node
                     // read what was sent before closing.
                     None => break Err("session ended by the Lighthouse".to_string()),
@@ -476,11 +529,11 @@ impl Lighthouse {
             }
         };
         reader.abort();
-        let _ = send.finish();
+        let _ = send.shutdown().await;
         if let Err(e) = &result {
             linger_then_close(conn, e.as_bytes()).await;
         } else {
-            conn.close(VarInt::from_u32(0), b"bye");
+            conn.close(0, b"bye");
         }
         result
     }
@@ -493,7 +546,7 @@ impl Lighthouse {
             .is_some_and(|sess| which(sess).allow(Instant::now()))
     }
 
-    fn on_message(&self, conn: &Connection, id: u32, msg: NodeMsg) -> Option<LighthouseMsg> {
+    fn on_message(&self, conn: &Link, id: u32, msg: NodeMsg) -> Option<LighthouseMsg> {
         match msg {
             NodeMsg::Ping => {
                 let observed = conn.remote_address();
@@ -629,15 +682,15 @@ impl Drop for UnprovenSlot {
 }
 
 /// Read and drop datagrams until the connection ends.
-async fn discard_datagrams(conn: &Connection) {
+async fn discard_datagrams(conn: &Link) {
     while conn.read_datagram().await.is_ok() {}
 }
 
 /// Give the peer a moment to read what we wrote (an Error frame) and hang
 /// up itself; closing at once would discard the unsent frame.
-async fn linger_then_close(conn: &Connection, reason: &[u8]) {
+async fn linger_then_close(conn: &Link, reason: &[u8]) {
     let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
-    conn.close(VarInt::from_u32(1), reason);
+    conn.close(1, reason);
 }
 
 fn error(code: LhErrorCode, message: &str) -> LighthouseMsg {
@@ -838,7 +891,7 @@ impl Lighthouse {
                     queued = sess.out.queued(),
                     "node does not read its updates; disconnecting it"
                 );
-                sess.conn.close(VarInt::from_u32(4), b"too slow");
+                sess.conn.close(4, b"too slow");
             }
         }
         true
@@ -846,14 +899,14 @@ impl Lighthouse {
 }
 
 /// Write a final Error frame and finish the stream.
-async fn refuse(send: &mut SendStream, msg: &LighthouseMsg) -> Result<(), String> {
+async fn refuse<W: AsyncWrite + Unpin>(send: &mut W, msg: &LighthouseMsg) -> Result<(), String> {
     write_frame(send, msg).await?;
-    send.finish().map_err(|e| e.to_string())
+    send.shutdown().await.map_err(|e| e.to_string())
 }
 
 /// Write one length-prefixed frame.
-pub async fn write_frame<T: serde::Serialize>(
-    send: &mut SendStream,
+pub async fn write_frame<T: serde::Serialize, W: AsyncWrite + Unpin + ?Sized>(
+    send: &mut W,
     msg: &T,
 ) -> Result<(), String> {
     let f = encode_frame(msg).map_err(|e| e.to_string())?;
@@ -863,12 +916,16 @@ pub async fn write_frame<T: serde::Serialize>(
 /// Read frames in a task of their own (reading is not cancel-safe, so it
 /// cannot sit in a `select!`): they arrive on the returned channel, which
 /// ends after the first error. Abort the handle to stop reading.
-pub fn spawn_frame_reader<T: serde::de::DeserializeOwned + Send + 'static>(
-    mut recv: RecvStream,
+pub fn spawn_frame_reader<T, R>(
+    mut recv: R,
 ) -> (
     tokio::task::JoinHandle<()>,
     mpsc::Receiver<Result<T, String>>,
-) {
+)
+where
+    T: serde::de::DeserializeOwned + Send + 'static,
+    R: AsyncRead + Unpin + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(16);
     let task = tokio::spawn(async move {
         loop {
@@ -884,8 +941,8 @@ pub fn spawn_frame_reader<T: serde::de::DeserializeOwned + Send + 'static>(
 
 /// Read one length-prefixed frame, refusing oversized ones before reading
 /// their body.
-pub async fn read_frame<T: serde::de::DeserializeOwned>(
-    recv: &mut RecvStream,
+pub async fn read_frame<T: serde::de::DeserializeOwned, R: AsyncRead + Unpin + ?Sized>(
+    recv: &mut R,
 ) -> Result<T, String> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len).await.map_err(|e| e.to_string())?;

@@ -7,6 +7,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use flatnet_lighthouse::{
     admin::{handle, AdminRequest},
     client::{authenticate, client_config, connect, join, JoinError, Joined},
+    link::Link,
     proof::{answer, encode_key},
     server::{read_frame, write_frame, Lighthouse},
 };
@@ -517,7 +518,7 @@ async fn many_nodes_one_round_of_frames_and_a_welcome_that_spans_frames() {
     // Nothing else is pending for the watcher.
     assert!(timeout(
         Duration::from_millis(300),
-        read_frame::<LighthouseMsg>(&mut watcher.recv)
+        read_frame::<LighthouseMsg, _>(&mut watcher.recv)
     )
     .await
     .is_err());
@@ -571,7 +572,7 @@ async fn a_restarted_lighthouse_sends_reconnecting_nodes_only_what_changed() {
         }
     };
     let since = SyncPoint { epoch, version };
-    a.conn.close(0u32.into(), b"");
+    a.conn.close(0, b"");
     // While a is away: b is removed, a new node joins.
     handle(&lab1.lh, AdminRequest::NodesRemove { name: "b".into() }).unwrap();
     drop(b);
@@ -584,7 +585,7 @@ async fn a_restarted_lighthouse_sends_reconnecting_nodes_only_what_changed() {
     let lab2 = lab_in(dir).await;
     let fp = lab2.lh.identity.fingerprint();
     let conn = connect(&lab2.client, lab2.addr, &fp).await.unwrap();
-    let back = authenticate(conn, &a_key, "a", None, vec![], Some(since))
+    let back = authenticate(Link::Quic(conn), &a_key, "a", None, vec![], Some(since))
         .await
         .unwrap();
     assert!(back.delta, "a delta, not the whole list");
@@ -611,7 +612,7 @@ async fn a_restarted_lighthouse_sends_reconnecting_nodes_only_what_changed() {
         epoch: epoch.wrapping_add(1),
         version,
     };
-    let full = authenticate(conn, &a_key, "a", None, vec![], Some(other))
+    let full = authenticate(Link::Quic(conn), &a_key, "a", None, vec![], Some(other))
         .await
         .unwrap();
     assert!(!full.delta);
@@ -625,4 +626,68 @@ async fn a_restarted_lighthouse_sends_reconnecting_nodes_only_what_changed() {
         text.contains("flatnet_lighthouse_welcomes_total{kind=\"full\"} 1"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_node_over_tcp_joins_relays_to_a_quic_node_and_the_port_refuses_other_requests() {
+    use flatnet_lighthouse::tcp;
+    let lab = lab().await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_addr = l.local_addr().unwrap();
+    tokio::spawn(lab.lh.clone().serve_tcp(l));
+    let t = lab.token(None, true);
+    let fp = lab.lh.identity.fingerprint();
+    // A new node joins over TCP (TLS pinned, HTTP upgrade), with a token.
+    let link = tcp::connect(tcp_addr, &fp).await.unwrap();
+    assert_eq!(link.remote_address(), tcp_addr);
+    let mut a = authenticate(Link::Tcp(link), &key(), "a", Some(t.clone()), vec![], None)
+        .await
+        .unwrap();
+    assert_eq!(a.conn.transport(), "tcp");
+    let mut b = lab.join("b", &key(), Some(t)).await.unwrap();
+    assert_eq!(b.peers.len(), 1, "b sees a");
+    // Relay both ways between the TCP node and the QUIC node (a node on
+    // TCP sends pieces of at most TCP_RELAY_PIECE, which QUIC carries).
+    let big = vec![7u8; flatnet_lighthouse::link::TCP_RELAY_PIECE - 4];
+    a.conn
+        .send_datagram(relay_encode(b.node_id, &big).into())
+        .unwrap();
+    let d = timeout(Duration::from_secs(5), b.conn.read_datagram())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(relay_decode(&d), Some((a.node_id, &big[..])));
+    b.conn
+        .send_datagram(relay_encode(a.node_id, b"back").into())
+        .unwrap();
+    let d = timeout(Duration::from_secs(5), a.conn.read_datagram())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(relay_decode(&d), Some((b.node_id, &b"back"[..])));
+    // The control stream works both ways too.
+    write_frame(&mut a.send, &NodeMsg::Ping).await.unwrap();
+    let m = wait_peers(&mut a, |m| matches!(m, LighthouseMsg::Pong { .. })).await;
+    assert!(matches!(m, LighthouseMsg::Pong { observed } if observed.ip() == tcp_addr.ip()));
+    // A wrong pin is refused by the node.
+    let wrong = "00".repeat(32);
+    assert!(tcp::connect(tcp_addr, &wrong).await.is_err());
+    // Garbage instead of TLS: that connection ends, the Lighthouse serves on.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(tcp_addr).await.unwrap();
+        s.write_all(&[0x16, 3, 1, 0xff, 0xff, 1, 2, 3])
+            .await
+            .unwrap();
+        s.write_all(&vec![0u8; 70_000]).await.ok();
+    }
+    write_frame(&mut b.send, &NodeMsg::Ping).await.unwrap();
+    wait_peers(&mut b, |m| matches!(m, LighthouseMsg::Pong { .. })).await;
+    // Closing the TCP node's link makes it offline for the others.
+    a.conn.close(0, b"bye");
+    let a_id = a.node_id;
+    wait_peers(&mut b, |m| {
+        matches!(m, LighthouseMsg::Peers { upsert, .. } if upsert.iter().any(|p| p.node_id == a_id && !p.online))
+    })
+    .await;
 }

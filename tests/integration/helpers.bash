@@ -93,7 +93,8 @@ host_start() {
         >>"$FN_TMP/$name/flatnetd.log" 2>&1 &
     echo $! > "$FN_TMP/$name/flatnetd.pid"
     disown $! 2>/dev/null || true   # no job-control noise, and `wait` skips it
-    for i in $(seq 100); do
+    # HOST_START_SECS: longer for a first join that must fall back to TCP.
+    for i in $(seq $(( ${HOST_START_SECS:-5} * 20 ))); do
         "$FLATNETCTL" --socket "$FN_TMP/$name/flatnetd.sock" ping >/dev/null 2>&1 && return 0
         sleep 0.05
     done

@@ -276,6 +276,10 @@ pub struct LighthouseStatus {
     /// Seconds in the current state.
     #[serde(default)]
     pub since_secs: u64,
+    /// `quic`, or `tcp` where UDP to the Lighthouse is blocked; none when
+    /// not connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
 }
 
 /// One WireGuard peer as the data plane sees it.

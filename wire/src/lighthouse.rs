@@ -247,6 +247,45 @@ pub fn relay_decode(d: &[u8]) -> Option<(u32, &[u8])> {
     (!rest.is_empty()).then(|| (u32::from_be_bytes(*id), rest))
 }
 
+/// The TCP transport, for networks that block UDP: TLS (the same pinned
+/// certificate) on [`TCP_DEFAULT_PORT`], an HTTP/1.1 `GET` [`TCP_PATH`] with
+/// `Upgrade:` [`TCP_UPGRADE`] answered `101 Switching Protocols`, then
+/// frames `[kind u8][length u32 BE][payload]`: kind [`TCP_CONTROL`] carries
+/// bytes of the control stream, kind [`TCP_DATAGRAM`] one relay datagram
+/// (the same `[node id][WireGuard packet]` as over QUIC).
+pub const TCP_UPGRADE: &str = "flatnet-lh/1";
+pub const TCP_PATH: &str = "/flatnet/lighthouse";
+pub const TCP_DEFAULT_PORT: u16 = 443;
+pub const TCP_CONTROL: u8 = 0;
+pub const TCP_DATAGRAM: u8 = 1;
+/// The largest relay datagram over TCP (no path MTU to respect).
+pub const TCP_MAX_DATAGRAM: usize = 65_535;
+/// The largest TCP frame payload either side accepts.
+pub const TCP_MAX_PAYLOAD: usize = TCP_MAX_DATAGRAM + 4;
+
+/// A TCP frame's header.
+pub fn tcp_header(kind: u8, len: usize) -> [u8; 5] {
+    let mut h = [0u8; 5];
+    h[0] = kind;
+    h[1..].copy_from_slice(&(len as u32).to_be_bytes());
+    h
+}
+
+/// Parse a TCP frame header: (kind, payload length), refusing unknown kinds
+/// and oversized payloads before any of it is read.
+pub fn tcp_parse_header(h: [u8; 5]) -> Result<(u8, usize), String> {
+    let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+    if h[0] != TCP_CONTROL && h[0] != TCP_DATAGRAM {
+        return Err(format!("unknown TCP frame kind {}", h[0]));
+    }
+    if len > TCP_MAX_PAYLOAD {
+        return Err(format!(
+            "TCP frame of {len} bytes exceeds the {TCP_MAX_PAYLOAD}-byte limit"
+        ));
+    }
+    Ok((h[0], len))
+}
+
 /// Whether `a` may be offered to other members as a way to reach a node
 /// that the Lighthouse sees at `observed`: never loopback, multicast,
 /// broadcast, link-local, unspecified or a Flatnet address; a private
@@ -396,6 +435,15 @@ mod tests {
         assert!(decode_body::<NodeMsg>(b"{\"type\":\"root_shell\"}").is_err());
         assert!(decode_body::<NodeMsg>(b"\x00\x01").is_err());
         assert!(decode_body::<NodeMsg>(&vec![b' '; MAX_FRAME + 1]).is_err());
+    }
+
+    #[test]
+    fn tcp_frames() {
+        let h = tcp_header(TCP_DATAGRAM, 1420);
+        assert_eq!(tcp_parse_header(h), Ok((TCP_DATAGRAM, 1420)));
+        assert!(tcp_parse_header(tcp_header(7, 1)).is_err());
+        assert!(tcp_parse_header([0, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(tcp_parse_header(tcp_header(TCP_CONTROL, TCP_MAX_PAYLOAD)).is_ok());
     }
 
     #[test]

@@ -239,6 +239,7 @@ fn run() -> anyhow::Result<()> {
                 keepalive: config.wireguard.keepalive_secs,
                 state: st,
                 static_peers: config.peers.clone(),
+                tcp: config.lighthouse_tcp.clone(),
             });
             let c2 = c.clone();
             service.set_lighthouse(Arc::new(move || c2.status()));

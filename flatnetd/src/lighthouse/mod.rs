@@ -16,6 +16,7 @@ pub mod reconnect;
 pub mod relay;
 pub mod socket;
 pub mod state;
+pub mod transport;
 
 use std::{
     collections::BTreeMap,
@@ -29,7 +30,8 @@ use std::{
 };
 
 use flatnet_lighthouse::{
-    client::{authenticate, connect, join, JoinError, Joined},
+    client::{authenticate, JoinError, Joined},
+    link::Link,
     server::{spawn_frame_reader, write_frame},
     token::Token,
 };
@@ -49,6 +51,7 @@ use crate::{
 };
 use punch::{Action, Punch, Timing};
 use state::LhState;
+use transport::TcpFallback;
 
 /// How often the punching state machine runs.
 const TICK: Duration = Duration::from_millis(100);
@@ -130,16 +133,20 @@ pub async fn join_with_token(
     let addr = resolve(&t.lighthouse).await?;
     let ep =
         quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(LhError::Endpoint)?;
+    // QUIC, or TCP on the Lighthouse's port 443 where UDP is blocked.
+    let tcp = TcpFallback::new(None, &t.lighthouse);
+    let link = transport::connect_any(&ep, &t.lighthouse, &tcp, &t.fingerprint)
+        .await
+        .map_err(|e| LhError::Join(JoinError::Connect(e)))?;
     let j = tokio::time::timeout(
         JOIN_TIMEOUT,
-        join(
-            &ep,
-            addr,
-            &t.fingerprint,
+        authenticate(
+            link,
             &identity.secret,
             name,
             Some(token.trim().to_string()),
             local,
+            None,
         ),
     )
     .await
@@ -159,7 +166,7 @@ pub async fn join_with_token(
         peers: j.peers.clone(),
         sync: j.sync,
     };
-    j.conn.close(0u32.into(), b"joined");
+    j.conn.close(0, b"joined");
     ep.wait_idle().await;
     Ok(st)
 }
@@ -264,12 +271,12 @@ impl PeerBook {
 /// the current Lighthouse connection.
 #[derive(Default)]
 pub struct RelayLink {
-    conn: Mutex<Option<quinn::Connection>>,
+    conn: Mutex<Option<Link>>,
     next_id: AtomicU16,
 }
 
 impl RelayLink {
-    fn set(&self, c: Option<quinn::Connection>) {
+    fn set(&self, c: Option<Link>) {
         *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = c;
     }
 }
@@ -298,6 +305,8 @@ struct StatusInner {
     node_id: Option<u32>,
     observed: Option<SocketAddr>,
     last_error: Option<String>,
+    /// `quic` or `tcp` while connected.
+    transport: Option<&'static str>,
 }
 
 /// The running Lighthouse client.
@@ -323,6 +332,12 @@ pub struct LhClient {
     removed: std::sync::atomic::AtomicBool,
     /// This host's NAT as the last netcheck found it (`symmetric`, ...).
     nat: Mutex<Option<String>>,
+    /// Where to go over TCP when UDP to the Lighthouse fails.
+    tcp: TcpFallback,
+    /// A QUIC connection found while on TCP: the next session's.
+    next: Mutex<Option<Link>>,
+    /// The QUIC endpoint (the data plane's socket), once running.
+    endpoint: std::sync::OnceLock<quinn::Endpoint>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -339,6 +354,9 @@ pub struct ClientParams {
     pub keepalive: u16,
     pub state: LhState,
     pub static_peers: Vec<PeerConfig>,
+    /// `[lighthouse] tcp`: `off`, `host:port`, or unset (the
+    /// Lighthouse's host, port 443).
+    pub tcp: Option<String>,
 }
 
 impl LhClient {
@@ -358,6 +376,7 @@ impl LhClient {
             book.lighthouse.insert(peer.node_id, peer.clone());
             punch.upsert(peer, now);
         }
+        let tcp = TcpFallback::new(p.tcp.as_deref(), &p.state.address);
         let c = Arc::new(LhClient {
             us: p.us,
             identity: p.identity,
@@ -376,6 +395,7 @@ impl LhClient {
                 node_id: None,
                 observed: None,
                 last_error: None,
+                transport: None,
             }),
             outbox: Mutex::new(None),
             relay,
@@ -383,6 +403,9 @@ impl LhClient {
             unsaved: false.into(),
             removed: false.into(),
             nat: Mutex::new(None),
+            tcp,
+            next: Mutex::new(None),
+            endpoint: std::sync::OnceLock::new(),
         });
         c.apply_peers();
         c
@@ -404,6 +427,7 @@ impl LhClient {
             observed: s.observed.map(|o| o.to_string()),
             last_error: s.last_error,
             since_secs: s.since.elapsed().as_secs(),
+            transport: s.transport.map(str::to_string),
         }
     }
 
@@ -571,37 +595,36 @@ impl LhClient {
     pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint) {
         let mut short_sessions = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         let mut last_logged: Option<String> = None;
+        let _ = self.endpoint.set(endpoint.clone());
         loop {
             let (address, fingerprint) = {
                 let st = lock(&self.st);
                 (st.address.clone(), st.fingerprint.clone())
             };
             let attempt = || {
-                let (endpoint, address, fingerprint) =
-                    (endpoint.clone(), address.clone(), fingerprint.clone());
-                async move {
-                    let addr = resolve(&address).await.map_err(|e| e.to_string())?;
-                    match tokio::time::timeout(JOIN_TIMEOUT, connect(&endpoint, addr, &fingerprint))
-                        .await
-                    {
-                        Ok(Ok(conn)) => Ok(conn),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err(format!(
-                            "no answer from {addr} within {} s",
-                            JOIN_TIMEOUT.as_secs()
-                        )),
-                    }
+                let (endpoint, address, fingerprint, tcp) = (
+                    endpoint.clone(),
+                    address.clone(),
+                    fingerprint.clone(),
+                    self.tcp.clone(),
+                );
+                async move { transport::connect_any(&endpoint, &address, &tcp, &fingerprint).await }
+            };
+            let upgraded = lock(&self.next).take();
+            let conn = match upgraded {
+                Some(c) => c,
+                None => {
+                    let cadence = Backoff::new(Duration::from_secs(1), RECONNECT_MAX);
+                    reconnect::race(attempt, cadence, jitter, |err: String| {
+                        if last_logged.as_deref() != Some(err.as_str()) {
+                            warn!(lighthouse = %address, "cannot reach the Lighthouse: {err}; still trying");
+                            last_logged = Some(err.clone());
+                        }
+                        self.set_state("reconnecting", Some(err));
+                    })
+                    .await
                 }
             };
-            let cadence = Backoff::new(Duration::from_secs(1), RECONNECT_MAX);
-            let conn = reconnect::race(attempt, cadence, jitter, |err: String| {
-                if last_logged.as_deref() != Some(err.as_str()) {
-                    warn!(lighthouse = %address, "cannot reach the Lighthouse: {err}; still trying");
-                    last_logged = Some(err.clone());
-                }
-                self.set_state("reconnecting", Some(err));
-            })
-            .await;
             let local = local_addrs(self.port, self.cidr);
             let began = Instant::now();
             let since = lock(&self.book).sync;
@@ -651,6 +674,11 @@ impl LhClient {
                 self.set_state("removed", Some(msg));
                 return;
             }
+            if lock(&self.next).is_some() {
+                // Moving from TCP to QUIC: at once.
+                info!(lighthouse = %address, "{err}");
+                continue;
+            }
             warn!(lighthouse = %address, "Lighthouse session: {err}; reconnecting");
             self.set_state("reconnecting", Some(err));
             let wait = reconnect::after_session(began.elapsed(), &mut short_sessions, jitter());
@@ -673,10 +701,18 @@ impl LhClient {
             sync,
         } = j;
         let sync_kind = if delta { "delta" } else { "full list" };
+        let transport = conn.transport();
         info!(
-            node_id, %subnet, %observed, peers = peers.len(), removed = removed.len(),
+            node_id, %subnet, %observed, peers = peers.len(), removed = removed.len(), transport,
             "connected to the Lighthouse ({sync_kind})"
         );
+        if transport == "tcp" {
+            warn!(
+                "UDP to the Lighthouse is blocked on this network: its session and relayed \
+                 traffic go over TCP; QUIC is tried again every {} s",
+                transport::UPGRADE_EVERY.as_secs()
+            );
+        }
         if subnet != self.subnet || cidr != self.cidr {
             warn!(
                 %subnet, current = %self.subnet,
@@ -693,6 +729,7 @@ impl LhClient {
             let mut s = lock(&self.status);
             s.node_id = Some(node_id);
             s.observed = Some(observed);
+            s.transport = Some(transport);
         }
         lock(&self.punch).set_my_public_ip(observed.ip());
         self.set_state("connected", None);
@@ -700,10 +737,24 @@ impl LhClient {
         self.on_peers(peers, &removed, !delta, sync);
         let (tx, mut outbox) = mpsc::unbounded_channel();
         *lock(&self.outbox) = Some(tx);
-        let (reader, mut frames) = spawn_frame_reader::<LighthouseMsg>(recv);
+        let (reader, mut frames) = spawn_frame_reader::<LighthouseMsg, _>(recv);
         let mut ping = tokio::time::interval(PING_EVERY);
         let mut addrs = tokio::time::interval(LOCAL_ADDRS_EVERY);
         addrs.tick().await;
+        // Over TCP: try QUIC again in the background, and move to it.
+        let quic_back = async {
+            match (&conn, self.endpoint.get()) {
+                (Link::Tcp(_), Some(ep)) => {
+                    let (address, fp) = {
+                        let st = lock(&self.st);
+                        (st.address.clone(), st.fingerprint.clone())
+                    };
+                    transport::quic_again(ep, &address, &fp).await
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::pin!(quic_back);
         let result = loop {
             tokio::select! {
                 f = frames.recv() => match f {
@@ -721,6 +772,10 @@ impl LhClient {
                 _ = ping.tick() => {
                     if let Err(e) = write_frame(&mut send, &NodeMsg::Ping).await { break Err(e) }
                 }
+                l = &mut quic_back => {
+                    *lock(&self.next) = Some(l);
+                    break Err("UDP to the Lighthouse works again: moving the session from TCP to QUIC".into());
+                }
                 _ = addrs.tick() => {
                     let now = local_addrs(self.port, self.cidr);
                     if now != local {
@@ -733,7 +788,8 @@ impl LhClient {
             }
         };
         reader.abort();
-        conn.close(0u32.into(), b"bye");
+        conn.close(0, b"bye");
+        lock(&self.status).transport = None;
         result
     }
 

@@ -285,6 +285,7 @@ mod tests {
                 observed: None,
                 last_error: None,
                 since_secs: 42,
+                transport: Some("quic".into()),
             }),
             forward_from: vec![],
         };

@@ -21,9 +21,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flatnet_lighthouse::client::{authenticate, connect, Joined};
+use flatnet_lighthouse::{
+    client::{authenticate, connect, Joined},
+    link::{ControlRead, ControlWrite, Link},
+};
 use flatnet_wire::lighthouse::{decode_body, LighthouseMsg, PeerInfo, SyncPoint};
-use quinn::{Connection, RecvStream, SendStream};
 use x25519_dalek::StaticSecret;
 
 /// One simulated node that can come back.
@@ -36,7 +38,7 @@ pub struct Node {
     pub since: Mutex<Option<SyncPoint>>,
     /// Only for the sample: the node's whole peer list, as it applies it.
     pub book: Option<Mutex<BTreeMap<u32, PeerInfo>>>,
-    pub conn: Mutex<Option<(Connection, SendStream)>>,
+    pub conn: Mutex<Option<(Link, ControlWrite)>>,
     /// The probe-round tracker, fed every frame.
     pub tracker: Arc<super::Tracker>,
 }
@@ -48,7 +50,7 @@ impl Node {
     /// Take a Welcome (full or delta) and read the session's frames until
     /// it ends, tracking the sync point (and the book, for the sample).
     /// The node holds the connection; nothing is left for the caller.
-    pub fn start(self: &Arc<Self>, j: Joined) -> Option<(Connection, SendStream)> {
+    pub fn start(self: &Arc<Self>, j: Joined) -> Option<(quinn::Connection, quinn::SendStream)> {
         let Joined {
             conn,
             send,
@@ -78,7 +80,7 @@ impl Node {
         None
     }
 
-    async fn read(self: Arc<Self>, mut recv: RecvStream) {
+    async fn read(self: Arc<Self>, mut recv: ControlRead) {
         while let Some(body) = super::next_raw(&mut recv).await {
             ANNOUNCED.fetch_add(body.len() as u64 + 4, Ordering::Relaxed);
             self.tracker.frame(&body);
@@ -157,7 +159,10 @@ pub async fn reconnect_all(
                     None
                 };
                 let r = match connect(&n.ep, addr, &fp).await {
-                    Ok(c) => authenticate(c, &n.secret, &n.name, None, vec![n.lan], since).await,
+                    Ok(c) => {
+                        authenticate(Link::Quic(c), &n.secret, &n.name, None, vec![n.lan], since)
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
                 match r {
@@ -227,7 +232,7 @@ pub fn check_sample(nodes: &[Arc<Node>], truth: &[PeerInfo]) -> (usize, usize) {
 pub fn drop_all(nodes: &[Arc<Node>]) {
     for n in nodes {
         if let Some((c, _)) = n.conn.lock().unwrap().take() {
-            c.close(0u32.into(), b"");
+            c.close(0, b"");
         }
     }
 }

@@ -50,6 +50,11 @@ enum Cmd {
         /// reachability); default: the QUIC port + 1. `off` disables it.
         #[arg(long, value_name = "ADDR|off")]
         netcheck_listen: Option<String>,
+        /// TCP address for nodes on networks that block UDP (TLS with the
+        /// same certificate, then the same protocol); default: the QUIC
+        /// address's IP, port 443. `off` disables it.
+        #[arg(long, value_name = "ADDR|off")]
+        tcp_listen: Option<String>,
         /// Serve Prometheus metrics at http://ADDR/metrics (off unless set;
         /// e.g. 127.0.0.1:9588).
         #[arg(long, value_name = "ADDR")]
@@ -151,9 +156,21 @@ fn run() -> anyhow::Result<()> {
             host_prefix,
             metrics_listen,
             netcheck_listen,
+            tcp_listen,
             log_format,
             log_level,
         } => {
+            let tcp = match tcp_listen.as_deref() {
+                None => Some(SocketAddr::new(
+                    listen.ip(),
+                    flatnet_wire::lighthouse::TCP_DEFAULT_PORT,
+                )),
+                Some("off") => None,
+                Some(a) => Some(
+                    a.parse::<SocketAddr>()
+                        .with_context(|| format!("--tcp-listen {a:?}: give ip:port, or off"))?,
+                ),
+            };
             let netcheck =
                 match netcheck_listen.as_deref() {
                     None => Some(flatnet_lighthouse::netcheck::default_listen(listen)),
@@ -200,6 +217,16 @@ fn run() -> anyhow::Result<()> {
                             )
                         })?;
                     tokio::spawn(flatnet_lighthouse::netcheck::serve(main, other, lh.clone()));
+                }
+                if let Some(addr) = tcp {
+                    let l = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                        format!(
+                            "binding the TCP port {addr} (for nodes whose networks block UDP); \
+                             free it, or pass --tcp-listen with another address, or off"
+                        )
+                    })?;
+                    info!(%addr, "serving nodes over TCP too");
+                    tokio::spawn(lh.clone().serve_tcp(l));
                 }
                 if let Some(addr) = metrics_listen {
                     let l = flatnet_wire::metrics_http::bind(addr)
