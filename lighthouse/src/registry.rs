@@ -145,12 +145,16 @@ impl Registry {
         let ids: Vec<u32> = self.dirty.drain().collect();
         ids.into_iter()
             .filter(|id| self.nodes.contains_key(id))
-            .map(|id| {
-                let presence = self.live.get(&id).cloned().unwrap_or_default();
-                let changed = self.log.changed_at(id);
-                (id, Stored { presence, changed })
-            })
+            .map(|id| (id, self.presence_row(id)))
             .collect()
+    }
+
+    /// Node `id`'s presence snapshot row.
+    fn presence_row(&self, id: u32) -> Stored {
+        Stored {
+            presence: self.live.get(&id).cloned().unwrap_or_default(),
+            changed: self.log.changed_at(id),
+        }
     }
 
     /// Write these rows with the next snapshot.
@@ -158,32 +162,11 @@ impl Registry {
         self.dirty.extend(ids);
     }
 
-    /// Every node's presence row (for a full snapshot).
-    pub fn all_presence(&self) -> Vec<(u32, Stored)> {
-        self.nodes
-            .keys()
-            .map(|id| {
-                let presence = self.live.get(id).cloned().unwrap_or_default();
-                (
-                    *id,
-                    Stored {
-                        presence,
-                        changed: self.log.changed_at(*id),
-                    },
-                )
-            })
-            .collect()
-    }
-
     /// Give every change its version in the log.
     fn versioned(&mut self, changes: Vec<Change>) -> Vec<Change> {
         for c in &changes {
             match c {
-                Change::NodeSaved(n) => {
-                    self.log.touch(n.id);
-                    self.dirty.insert(n.id);
-                }
-                Change::NodeLive(id) => {
+                Change::NodeSaved(NodeRecord { id, .. }) | Change::NodeLive(id) => {
                     self.log.touch(*id);
                     self.dirty.insert(*id);
                 }

@@ -466,8 +466,11 @@ impl Lighthouse {
         let rest = peers_messages(&rest, &removed);
         let mut bytes = 0;
         for m in &rest {
-            bytes += proto::encode_frame(m).map_or(0, |f| f.len());
-            let _ = out.push_msg(m);
+            // Encoded once, counted and queued (push_msg would encode again).
+            if let Ok(f) = proto::encode_frame(m) {
+                bytes += f.len();
+                let _ = out.push(bytes::Bytes::from(f));
+            }
         }
         let welcome = LighthouseMsg::Welcome {
             node_id: id,
@@ -827,9 +830,8 @@ impl Lighthouse {
                 "writing the presence snapshot failed: {e}; it is retried in {} s.                  Check free space and the disk of the state dir",
                 PRESENCE_EVERY.as_secs()
             );
-            let all = s.registry.all_presence();
-            // Not lost: the next snapshot writes every row.
-            s.registry.mark_dirty(all.iter().map(|(id, _)| *id));
+            // Not lost: the next snapshot writes these rows again.
+            s.registry.mark_dirty(rows.iter().map(|(id, _)| *id));
             if s.store.reopen().is_err() {
                 warn!("reopening the Lighthouse database failed; the next write retries");
             }

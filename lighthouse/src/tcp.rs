@@ -20,7 +20,7 @@ use std::{
 
 use bytes::Bytes;
 use flatnet_wire::lighthouse::{
-    tcp_header, tcp_parse_header, SERVER_NAME, TCP_CONTROL, TCP_DATAGRAM, TCP_MAX_DATAGRAM,
+    tcp_header, tcp_parse_header, SERVER_NAME, TCP_CONTROL, TCP_DATAGRAM, TCP_MAX_PAYLOAD,
     TCP_PATH, TCP_UPGRADE,
 };
 use http_body_util::Empty;
@@ -130,7 +130,7 @@ impl TcpLink {
         if *self.0.closed.borrow() {
             return Err("the TCP link is closed".into());
         }
-        if d.len() > TCP_MAX_DATAGRAM + 4 {
+        if d.len() > TCP_MAX_PAYLOAD {
             return Err(format!("datagram of {} bytes is too large", d.len()));
         }
         let _ = self.0.out.try_send(d);
