@@ -158,7 +158,10 @@ def http_gateway(gw_ip, host):
             if not b:
                 break
             buf += b
-    return buf.startswith(b"HTTP/1.1 200") and b"soak web page" in buf
+    if buf.startswith(b"HTTP/1.1 200") and b"soak web page" in buf:
+        return True
+    first = buf.split(b"\r\n", 1)[0].decode("latin-1") if buf else "closed without an answer"
+    raise ValueError(f"answer: {first[:80]}")
 
 
 def dns_a(server, name, want):
@@ -211,15 +214,58 @@ class Stream:
 
 
 class Record:
-    """Every probe result, as (time, ok), per probe name."""
+    """Every probe result, as (time, ok), per probe name; why each failed
+    one failed (the exception, or what came back) and when it ended. A
+    probe or a `podman run` that began just before a fault and failed
+    because of it belongs to that fault: what counts is the whole span
+    from its start to its end."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.results = {}
+        self.why = {}
+        self.ends = {}
 
-    def add(self, name, ok, t=None):
+    def add(self, name, ok, t=None, why=None):
+        now = time.time()
+        t = t or now
         with self.lock:
-            self.results.setdefault(name, []).append((t or time.time(), ok))
+            self.results.setdefault(name, []).append((t, ok))
+            if not ok:
+                self.why[(name, t)] = why or "failed"
+                self.ends[(name, t)] = now
+
+    def end_of(self, name, t):
+        return self.ends.get((name, t), t)
+
+
+# Timestamps at the start of a log line: tracing's RFC 3339 (flatnetd,
+# lighthouse) and nginx's error log (local time, which is UTC here).
+LOG_STAMPS = [
+    (re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)"), "%Y-%m-%dT%H:%M:%S"),
+    (re.compile(r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d)"), "%Y/%m/%d %H:%M:%S"),
+]
+
+
+def log_lines_near(path, t, before=3.0, after=3.0, limit=12):
+    """Lines of a log file stamped within [t - before, t + after]."""
+    import calendar
+
+    out = []
+    try:
+        f = open(path, errors="replace")
+    except OSError:
+        return out
+    with f:
+        for line in f:
+            for rx, fmt in LOG_STAMPS:
+                m = rx.match(line)
+                if m:
+                    at = calendar.timegm(time.strptime(m.group(1), fmt))
+                    if t - before - 1 <= at <= t + after:
+                        out.append(line.rstrip()[:240])
+                    break
+    return out[-limit:]
 
 
 class Soak:
@@ -266,13 +312,14 @@ class Soak:
         def run():
             while not self.stop.is_set():
                 t = time.time()
+                why = None
                 try:
                     # Every time: a rebooted host's namespaces are new ones.
                     enter(self.lab.ns(netns))
                     ok = bool(check())
-                except (OSError, ValueError, KeyError):
-                    ok = False
-                self.rec.add(name, ok, t)
+                except (OSError, ValueError, KeyError) as e:
+                    ok, why = False, f"{type(e).__name__}: {e}"
+                self.rec.add(name, ok, t, why)
                 self.stop.wait(max(0.0, PROBE_EVERY - (time.time() - t)))
 
         th = threading.Thread(target=run, name=name, daemon=True)
@@ -475,18 +522,21 @@ class Soak:
     def report(self, t0):
         windows = [(k, s, e + RECOVERY, e, d) for k, s, e, d in self.faults]
 
-        def in_window(t):
-            return any(s <= t <= we for _, s, we, _, _ in windows)
+        def in_window(name, t):
+            # The failed attempt's span [t, end] overlaps a fault window.
+            end = self.rec.end_of(name, t)
+            return any(s <= end and t <= we for _, s, we, _, _ in windows)
 
-        rows, misses = [], []
+        rows, misses, outside = [], [], []
         for name, res in sorted(self.rec.results.items()):
             res = [(t, ok) for t, ok in res if t >= self.warm]
             tried = len(res)
-            fail_in = sum(1 for t, ok in res if not ok and in_window(t))
-            fail_out = sum(1 for t, ok in res if not ok and not in_window(t))
+            fail_in = sum(1 for t, ok in res if not ok and in_window(name, t))
+            fail_out = sum(1 for t, ok in res if not ok and not in_window(name, t))
             rows.append((name, tried, fail_in, fail_out))
             if fail_out:
                 misses.append(f"{name}: {fail_out} failures outside fault windows")
+                outside.extend((t, name) for t, ok in res if not ok and not in_window(name, t))
         # Every stretch of failures: (start, length, probe).
         streaks = []
         for name, res in self.rec.results.items():
@@ -572,6 +622,15 @@ class Soak:
             out.append("\nPodman churn errors (count, first at, what podman said):")
             for (op, err), ats in sorted(seen.items(), key=lambda x: x[1][0])[:10]:
                 out.append(f"  {len(ats):4d}  {ats[0]:7.1f} s  podman {op}: {err[:200]}")
+        if outside:
+            out.append("\nFailures outside fault windows (offset, probe, why), with the lab's logs around them:")
+            tmp = self.lab.tmp
+            logs = ["gw/logs/error.log", "h1/flatnetd.log", "h2/flatnetd.log", "h3/flatnetd.log", "lh.log"]
+            for at, name in sorted(outside)[:5]:
+                out.append(f"  {at - t0:7.1f} s  {name}: {self.rec.why.get((name, at), 'failed')}")
+                for rel in logs:
+                    for line in log_lines_near(os.path.join(tmp, rel), at):
+                        out.append(f"      {rel}: {line}")
         out.append("RESULT: " + ("PASS" if not misses else "FAIL"))
         for m in misses:
             out.append(f"  missed: {m}")
