@@ -9,7 +9,9 @@
 #   (from a cached Debian 13 root); the container on h1 talks to the one on
 #   h2 by Flatnet IP; h2 publishes it with `-p 8080:80`; the OpenResty /
 #   nginx gateway on site 1's router serves the web container to a "browser"
-#   on the office LAN; `flatnetctl status` on both hosts at the end.
+#   on the office LAN; a colleague at home reaches it with stock wg-quick
+#   through h1, as a remote member held to a policy; `flatnetctl status`
+#   on both hosts at the end.
 #
 #   sudo scripts/demo.sh            install packages, build, run, clean up
 #   sudo scripts/demo.sh --keep     leave it running to poke at (see the hints)
@@ -42,6 +44,7 @@ source tests/integration/helpers.bash
 source tests/integration/helpers-wg.bash
 source tests/integration/helpers-nat.bash
 source tests/integration/helpers-gw.bash
+source tests/integration/helpers-members.bash
 source tests/integration/podman.bash
 source tests/integration/podman5.bash
 FN_TMP="$P5_SHARE/demo"
@@ -131,6 +134,25 @@ echo "\$ getent hosts demo-web.flatnet.test   (on the office LAN)"
 in_ns office getent hosts demo-web.flatnet.test
 echo "\$ curl http://demo-web.flatnet.test/   (from the office LAN, no VPN client)"
 in_ns office curl -sS --max-time 10 http://demo-web.flatnet.test/
+
+step "A colleague at home: the stock WireGuard tools through hub h1, held to a policy"
+echo "site 1's router forwards UDP $WG_PORT to h1, which becomes the members' hub"
+hub_forward 1
+echo "\$ lighthouse policy set web 'demo-web:80'"
+lh policy set web 'demo-web:80'
+echo "\$ lighthouse member add alice --hub h1 --access web --endpoint 203.0.113.11:$WG_PORT"
+member_conf alice --hub h1 --access web --endpoint "203.0.113.11:$WG_PORT" 2>/dev/null
+sed 's/^PrivateKey = .*/PrivateKey = (printed once, never stored)/' "$FN_TMP/alice.conf"
+echo "(without --no-qr it is also printed as a QR code for the phone app)"
+home_create home 9
+echo "alice's laptop: 192.168.9.10 behind her home router; \$ wg-quick up alice.conf"
+wgq home up "$FN_TMP/alice.conf" >/dev/null 2>&1
+for i in $(seq 60); do in_ns home curl -sf --max-time 1 http://demo-web/ >/dev/null && break; sleep 0.5; done
+echo "\$ curl http://demo-web/   (at home: DNS and traffic through h1, then h1 -> h2)"
+in_ns home curl -sS --max-time 5 http://demo-web/
+echo "\$ ping demo-web   (not in her policy: dropped)"
+in_ns home ping -c 1 -W 2 demo-web >/dev/null 2>&1 && echo "answered?!" || echo "no answer, as the policy says"
+lh member list
 
 step "Diagnostics: where does traffic go, and what does each NAT do?"
 echo "\$ flatnetctl ping -c 3 h2   (on h1: ICMP through the tunnel, path and RTT of each reply)"

@@ -5,8 +5,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(
-    # build
-    build-essential pkg-config git curl ca-certificates
+    # build (protoc and the well-known types it imports: etcd-client's gRPC definitions)
+    build-essential pkg-config git curl ca-certificates protobuf-compiler libprotobuf-dev
     # networking, used by flatnetd and the tests
     iproute2 nftables iptables conntrack iputils-ping tcpdump iperf3 netcat-openbsd socat jq python3
     bind9-dnsutils dnsperf
@@ -20,6 +20,10 @@ PACKAGES=(
     # operations: systemd-analyze checks the units; promtool checks the
     # alert rules and every /metrics exposition
     systemd prometheus
+    # several Lighthouses share their registry in etcd (tests and lab)
+    etcd-server etcd-client
+    # remote members: stock wg-quick, over wireguard-go without kernel WireGuard
+    wireguard-tools wireguard-go
 )
 
 apt-get update -qq

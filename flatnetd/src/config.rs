@@ -341,6 +341,13 @@ pub struct PeerConfig {
     /// endpoint then belongs to the hole-punching logic, so a peer-list
     /// update does not overwrite it.
     pub node_id: Option<u32>,
+    /// A remote member's WireGuard (this host is its hub): its endpoint
+    /// is wherever it last sent from, and this host never starts a
+    /// handshake with it.
+    pub member: bool,
+    /// Addresses behind this peer besides its subnet: the remote members
+    /// it is the hub of (also AllowedIPs).
+    pub also: Vec<Ipv4Net>,
 }
 
 /// Decode a base64 WireGuard key.
@@ -650,6 +657,8 @@ fn validate_peers(
             endpoint: p.endpoint,
             subnet: p.subnet,
             node_id: None,
+            member: false,
+            also: vec![],
         });
     }
     Ok(peers)

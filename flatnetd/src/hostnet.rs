@@ -12,7 +12,7 @@
 //!     ip saddr 127.0.0.0/8 ct status dnat masquerade                  # localhost -> -p
 //!     ip saddr C ip daddr C ct status dnat masquerade                 # hairpin
 //!     ip saddr <subnet> ip daddr != <cidr> masquerade                 # egress
-//!     oifname "flatnet0" ip saddr != <subnet> masquerade }            # routed clients
+//!     oifname "flatnet0" ip saddr != { <subnet>, <members> } masquerade } # routed clients
 //!   chain forward     { type filter hook forward priority filter;
 //!     oifname "flatnet0" tcp flags & (syn | rst) == syn tcp option maxseg size set rt mtu
 //!     ip saddr <internal> ip daddr != <cidr> reject                  # --internal
@@ -25,6 +25,9 @@
 //! *other* hosts: their packets enter the tunnel with this host's Flatnet
 //! address as source, which the far side's AllowedIPs accept and can
 //! answer, instead of a LAN address nobody else in the Flatnet knows.
+//! Remote members a hub forwards keep their own address (the members'
+//! range, [`crate::policy::members_range`]): the far side's policy judges
+//! them by it, and answers them through the hub.
 //! The table is replaced atomically in one nft transaction, so applying it
 //! again (a lease change, a restart, the periodic repair after someone
 //! flushed the ruleset) never leaves a gap or a duplicate rule.
@@ -49,6 +52,8 @@ pub struct TableSpec<'a> {
     pub leases: &'a [Lease],
     /// Who outside the Flatnet may route into it through this host.
     pub forward_from: &'a [Ipv4Net],
+    /// Remote members' addresses, never masqueraded.
+    pub members: Option<Ipv4Net>,
 }
 
 fn chain(s: &mut String, name: &str, hook: Option<&str>, rules: &[String]) {
@@ -92,8 +97,12 @@ pub fn nft_script(t: &TableSpec<'_>) -> String {
         ));
     }
     if let Some(dev) = t.tunnel {
+        let own = match t.members {
+            Some(m) if m != subnet => format!("{{ {subnet}, {m} }}"),
+            _ => subnet.to_string(),
+        };
         post.push(format!(
-            "oifname \"{dev}\" ip saddr != {subnet} masquerade comment \"flatnet: routed clients into the tunnel\""
+            "oifname \"{dev}\" ip saddr != {own} masquerade comment \"flatnet: routed clients into the tunnel\""
         ));
     }
     chain(
@@ -215,6 +224,7 @@ impl HostSetup for NftHostSetup {
             tunnel,
             leases,
             forward_from: &config.forward_from,
+            members: crate::policy::members_range(config.cidr, config.subnet.prefix_len()),
         });
         let mut applied = self
             .applied
@@ -247,6 +257,7 @@ mod tests {
             tunnel,
             leases,
             forward_from: &[],
+            members: None,
         }
     }
 
@@ -289,6 +300,16 @@ mod tests {
         let s = nft_script(&spec(false, Some("flatnet0"), &[]));
         assert!(s.contains("oifname \"flatnet0\" ip saddr != 10.87.1.0/24 masquerade"));
         assert!(!s.contains("flatnet egress"));
+        // A hub forwards remote members with their own address.
+        let mut t = spec(false, Some("flatnet0"), &[]);
+        t.members = Some("10.87.255.0/24".parse().unwrap());
+        let s = nft_script(&t);
+        assert!(
+            s.contains(
+                "oifname \"flatnet0\" ip saddr != { 10.87.1.0/24, 10.87.255.0/24 } masquerade"
+            ),
+            "{s}"
+        );
     }
 
     #[test]

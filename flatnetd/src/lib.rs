@@ -33,6 +33,7 @@ pub mod lighthouse;
 pub mod metrics;
 pub mod netcheck;
 pub mod ping;
+pub mod policy;
 pub mod ports;
 pub mod reconcile;
 pub mod service;

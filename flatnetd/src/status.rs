@@ -50,28 +50,14 @@ pub fn render(st: &HostStatus) -> String {
         let _ = writeln!(out, "Key:      {k}");
     }
     if let Some(lh) = &st.lighthouse {
-        let mut extra = Vec::new();
-        if let Some(id) = lh.node_id {
-            extra.push(format!("node {id}"));
+        if lh.lighthouses.is_empty() {
+            let _ = writeln!(out, "Lighthouse: {}", lighthouse_line(lh));
+        } else {
+            let _ = writeln!(out, "Lighthouses:");
+            for one in &lh.lighthouses {
+                let _ = writeln!(out, "  {}", lighthouse_line(one));
+            }
         }
-        if let Some(o) = &lh.observed {
-            extra.push(format!("observed {o}"));
-        }
-        if lh.transport.as_deref() == Some("tcp") {
-            extra.push("over TCP: UDP is blocked".into());
-        }
-        extra.push(format!("{}s", lh.since_secs));
-        let _ = write!(
-            out,
-            "Lighthouse: {} {} ({})",
-            lh.address,
-            lh.state,
-            extra.join(", ")
-        );
-        if let (Some(e), true) = (&lh.last_error, lh.state != "connected") {
-            let _ = write!(out, ": {e}");
-        }
-        out.push('\n');
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "Containers ({}):", st.leases.len());
@@ -86,6 +72,26 @@ pub fn render(st: &HostStatus) -> String {
         peers(st, &mut out);
     }
     out
+}
+
+/// `address state (node, observed, transport, time): last error`.
+fn lighthouse_line(lh: &flatnet_wire::LighthouseStatus) -> String {
+    let mut extra = Vec::new();
+    if let Some(id) = lh.node_id {
+        extra.push(format!("node {id}"));
+    }
+    if let Some(o) = &lh.observed {
+        extra.push(format!("observed {o}"));
+    }
+    if lh.transport.as_deref() == Some("tcp") {
+        extra.push("over TCP: UDP is blocked".into());
+    }
+    extra.push(format!("{}s", lh.since_secs));
+    let mut line = format!("{} {} ({})", lh.address, lh.state, extra.join(", "));
+    if let (Some(e), true) = (&lh.last_error, lh.state != "connected") {
+        line.push_str(&format!(": {e}"));
+    }
+    line
 }
 
 /// Human form of a byte count: `0 B`, `1.5 KiB`, `12.0 MiB`.
@@ -333,6 +339,7 @@ mod tests {
                 last_error: None,
                 since_secs: 3,
                 transport: Some("tcp".into()),
+                lighthouses: vec![],
             }),
             forward_from: vec![],
         };

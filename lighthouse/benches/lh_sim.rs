@@ -36,9 +36,12 @@ use flatnet_lighthouse::{
     client::{client_config, join},
     fanout::{outbox, Outbox},
     proof::encode_key,
-    server::{grow_buffers, read_frame},
+    server::read_frame,
     token::Token,
 };
+#[path = "common/mod.rs"]
+mod common;
+use common::lighthouse_cli;
 #[path = "lh_sim/storm.rs"]
 mod storm;
 
@@ -234,16 +237,12 @@ fn spawn_reader(mut recv: RecvStream, t: Arc<Tracker>) {
 fn endpoints(n: usize) -> Vec<quinn::Endpoint> {
     (0..n.div_ceil(100).max(1))
         .map(|k| {
-            let ip = std::net::Ipv4Addr::new(127, 1, (k / 250) as u8, (k % 250 + 1) as u8);
-            let s = UdpSocket::bind((ip, 0)).unwrap();
-            grow_buffers(&s);
-            quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                None,
-                s,
-                Arc::new(quinn::TokioRuntime),
-            )
-            .unwrap()
+            common::client_endpoint(std::net::Ipv4Addr::new(
+                127,
+                1,
+                (k / 250) as u8,
+                (k % 250 + 1) as u8,
+            ))
         })
         .collect()
 }
@@ -388,16 +387,6 @@ impl Drop for LhProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn lighthouse_cli(bin: &Path, admin: &Path, args: &[&str]) -> String {
-    let out = Command::new(bin)
-        .env("LIGHTHOUSE_ADMIN_SOCKET", admin)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "lighthouse {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn spawn_lighthouse(
@@ -740,6 +729,8 @@ async fn baseline_server(listen: SocketAddr) {
                 observed: Some(conn.remote_address()),
                 local_addrs: vec![],
                 online: true,
+                via: vec![],
+                member: None,
             };
             let frame = Bytes::from(
                 encode_frame(&LighthouseMsg::Peers {

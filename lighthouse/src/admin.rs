@@ -40,6 +40,12 @@ pub enum AdminRequest {
     NodesRemove {
         name: String,
     },
+    /// Every Lighthouse sharing the registry.
+    LighthousesList,
+    /// Take a stopped Lighthouse off the shared list.
+    LighthousesRetire {
+        id: String,
+    },
     /// A consistent snapshot of the registry and the identity
     /// ([`crate::backup`]).
     Backup,
@@ -47,11 +53,21 @@ pub enum AdminRequest {
     LogLevel {
         filter: Option<String>,
     },
+    /// Remote members and their policies ([`crate::members`]).
+    Member(crate::members::MemberRequest),
 }
 
 /// Handle one admin request against the running Lighthouse.
 pub fn handle(lh: &Lighthouse, req: AdminRequest) -> Result<Value, String> {
     let action = req.action();
+    // With several Lighthouses: see what the others did first (a node that
+    // joined there a moment ago can be removed here).
+    if let Err(e) = lh.freshen() {
+        tracing::warn!(
+            "catching up with etcd before an admin command failed: {e}; \
+             going on with what this Lighthouse has"
+        );
+    }
     let r = dispatch(lh, req);
     lh.stats.admin_action(action, r.is_ok());
     r
@@ -66,8 +82,11 @@ impl AdminRequest {
             AdminRequest::TokenRevoke { .. } => "token_revoke",
             AdminRequest::NodesList => "nodes_list",
             AdminRequest::NodesRemove { .. } => "nodes_remove",
+            AdminRequest::LighthousesList => "lighthouses_list",
+            AdminRequest::LighthousesRetire { .. } => "lighthouses_retire",
             AdminRequest::LogLevel { .. } => "log_level",
             AdminRequest::Backup => "backup",
+            AdminRequest::Member(m) => m.action(),
         }
     }
 }
@@ -75,7 +94,17 @@ impl AdminRequest {
 fn dispatch(lh: &Lighthouse, req: AdminRequest) -> Result<Value, String> {
     match req {
         AdminRequest::TokenCreate { ttl_secs, reusable } => {
-            let t = Token::generate(&lh.public_addr, &lh.identity.fingerprint());
+            let mut t = Token::generate(&lh.public_addr, &lh.identity.fingerprint());
+            // With several Lighthouses: all of them, this one first.
+            t.also = lh
+                .lighthouses()
+                .into_iter()
+                .skip(1)
+                .map(|p| crate::token::OtherLighthouse {
+                    lighthouse: p.address,
+                    fingerprint: p.fingerprint,
+                })
+                .collect();
             lh.mutate(|r| ((), r.add_token(&t, now(), ttl_secs, reusable)))?;
             Ok(
                 json!({"token": t.encode(), "id": t.id(), "expires_in_secs": ttl_secs, "reusable": reusable}),
@@ -102,9 +131,27 @@ fn dispatch(lh: &Lighthouse, req: AdminRequest) -> Result<Value, String> {
         AdminRequest::NodesList => Ok(lh.view(|r| {
             json!(r
                 .nodes()
+                .filter(|n| n.member.is_none())
                 .filter_map(|n| r.peer_info(n.id))
                 .collect::<Vec<_>>())
         })),
+        AdminRequest::LighthousesList => {
+            let me = lh.identity.fingerprint();
+            Ok(json!(lh
+                .lighthouses()
+                .into_iter()
+                .map(|p| json!({
+                    "id": flatnet_wire::lighthouse::lighthouse_id(&p.fingerprint),
+                    "address": p.address,
+                    "fingerprint": p.fingerprint,
+                    "this": p.fingerprint == me,
+                }))
+                .collect::<Vec<_>>()))
+        }
+        AdminRequest::LighthousesRetire { id } => {
+            lh.retire(&id)?;
+            Ok(json!({"retired": id}))
+        }
         AdminRequest::Backup => {
             serde_json::to_value(crate::backup::snapshot(lh, now())).map_err(|e| e.to_string())
         }
@@ -119,6 +166,7 @@ fn dispatch(lh: &Lighthouse, req: AdminRequest) -> Result<Value, String> {
             }
             Ok(json!({"log_level": log.current()}))
         }
+        AdminRequest::Member(m) => crate::members::dispatch(lh, m),
         AdminRequest::NodesRemove { name } => {
             lh.mutate(|r| match r.remove_node(&name) {
                 Ok(ch) => (Ok(()), ch),

@@ -1,8 +1,8 @@
 //! Backing up and restoring a Lighthouse (docs/operations.md, runbook).
 //!
 //! `lighthouse backup FILE` asks the running Lighthouse for a consistent
-//! snapshot (one read of the registry under its lock: nodes, tokens, the
-//! next node id) plus its certificate and private key, and writes it as one
+//! snapshot (one read of the registry under its lock: nodes and members,
+//! tokens, members' access policies, the next node id) plus its certificate and private key, and writes it as one
 //! JSON file, mode 0600. The key must be in it: every node pins the
 //! certificate, so a Lighthouse restored with another key would be refused
 //! by all of them. Keep backups as secret as the state dir.
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cert::{identity_paths, Identity},
-    registry::{Change, NodeRecord},
+    registry::{Change, NodeRecord, PolicyRecord},
     server::Lighthouse,
     store::Store,
     token::TokenRecord,
@@ -42,6 +42,9 @@ pub struct Backup {
     pub nodes: Vec<NodeRecord>,
     pub tokens: Vec<TokenRecord>,
     pub next_node_id: u32,
+    /// Members' access policies (absent from backups made before members).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyRecord>,
     /// DER, base64.
     pub certificate: String,
     pub private_key: String,
@@ -70,13 +73,14 @@ fn b64() -> base64::engine::GeneralPurpose {
 
 /// A snapshot of a running Lighthouse.
 pub fn snapshot(lh: &Lighthouse, now: u64) -> Backup {
-    let (cidr, host_prefix, mut nodes, mut tokens, next) = lh.view(|r| {
+    let (cidr, host_prefix, mut nodes, mut tokens, next, policies) = lh.view(|r| {
         (
             r.cidr(),
             r.host_prefix(),
             r.nodes().cloned().collect::<Vec<_>>(),
             r.tokens().cloned().collect::<Vec<_>>(),
             r.next_id(),
+            r.policies().cloned().collect::<Vec<_>>(),
         )
     });
     nodes.sort_by_key(|n| n.id);
@@ -90,6 +94,7 @@ pub fn snapshot(lh: &Lighthouse, now: u64) -> Backup {
         nodes,
         tokens,
         next_node_id: next,
+        policies,
         certificate: b64().encode(lh.identity.cert.as_ref()),
         private_key: b64().encode(lh.identity.key.secret_pkcs8_der()),
     }
@@ -135,6 +140,7 @@ pub fn restore(b: &Backup, dir: &Path) -> Result<(), BackupError> {
         .cloned()
         .map(Change::TokenSaved)
         .chain(b.nodes.iter().cloned().map(Change::NodeSaved))
+        .chain(b.policies.iter().cloned().map(Change::PolicySaved))
         .collect();
     let log = store.load_sync()?.log;
     store.commit(&changes, b.next_node_id, &log)?;

@@ -24,7 +24,7 @@ pub enum JoinError {
     Cert(#[from] CertError),
     #[error("connecting to the Lighthouse: {0}")]
     Connect(String),
-    #[error("the Lighthouse refused: {message} ({code:?})")]
+    #[error("the Lighthouse refused: {message} ({code})")]
     Refused { code: LhErrorCode, message: String },
     #[error("Lighthouse protocol: {0}")]
     Protocol(String),
@@ -48,6 +48,9 @@ pub fn client_config(fingerprint: &str) -> Result<quinn::ClientConfig, JoinError
 
 /// A joined session.
 pub struct Joined {
+    /// Every Lighthouse of the Flatnet, as this one knows them (empty
+    /// with a single Lighthouse).
+    pub lighthouses: Vec<flatnet_wire::lighthouse::LighthousePin>,
     /// QUIC or TCP.
     pub conn: Link,
     pub send: ControlWrite,
@@ -125,7 +128,7 @@ pub async fn authenticate(
     .map_err(proto)?;
     let refused = |m: LighthouseMsg| match m {
         LighthouseMsg::Error { code, message } => JoinError::Refused { code, message },
-        other => JoinError::Protocol(format!("unexpected {other:?}")),
+        other => JoinError::Protocol(format!("unexpected {} message", other.kind())),
     };
     let (nonce, server_key) = match read_frame(&mut recv).await.map_err(proto)? {
         LighthouseMsg::Challenge { nonce, server_key } => (nonce, server_key),
@@ -145,6 +148,7 @@ pub async fn authenticate(
             mut peers,
             more,
             sync,
+            lighthouses,
             delta,
         } => {
             // A long peer list continues in `more` frames: upserts only,
@@ -158,7 +162,8 @@ pub async fn authenticate(
                     }
                     other => {
                         return Err(JoinError::Protocol(format!(
-                            "expected the rest of the peer list, got {other:?}"
+                            "expected the rest of the peer list, got a {} message",
+                            other.kind()
                         )))
                     }
                 }
@@ -175,6 +180,7 @@ pub async fn authenticate(
                 removed,
                 delta,
                 sync,
+                lighthouses,
             })
         }
         other => Err(refused(other)),

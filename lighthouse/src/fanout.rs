@@ -197,6 +197,8 @@ mod tests {
             observed: Some("255.255.255.255:65535".parse().unwrap()),
             local_addrs: vec!["255.255.255.255:65535".parse().unwrap(); MAX_LOCAL_ADDRS],
             online: true,
+            via: vec![],
+            member: None,
         }
     }
 

@@ -10,12 +10,15 @@
 //! unix socket used by the `lighthouse` CLI), [`metrics`] (Prometheus), [`netcheck`] (what a node learns about its NAT).
 
 pub mod admin;
+pub mod backend;
 pub mod backup;
 pub mod budget;
 pub mod cert;
 pub mod client;
+pub mod etcd;
 pub mod fanout;
 pub mod link;
+pub mod members;
 pub mod metrics;
 pub mod netcheck;
 pub mod presence;

@@ -139,16 +139,7 @@ impl Stats {
 
 /// The wire name of an error code (`bad_token`, ...).
 pub fn code_str(c: LhErrorCode) -> &'static str {
-    match c {
-        LhErrorCode::Protocol => "protocol",
-        LhErrorCode::Version => "version",
-        LhErrorCode::BadToken => "bad_token",
-        LhErrorCode::BadProof => "bad_proof",
-        LhErrorCode::NameTaken => "name_taken",
-        LhErrorCode::Removed => "removed",
-        LhErrorCode::Exhausted => "exhausted",
-        LhErrorCode::Internal => "internal",
-    }
+    c.as_str()
 }
 
 /// Reads the registry on each scrape. Weak: metrics must not keep a

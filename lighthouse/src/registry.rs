@@ -20,6 +20,11 @@ use crate::{
     token::{Token, TokenRecord},
 };
 
+mod members;
+mod remote;
+pub use members::{MemberRecord, NewMember, PolicyRecord, MEMBER_TOKEN};
+pub use remote::Snapshot;
+
 /// A node's durable record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -30,6 +35,9 @@ pub struct NodeRecord {
     /// The token it joined with.
     pub token_id: String,
     pub joined: u64,
+    /// Set for a remote member (plain WireGuard through a hub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<MemberRecord>,
 }
 
 /// What a mutation changed.
@@ -43,6 +51,10 @@ pub enum Change {
     NodeRemoved(u32),
     /// Persist this token.
     TokenSaved(TokenRecord),
+    /// Persist this access policy.
+    PolicySaved(PolicyRecord),
+    /// Delete the access policy of this name.
+    PolicyRemoved(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +91,13 @@ pub struct Registry {
     dirty: HashSet<u32>,
     /// Restored as online from a snapshot and not reconnected yet.
     presumed: HashSet<u32>,
+    /// This Lighthouse's id ([`flatnet_wire::lighthouse::lighthouse_id`]).
+    me: String,
+    /// Presence at the other Lighthouses sharing the registry (etcd), by
+    /// node and Lighthouse id; `live` is this Lighthouse's own.
+    remote: HashMap<u32, BTreeMap<String, Live>>,
+    /// Access policies of remote members, by name.
+    policies: BTreeMap<String, PolicyRecord>,
 }
 
 /// Node names: 1-63 of `[A-Za-z0-9._-]`.
@@ -105,7 +124,19 @@ impl Registry {
             log: SyncLog::new(0),
             dirty: HashSet::new(),
             presumed: HashSet::new(),
+            me: String::new(),
+            remote: HashMap::new(),
+            policies: BTreeMap::new(),
         }
+    }
+
+    /// This Lighthouse's id, named in the `via` of the nodes it serves.
+    pub fn set_me(&mut self, id: &str) {
+        self.me = id.to_string();
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
     }
 
     /// The delta-sync log (versions, removals).
@@ -157,6 +188,12 @@ impl Registry {
         }
     }
 
+    /// Write every node's presence here again (a new presence lease).
+    pub fn mark_all_live(&mut self) {
+        let ids: Vec<u32> = self.live.keys().copied().collect();
+        self.dirty.extend(ids);
+    }
+
     /// Write these rows with the next snapshot.
     pub fn mark_dirty(&mut self, ids: impl Iterator<Item = u32>) {
         self.dirty.extend(ids);
@@ -175,7 +212,7 @@ impl Registry {
                     self.dirty.remove(id);
                     self.presumed.remove(id);
                 }
-                Change::TokenSaved(_) => {}
+                Change::TokenSaved(_) | Change::PolicySaved(_) | Change::PolicyRemoved(_) => {}
             }
         }
         changes
@@ -233,7 +270,11 @@ impl Registry {
     ) {
         let mut live = std::mem::take(&mut self.live);
         let mut fresh = Registry::new(self.cidr, self.host_prefix);
+        fresh.me = std::mem::take(&mut self.me);
         fresh.restore(nodes, tokens, next_id);
+        fresh.remote = std::mem::take(&mut self.remote);
+        fresh.policies = std::mem::take(&mut self.policies);
+        fresh.remote.retain(|id, _| fresh.nodes.contains_key(id));
         live.retain(|id, _| fresh.nodes.contains_key(id));
         fresh.live = live;
         // The versions handed out stay handed out; a node the refused
@@ -279,8 +320,13 @@ impl Registry {
         self.tokens.values()
     }
 
+    /// Online here or at another Lighthouse.
     pub fn is_online(&self, id: u32) -> bool {
         self.live.get(&id).is_some_and(|l| l.online)
+            || self
+                .remote
+                .get(&id)
+                .is_some_and(|m| m.values().any(|l| l.online))
     }
 
     /// Register a token (the server made it; we keep only its id).
@@ -365,6 +411,7 @@ impl Registry {
             self.free_hint = 1;
         }
         self.live.remove(&id);
+        self.remote.remove(&id);
         self.versioned(vec![Change::NodeRemoved(id)])
     }
 
@@ -388,6 +435,13 @@ impl Registry {
             .get(public_key)
             .and_then(|id| self.nodes.get(id))
         {
+            if n.member.is_some() {
+                return Err(err(
+                    LhErrorCode::Removed,
+                    "this key belongs to a remote member: members connect with WireGuard to \
+                     their hub, never to the Lighthouse",
+                ));
+            }
             if n.name != name {
                 return Err(err(
                     LhErrorCode::NameTaken,
@@ -423,11 +477,7 @@ impl Registry {
                 format!("no free /{} left in {}", self.host_prefix, self.cidr),
             )
         })?;
-        let id = self.next_id;
-        self.next_id = self
-            .next_id
-            .checked_add(1)
-            .ok_or_else(|| err(LhErrorCode::Exhausted, "node ids are exhausted"))?;
+        let id = self.take_id()?;
         let node = NodeRecord {
             id,
             name: name.to_string(),
@@ -435,6 +485,7 @@ impl Registry {
             subnet,
             token_id: rec.id.clone(),
             joined: now,
+            member: None,
         };
         let mut rec = rec;
         rec.uses += 1;
@@ -447,8 +498,19 @@ impl Registry {
         ))
     }
 
+    /// A new node or member id; ids are never reused.
+    fn take_id(&mut self) -> Result<u32, RegistryError> {
+        let id = self.next_id;
+        self.next_id = self
+            .next_id
+            .checked_add(1)
+            .ok_or_else(|| err(LhErrorCode::Exhausted, "node ids are exhausted"))?;
+        Ok(id)
+    }
+
     /// The first host subnet not in use. The CIDR's first /N is skipped: its
-    /// `.0.1` gateway is easily mistaken for a router.
+    /// `.0.1` gateway is easily mistaken for a router; so is the last, the
+    /// members' range.
     fn free_subnet(&mut self) -> Option<Ipv4Net> {
         let size = 1u64 << (32 - self.host_prefix);
         let base = u64::from(u32::from(self.cidr.network()));
@@ -460,7 +522,7 @@ impl Registry {
             else {
                 continue;
             };
-            if !self.used_subnets.contains(&s) {
+            if !self.used_subnets.contains(&s) && !self.is_members_range(&s) {
                 self.free_hint = i;
                 return Some(s);
             }
@@ -538,10 +600,25 @@ impl Registry {
         }
     }
 
-    /// How the others see node `id`.
+    /// How the others see node `id`: its presence here if it is online
+    /// here, else at the first Lighthouse it is online at, else the last
+    /// known; `via` names every Lighthouse it is online at.
     pub fn peer_info(&self, id: u32) -> Option<PeerInfo> {
         let n = self.nodes.get(&id)?;
-        let l = self.live.get(&id).cloned().unwrap_or_default();
+        if let Some(m) = &n.member {
+            return Some(PeerInfo {
+                node_id: n.id,
+                name: n.name.clone(),
+                public_key: n.public_key.clone(),
+                subnet: n.subnet,
+                observed: None,
+                local_addrs: vec![],
+                online: false,
+                via: vec![],
+                member: Some(self.member_info(m)),
+            });
+        }
+        let l = self.merged_presence(id);
         Some(PeerInfo {
             node_id: n.id,
             name: n.name.clone(),
@@ -550,7 +627,39 @@ impl Registry {
             observed: l.observed,
             local_addrs: l.local_addrs,
             online: l.online,
+            via: self.via(id),
+            member: None,
         })
+    }
+
+    /// Node `id`'s presence over every Lighthouse (see [`Self::peer_info`]).
+    fn merged_presence(&self, id: u32) -> Live {
+        let here = self.live.get(&id);
+        let there = self.remote.get(&id);
+        here.filter(|l| l.online)
+            .or_else(|| there.and_then(|m| m.values().find(|l| l.online)))
+            .or(here)
+            .or_else(|| there.and_then(|m| m.values().next()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The Lighthouses node `id` is online at, sorted.
+    fn via(&self, id: u32) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .remote
+            .get(&id)
+            .into_iter()
+            .flat_map(|m| m.iter())
+            .filter(|(_, l)| l.online)
+            .map(|(lh, _)| lh.clone())
+            .collect();
+        if self.live.get(&id).is_some_and(|l| l.online) && !self.me.is_empty() {
+            out.push(self.me.clone());
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Everyone but `id`.
@@ -566,9 +675,7 @@ impl Registry {
     /// endpoint, plus its local addresses when both sit behind the same
     /// public address (same LAN).
     pub fn punch_endpoints(&self, from: u32, target: u32) -> Vec<SocketAddr> {
-        let (Some(f), Some(t)) = (self.live.get(&from), self.live.get(&target)) else {
-            return vec![];
-        };
+        let (f, t) = (self.merged_presence(from), self.merged_presence(target));
         let mut out = Vec::new();
         let same_nat = matches!((f.observed, t.observed), (Some(a), Some(b)) if a.ip() == b.ip());
         if same_nat {
@@ -584,13 +691,24 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const FP: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-    fn reg() -> Registry {
+    pub(crate) fn reg() -> Registry {
         Registry::new("10.87.0.0/16".parse().unwrap(), 24)
+    }
+
+    /// A fresh reusable token of `r`.
+    pub(crate) fn token(r: &mut Registry) -> String {
+        tok(r, None, true)
+    }
+
+    /// Node `name` with key `key` joins `r`; its id.
+    pub(crate) fn join(r: &mut Registry, name: &str, key: &str) -> u32 {
+        let t = token(r);
+        r.admit(name, key, Some(&t), 100).unwrap().0
     }
 
     fn tok(r: &mut Registry, ttl: Option<u64>, reusable: bool) -> String {
@@ -859,7 +977,8 @@ mod tests {
     fn subnets_run_out() {
         let mut r = Registry::new("10.87.0.0/22".parse().unwrap(), 24);
         let t = tok(&mut r, None, true);
-        for i in 0..3 {
+        // The first /24 is skipped, the last is the members' range.
+        for i in 0..2 {
             r.admit(&format!("n{i}"), &format!("K{i}"), Some(&t), 100)
                 .unwrap();
         }

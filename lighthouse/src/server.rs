@@ -22,8 +22,10 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, error, info, warn};
 
 use crate::{
+    backend::Backend,
     budget::Bucket,
     cert::{server_tls, CertError, Identity},
+    etcd::{EtcdConfig, EtcdStore, Meta},
     fanout::{
         encode_all, outbox, peers_messages, stamp, Outbox, OutboxRx, Pending, PEERS_PER_FRAME,
     },
@@ -52,8 +54,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const OBSERVE_EVERY: Duration = Duration::from_millis(500);
 /// Changes are collected this long before they are announced together.
 const FANOUT_DELAY: Duration = Duration::from_millis(25);
-/// How often changed presence rows are written (and on shutdown).
-const PRESENCE_EVERY: Duration = Duration::from_secs(5);
+/// How long a change that lost a race at etcd waits for this Lighthouse
+/// to catch up before it is tried again, and how often it is tried.
+const CATCH_UP: Duration = Duration::from_secs(3);
+const CONFLICT_TRIES: usize = 5;
 
 pub fn now() -> u64 {
     SystemTime::now()
@@ -82,6 +86,8 @@ struct Session {
     /// (each one makes another member probe) this node may still send.
     updates: Bucket,
     punches: Bucket,
+    /// The list of Lighthouses this node was last given.
+    told: Vec<proto::LighthousePin>,
 }
 
 /// Address updates per node: a few at once, then one per 10 s.
@@ -91,7 +97,7 @@ const PUNCHES: (f64, f64) = (2.0, 10.0);
 
 struct Shared {
     registry: Registry,
-    store: Store,
+    store: Box<dyn Backend>,
     sessions: HashMap<u32, Session>,
     next_serial: u64,
     /// Changes not announced yet; `wake` tells the announcer.
@@ -111,24 +117,78 @@ pub struct Lighthouse {
     pub log: std::sync::OnceLock<flatnet_wire::logging::LogHandle>,
     /// Connections still proving their keys, over QUIC and TCP together.
     unproven: Unproven,
+    /// With etcd: woken when other Lighthouses' changes arrived.
+    feed: Option<Arc<Notify>>,
+}
+
+/// Why a change was not stored.
+enum Refused {
+    /// Another Lighthouse changed the registry first: catch up to this
+    /// etcd revision and run the change again.
+    Conflict(i64),
+    Failed(String),
 }
 
 impl Lighthouse {
+    /// A Lighthouse with its registry on its own disk (redb).
     pub fn open(
         state_dir: &Path,
         cidr: Ipv4Net,
         host_prefix: u8,
         public_addr: String,
     ) -> Result<Arc<Self>, ServerError> {
+        Self::open_with(state_dir, cidr, host_prefix, public_addr, None)
+    }
+
+    /// A Lighthouse with its registry on redb, or on etcd shared with
+    /// other Lighthouses (with a redb copy in `state_dir`).
+    pub fn open_with(
+        state_dir: &Path,
+        cidr: Ipv4Net,
+        host_prefix: u8,
+        public_addr: String,
+        etcd: Option<&EtcdConfig>,
+    ) -> Result<Arc<Self>, ServerError> {
         flatnet_wire::fs::create_private_dir(state_dir)
             .map_err(|e| CertError::Io(state_dir.display().to_string(), e))?;
         let identity = Identity::load_or_create(state_dir)?;
-        let store = Store::open(&state_dir.join("lighthouse.redb"))?;
+        let mirror = Store::open(&state_dir.join("lighthouse.redb"))?;
+        let me = proto::lighthouse_id(&identity.fingerprint());
         let mut registry = Registry::new(cidr, host_prefix);
-        let (nodes, tokens, next_id) = store.load()?;
+        if etcd.is_some() {
+            // Peers learn where each node is connected only when there is
+            // more than one place (a single Lighthouse sends no `via`).
+            registry.set_me(&me);
+        }
+        let (nodes, tokens, next_id) = mirror.load()?;
         registry.restore(nodes, tokens, next_id);
-        let sync = store.load_sync()?;
+        registry.restore_policies(mirror.load_policies()?);
+        let sync = mirror.load_sync()?;
         registry.resume(sync.log, sync.presence);
+        let (mut store, feed): (Box<dyn Backend>, _) = match etcd {
+            None => (Box::new(mirror), None),
+            Some(cfg) => {
+                let pin = proto::LighthousePin {
+                    address: public_addr.clone(),
+                    fingerprint: identity.fingerprint(),
+                };
+                let meta = Meta {
+                    cidr: registry.cidr(),
+                    host_prefix,
+                };
+                let e = EtcdStore::open(mirror, cfg, &me, pin, meta)?;
+                let signal = e.signal();
+                (Box::new(e), Some(signal))
+            }
+        };
+        // What the other Lighthouses changed while this one was away.
+        let caught_up = store.absorb(&mut registry)?;
+        if !caught_up.is_empty() {
+            info!(
+                changes = caught_up.len(),
+                "caught up with the shared registry"
+            );
+        }
         Ok(Arc::new(Self {
             shared: Mutex::new(Shared {
                 registry,
@@ -143,7 +203,117 @@ impl Lighthouse {
             stats: crate::metrics::Stats::default(),
             log: std::sync::OnceLock::new(),
             unproven: Unproven::new(),
+            feed,
         }))
+    }
+
+    /// This Lighthouse's id ([`proto::lighthouse_id`]).
+    pub fn id(&self) -> String {
+        proto::lighthouse_id(&self.identity.fingerprint())
+    }
+
+    /// Every Lighthouse sharing the registry, this one first.
+    pub fn lighthouses(&self) -> Vec<proto::LighthousePin> {
+        let mut all = self.lock().store.lighthouses();
+        let fp = self.identity.fingerprint();
+        all.retain(|p| p.fingerprint != fp);
+        all.insert(
+            0,
+            proto::LighthousePin {
+                address: self.public_addr.clone(),
+                fingerprint: fp,
+            },
+        );
+        all
+    }
+
+    /// Every Lighthouse (this one first) when there are several, else
+    /// none: what a Welcome carries.
+    fn all_lighthouses(&self, s: &Shared) -> Vec<proto::LighthousePin> {
+        if s.store.kind() != "etcd" {
+            return vec![];
+        }
+        let fp = self.identity.fingerprint();
+        let mut all = s.store.lighthouses();
+        all.sort_by_key(|p| p.fingerprint != fp);
+        all
+    }
+
+    /// The list of Lighthouses for node `id`'s next Pong, if it changed
+    /// since the node was last told.
+    fn news_for(&self, id: u32) -> Vec<proto::LighthousePin> {
+        let mut s = self.lock();
+        let all = self.all_lighthouses(&s);
+        match s.sessions.get_mut(&id) {
+            Some(sess) if sess.told != all && !all.is_empty() => {
+                sess.told = all.clone();
+                all
+            }
+            _ => vec![],
+        }
+    }
+
+    /// Catch up with everything the other Lighthouses did so far (before
+    /// an admin command). Without etcd there is nothing to catch up with.
+    pub fn freshen(&self) -> Result<(), String> {
+        let r = self
+            .lock()
+            .store
+            .freshen()
+            .map_err(|e| flatnet_wire::plain_error(&e))?;
+        if r > i64::MIN {
+            self.catch_up(r);
+        }
+        Ok(())
+    }
+
+    /// Take Lighthouse `id` off the shared list.
+    pub fn retire(&self, id: &str) -> Result<(), String> {
+        let mut s = self.lock();
+        s.store
+            .retire(id)
+            .map_err(|e| flatnet_wire::plain_error(&e))
+    }
+
+    /// `redb` or `etcd`.
+    pub fn backend(&self) -> &'static str {
+        self.lock().store.kind()
+    }
+
+    /// Take in what the other Lighthouses changed and announce it.
+    fn absorb(&self) {
+        let mut s = self.lock();
+        let sh = &mut *s;
+        match sh.store.absorb(&mut sh.registry) {
+            Ok(ch) => apply(&mut s, ch),
+            Err(e) => error!(
+                "taking in the other Lighthouses' changes failed: {}; they are taken in \
+                 again after a restart",
+                flatnet_wire::plain_error(&e)
+            ),
+        }
+    }
+
+    /// Apply the other Lighthouses' changes as they arrive, forever.
+    async fn follow(this: std::sync::Weak<Self>, signal: Arc<Notify>) {
+        loop {
+            signal.notified().await;
+            let Some(lh) = this.upgrade() else { return };
+            lh.absorb();
+        }
+    }
+
+    /// After a conflict at etcd: take in the other Lighthouses' changes
+    /// until this copy has `revision` (or [`CATCH_UP`] passed).
+    fn catch_up(&self, revision: i64) {
+        let until = Instant::now() + CATCH_UP;
+        loop {
+            self.absorb();
+            if self.lock().store.applied() >= revision || Instant::now() >= until {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -154,15 +324,27 @@ impl Lighthouse {
     /// and announce it. If the store refuses, the registry goes back to
     /// what the store holds and the error is returned: nothing is answered
     /// or announced that was not stored.
-    pub fn mutate<T>(
-        &self,
-        f: impl FnOnce(&mut Registry) -> (T, Vec<Change>),
-    ) -> Result<T, String> {
-        let mut s = self.lock();
-        let (out, changes) = f(&mut s.registry);
-        persist(&mut s, &changes)?;
-        apply(&mut s, changes);
-        Ok(out)
+    /// With etcd, a change another Lighthouse's change beat is run again
+    /// on the caught-up registry.
+    pub fn mutate<T>(&self, f: impl Fn(&mut Registry) -> (T, Vec<Change>)) -> Result<T, String> {
+        let mut tries = 0;
+        loop {
+            let mut s = self.lock();
+            let (out, changes) = f(&mut s.registry);
+            match persist(&mut s, &changes) {
+                Ok(()) => {
+                    apply(&mut s, changes);
+                    return Ok(out);
+                }
+                Err(Refused::Conflict(rev)) if tries < CONFLICT_TRIES => {
+                    drop(s);
+                    tries += 1;
+                    self.catch_up(rev);
+                }
+                Err(Refused::Conflict(_)) => return Err(busy()),
+                Err(Refused::Failed(e)) => return Err(e),
+            }
+        }
     }
 
     /// Run `f`, whose changes are live data only (endpoints, online), and
@@ -236,6 +418,11 @@ impl Lighthouse {
     pub async fn serve(self: Arc<Self>, endpoint: quinn::Endpoint) {
         let announcer = tokio::spawn(Self::announce(Arc::downgrade(&self)));
         let snapshots = tokio::spawn(Self::snapshots(Arc::downgrade(&self)));
+        let expiry = tokio::spawn(crate::members::expire(Arc::downgrade(&self)));
+        let follow = self
+            .feed
+            .clone()
+            .map(|f| tokio::spawn(Self::follow(Arc::downgrade(&self), f)));
         let unproven = self.unproven.clone();
         while let Some(incoming) = endpoint.accept().await {
             let remote = incoming.remote_address();
@@ -260,6 +447,10 @@ impl Lighthouse {
         }
         announcer.abort();
         snapshots.abort();
+        expiry.abort();
+        if let Some(f) = follow {
+            f.abort();
+        }
     }
 
     /// Accept nodes over TCP (for networks without UDP) forever, under the
@@ -424,19 +615,33 @@ impl Lighthouse {
         since: Option<proto::SyncPoint>,
         out: Outbox,
     ) -> Result<(u32, u64, LighthouseMsg), (LhErrorCode, String)> {
-        let mut s = self.lock();
-        let (id, changes) = s
-            .registry
-            .admit(name, public_key, token, now())
-            .map_err(|e| (e.code, e.message))?;
         // Stored before the Welcome: a node never gets a subnet (or an id)
-        // the Lighthouse would not have after a restart.
-        persist(&mut s, &changes).map_err(|e| (LhErrorCode::Internal, e))?;
+        // the Lighthouse would not have after a restart, or that another
+        // Lighthouse gave out at the same time.
+        let mut tries = 0;
+        let (mut s, id, changes) = loop {
+            let mut s = self.lock();
+            let (id, changes) = s
+                .registry
+                .admit(name, public_key, token, now())
+                .map_err(|e| (e.code, e.message))?;
+            match persist(&mut s, &changes) {
+                Ok(()) => break (s, id, changes),
+                Err(Refused::Conflict(rev)) if tries < CONFLICT_TRIES => {
+                    drop(s);
+                    tries += 1;
+                    self.catch_up(rev);
+                }
+                Err(Refused::Conflict(_)) => return Err((LhErrorCode::Internal, busy())),
+                Err(Refused::Failed(e)) => return Err((LhErrorCode::Internal, e)),
+            }
+        };
         // Live data first, so the first announcement already carries it.
         let live = s.registry.connected(id, conn.remote_address(), local_addrs);
         apply(&mut s, changes.into_iter().chain(live).collect());
         s.next_serial += 1;
         let serial = s.next_serial;
+        let told = self.all_lighthouses(&s);
         if let Some(old) = s.sessions.insert(
             id,
             Session {
@@ -445,6 +650,7 @@ impl Lighthouse {
                 serial,
                 updates: Bucket::new(UPDATES.0, UPDATES.1, Instant::now()),
                 punches: Bucket::new(PUNCHES.0, PUNCHES.1, Instant::now()),
+                told: told.clone(),
             },
         ) {
             old.conn.close(3, b"replaced by a newer connection");
@@ -480,6 +686,7 @@ impl Lighthouse {
             peers,
             more: u32::try_from(rest.len()).unwrap_or(u32::MAX),
             sync: Some(s.registry.log().point()),
+            lighthouses: told,
             delta,
         };
         bytes += proto::encode_frame(&welcome).map_or(0, |f| f.len());
@@ -554,7 +761,10 @@ impl Lighthouse {
             NodeMsg::Ping => {
                 let observed = conn.remote_address();
                 self.mutate_live(|r| r.observed(id, observed));
-                Some(LighthouseMsg::Pong { observed })
+                Some(LighthouseMsg::Pong {
+                    observed,
+                    lighthouses: self.news_for(id),
+                })
             }
             NodeMsg::Update { local_addrs } => {
                 if self.within_budget(id, |s| &mut s.updates) {
@@ -715,7 +925,7 @@ fn durable(c: &Change) -> bool {
 /// exits, for its supervisor to restart it on a healthy disk. (Undoing from
 /// the store, not from a copy taken before every change, keeps joins from
 /// copying the whole registry.)
-fn persist(s: &mut Shared, changes: &[Change]) -> Result<(), String> {
+fn persist(s: &mut Shared, changes: &[Change]) -> Result<(), Refused> {
     if !changes.iter().any(durable) {
         return Ok(());
     }
@@ -725,14 +935,46 @@ fn persist(s: &mut Shared, changes: &[Change]) -> Result<(), String> {
     else {
         return Ok(());
     };
-    let e = flatnet_wire::plain_error(&e);
-    error!(
-        "storing a registry change failed: {e}; the change was refused and nothing \
-         was changed. Check free space and the disk of the state dir"
-    );
-    let reloaded = s.store.reopen().and_then(|()| s.store.load());
+    let refused = match &e {
+        StoreError::Conflict { revision } => {
+            debug!(
+                revision,
+                "a change lost a race with another Lighthouse; catching up"
+            );
+            Refused::Conflict(*revision)
+        }
+        StoreError::Shared(why) => {
+            error!(
+                "storing a registry change in etcd failed: {why}; the change was refused \
+                 and nothing was changed. Check that a majority of the etcd members is up \
+                 (etcdctl endpoint health)"
+            );
+            Refused::Failed(format!(
+                "the Lighthouse could not store this change in etcd ({why}); nothing was \
+                 changed. Try again when etcd is healthy"
+            ))
+        }
+        _ => {
+            let e = flatnet_wire::plain_error(&e);
+            error!(
+                "storing a registry change failed: {e}; the change was refused and nothing \
+                 was changed. Check free space and the disk of the state dir"
+            );
+            Refused::Failed(format!(
+                "the Lighthouse could not store this change ({e}); nothing was changed. \
+                 Its state dir may be full: free space there and try again"
+            ))
+        }
+    };
+    let reloaded = s
+        .store
+        .reopen()
+        .and_then(|()| Ok((s.store.load()?, s.store.load_policies()?)));
     match reloaded {
-        Ok((nodes, tokens, next_id)) => s.registry.reload(nodes, tokens, next_id),
+        Ok(((nodes, tokens, next_id), policies)) => {
+            s.registry.reload(nodes, tokens, next_id);
+            s.registry.restore_policies(policies);
+        }
         Err(re) => {
             let re = flatnet_wire::plain_error(&re);
             error!(
@@ -742,10 +984,13 @@ fn persist(s: &mut Shared, changes: &[Change]) -> Result<(), String> {
             std::process::exit(1);
         }
     }
-    Err(format!(
-        "the Lighthouse could not store this change ({e}); nothing was changed. \
-         Its state dir may be full: free space there and try again"
-    ))
+    Err(refused)
+}
+
+fn busy() -> String {
+    "other Lighthouses kept changing the registry at the same time; nothing was changed. \
+     Try again"
+        .to_string()
 }
 
 /// Queue stored (or live) changes for announcement (called with the lock
@@ -753,7 +998,8 @@ fn persist(s: &mut Shared, changes: &[Change]) -> Result<(), String> {
 fn apply(s: &mut Shared, changes: Vec<Change>) {
     for c in changes {
         match c {
-            Change::TokenSaved(_) => {}
+            // Its members are announced by their own NodeLive.
+            Change::TokenSaved(_) | Change::PolicySaved(_) | Change::PolicyRemoved(_) => {}
             Change::NodeSaved(n) => s.pending.upsert(n.id),
             Change::NodeLive(id) => s.pending.upsert(id),
             Change::NodeRemoved(id) => {
@@ -802,7 +1048,11 @@ impl Lighthouse {
     async fn snapshots(this: std::sync::Weak<Self>) {
         let started = tokio::time::Instant::now();
         let mut grace_over = false;
-        let mut iv = tokio::time::interval(PRESENCE_EVERY.min(RECONNECT_GRACE));
+        let every = match this.upgrade() {
+            Some(lh) => lh.lock().store.presence_every(),
+            None => return,
+        };
+        let mut iv = tokio::time::interval(every.min(RECONNECT_GRACE));
         loop {
             iv.tick().await;
             let Some(lh) = this.upgrade() else { return };
@@ -824,11 +1074,13 @@ impl Lighthouse {
         if rows.is_empty() {
             return;
         }
-        if let Err(e) = s.store.save_presence(&rows, s.registry.log()) {
+        let sh = &mut *s;
+        if let Err(e) = sh.store.save_presence(&rows, sh.registry.log()) {
             let e = flatnet_wire::plain_error(&e);
             warn!(
-                "writing the presence snapshot failed: {e}; it is retried in {} s.                  Check free space and the disk of the state dir",
-                PRESENCE_EVERY.as_secs()
+                "writing the presence snapshot failed: {e}; it is retried in {} ms. \
+                 Check free space and the disk of the state dir (and etcd, if used)",
+                s.store.presence_every().as_millis()
             );
             // Not lost: the next snapshot writes these rows again.
             s.registry.mark_dirty(rows.iter().map(|(id, _)| *id));

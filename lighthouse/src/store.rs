@@ -1,5 +1,6 @@
 //! The Lighthouse's persistent state in redb (`<state_dir>/lighthouse.redb`):
-//! nodes (id → record), tokens (id → record), the next node id, and for
+//! nodes and members (id → record), tokens (id → record), members' access
+//! policies (name → record), the next node id, and for
 //! delta sync the registry's epoch and version, the removals (version →
 //! id) and a presence snapshot (id → live state and version). All the
 //! changes of one join or admin command are one durable transaction
@@ -17,7 +18,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::{
     presence::{Presence, Stored},
-    registry::{Change, NodeRecord},
+    registry::{Change, NodeRecord, PolicyRecord},
     sync::SyncLog,
     token::TokenRecord,
 };
@@ -27,6 +28,7 @@ const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const TOMBS: TableDefinition<u64, u32> = TableDefinition::new("removed");
 const PRESENCE: TableDefinition<u32, &str> = TableDefinition::new("presence");
+const POLICIES: TableDefinition<&str, &str> = TableDefinition::new("policies");
 /// Node ids are never reused: the next one is stored with every new node.
 const NEXT_ID: &str = "next_node_id";
 /// Delta sync: the registry's random epoch, its version when last
@@ -41,6 +43,13 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// Another Lighthouse changed what this change was based on first;
+    /// retried once this one has caught up to `revision`.
+    #[error("another Lighthouse changed the registry at the same time")]
+    Conflict { revision: i64 },
+    /// The shared registry (etcd) failed or could not be reached.
+    #[error("etcd: {0}")]
+    Shared(String),
 }
 
 macro_rules! db_err {
@@ -80,6 +89,7 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
     tx.open_table(TOKENS)?;
     tx.open_table(TOMBS)?;
     tx.open_table(PRESENCE)?;
+    tx.open_table(POLICIES)?;
     {
         let mut meta = tx.open_table(META)?;
         if meta.get(EPOCH)?.is_none() {
@@ -132,6 +142,17 @@ impl Store {
             .get(NEXT_ID)?
             .and_then(|v| u32::try_from(v.value()).ok());
         Ok((nodes, tokens, next))
+    }
+
+    /// The members' access policies.
+    pub fn load_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
+        let tx = self.db()?.begin_read()?;
+        let mut out = Vec::new();
+        for row in tx.open_table(POLICIES)?.iter()? {
+            let (_, v) = row?;
+            out.push(serde_json::from_str(v.value())?);
+        }
+        Ok(out)
     }
 
     /// The delta-sync log and presence snapshot. The counter resumes above
@@ -191,6 +212,7 @@ impl Store {
             let mut tokens = tx.open_table(TOKENS)?;
             let mut tombs = tx.open_table(TOMBS)?;
             let mut presence = tx.open_table(PRESENCE)?;
+            let mut policies = tx.open_table(POLICIES)?;
             for c in changes {
                 match c {
                     Change::NodeSaved(n) => {
@@ -204,6 +226,12 @@ impl Store {
                     }
                     Change::TokenSaved(t) => {
                         tokens.insert(t.id.as_str(), serde_json::to_string(t)?.as_str())?;
+                    }
+                    Change::PolicySaved(p) => {
+                        policies.insert(p.name.as_str(), serde_json::to_string(p)?.as_str())?;
+                    }
+                    Change::PolicyRemoved(name) => {
+                        policies.remove(name.as_str())?;
                     }
                     Change::NodeLive(_) => {}
                 }
@@ -236,6 +264,7 @@ mod tests {
             subnet: "10.87.3.0/24".parse().unwrap(),
             token_id: "t".into(),
             joined: 1,
+            member: None,
         };
         let t = TokenRecord {
             id: "t".into(),

@@ -2,7 +2,8 @@
 //!
 //! A token is `flatnet1_<base64url(JSON)>` with the Lighthouse address, the
 //! SHA-256 fingerprint of its certificate (so the node pins it: no
-//! trust-on-first-use) and a 256-bit secret. The Lighthouse stores only
+//! trust-on-first-use) and a 256-bit secret; with several Lighthouses on
+//! one registry, the others' addresses and fingerprints too (`also`). The Lighthouse stores only
 //! SHA-256(secret), so its database does not hold usable tokens.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
@@ -24,6 +25,18 @@ pub struct Token {
     /// Hex secret.
     #[serde(rename = "sk")]
     pub secret: String,
+    /// The other Lighthouses sharing the registry, each pinned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<OtherLighthouse>,
+}
+
+/// Another Lighthouse in a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherLighthouse {
+    #[serde(rename = "lh")]
+    pub lighthouse: String,
+    #[serde(rename = "fp")]
+    pub fingerprint: String,
 }
 
 /// The Lighthouse's record of a token.
@@ -64,7 +77,20 @@ impl Token {
             lighthouse: lighthouse.to_string(),
             fingerprint: fingerprint.to_string(),
             secret: hex(&s),
+            also: Vec::new(),
         }
+    }
+
+    /// Every Lighthouse the token pins, `(address, fingerprint)`, its own
+    /// first.
+    pub fn lighthouses(&self) -> Vec<(String, String)> {
+        std::iter::once((self.lighthouse.clone(), self.fingerprint.clone()))
+            .chain(
+                self.also
+                    .iter()
+                    .map(|o| (o.lighthouse.clone(), o.fingerprint.clone())),
+            )
+            .collect()
     }
 
     /// The id under which the Lighthouse stores this token.
@@ -88,7 +114,11 @@ impl Token {
         let t: Token =
             serde_json::from_slice(&json).map_err(|e| TokenError::Corrupt(e.to_string()))?;
         let is_hex = |v: &str, n: usize| v.len() == n && v.bytes().all(|c| c.is_ascii_hexdigit());
-        if !is_hex(&t.fingerprint, 64) || !is_hex(&t.secret, 64) || t.lighthouse.is_empty() {
+        let pins_ok = t
+            .lighthouses()
+            .iter()
+            .all(|(a, fp)| is_hex(fp, 64) && !a.is_empty());
+        if !pins_ok || !is_hex(&t.secret, 64) || t.also.len() > 16 {
             return Err(TokenError::Corrupt(
                 "bad fingerprint, secret or address".into(),
             ));
@@ -125,6 +155,33 @@ mod tests {
         assert_eq!(back, t);
         assert_eq!(back.id().len(), 64);
         assert_ne!(back.id(), t.secret);
+    }
+
+    #[test]
+    fn several_lighthouses_are_all_pinned() {
+        let mut t = Token::generate("lh1:7871", &"ab".repeat(32));
+        t.also.push(OtherLighthouse {
+            lighthouse: "lh2:7871".into(),
+            fingerprint: "cd".repeat(32),
+        });
+        let back = Token::decode(&t.encode()).unwrap();
+        assert_eq!(back.lighthouses().len(), 2);
+        assert_eq!(back.lighthouses()[1].0, "lh2:7871");
+        t.also[0].fingerprint = "zz".into();
+        assert!(matches!(
+            Token::decode(&t.encode()),
+            Err(TokenError::Corrupt(_))
+        ));
+        // An older token (no `also`) still reads.
+        let old = format!(
+            "flatnet1_{}",
+            URL_SAFE_NO_PAD.encode(format!(
+                r#"{{"lh":"x:1","fp":"{}","sk":"{}"}}"#,
+                "ab".repeat(32),
+                "00".repeat(32)
+            ))
+        );
+        assert!(Token::decode(&old).unwrap().also.is_empty());
     }
 
     #[test]

@@ -447,7 +447,7 @@ async fn relay_forwards_opaque_datagrams_and_punch_reaches_both() {
     assert!(matches!(m, LighthouseMsg::PunchNow { peer, .. } if peer == a_id));
     write_frame(&mut a.send, &NodeMsg::Ping).await.unwrap();
     let m = wait_peers(&mut a, |m| matches!(m, LighthouseMsg::Pong { .. })).await;
-    assert!(matches!(m, LighthouseMsg::Pong { observed } if observed == a.observed));
+    assert!(matches!(m, LighthouseMsg::Pong { observed, .. } if observed == a.observed));
 }
 
 #[tokio::test]
@@ -668,7 +668,7 @@ async fn a_node_over_tcp_joins_relays_to_a_quic_node_and_the_port_refuses_other_
     // The control stream works both ways too.
     write_frame(&mut a.send, &NodeMsg::Ping).await.unwrap();
     let m = wait_peers(&mut a, |m| matches!(m, LighthouseMsg::Pong { .. })).await;
-    assert!(matches!(m, LighthouseMsg::Pong { observed } if observed.ip() == tcp_addr.ip()));
+    assert!(matches!(m, LighthouseMsg::Pong { observed, .. } if observed.ip() == tcp_addr.ip()));
     // A wrong pin is refused by the node.
     let wrong = "00".repeat(32);
     assert!(tcp::connect(tcp_addr, &wrong).await.is_err());

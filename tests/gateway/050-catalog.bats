@@ -164,7 +164,7 @@ replicas = web"
     [ "$(fgw_curl -o /dev/null -w '%{http_code}' http://admin.flatnet.test/x)" = 404 ]
     [ "$(fgw_curl -o /dev/null -w '%{http_code}' http://admin.host1.flatnet.test/x)" = 404 ]
     # It logs every request it gets: none so far.
-    ! grep -q '"GET ' "$FGW_TMP/backend-admin.log"
+    ! grep -q '"GET ' "$FGW_TMP/backend-admin.log" || false
     fgw_status_json | grep -q "service admin on node host1: 127.0.0.1 is outside the Flatnet 10.87.0.0"
     grep -q "service admin on node host1: 127.0.0.1 is outside the Flatnet 10.87.0.0/16: not routed" \
         "$FGW_TMP/gw/logs/error.log"

@@ -60,8 +60,8 @@ dead_target_down() {
 
 @test "metrics are off unless metrics_listen is set, and a bad address is refused" {
     fgw_gateway_start <<<"static_routes = $FGW_TMP/static.conf"
-    ! grep -q flatnet_metrics "$FGW_TMP/gw/nginx.conf"
-    ! grep -q log_by_lua "$FGW_TMP/gw/nginx.conf"
+    ! grep -q flatnet_metrics "$FGW_TMP/gw/nginx.conf" || false
+    ! grep -q log_by_lua "$FGW_TMP/gw/nginx.conf" || false
     printf 'domain = x.test\nflatnet_cidr = 10.87.0.0/16\nstatic_routes = %s\nmetrics_listen = localhost:99999\n' \
         "$FGW_TMP/static.conf" >"$FGW_TMP/bad.conf"
     run lua5.1 "$FGW_RENDER" "$FGW_TMP/bad.conf"

@@ -94,8 +94,8 @@ teardown() { fn_teardown; }
     [ "$(lease_count h1)" = "1" ]
     run container_del h1 a
     [ "$status" -eq 0 ]
-    ! in_ns h1 ip link show "$host_if" 2>/dev/null
-    ! in_ns h1-a ip link show eth0 2>/dev/null
+    ! in_ns h1 ip link show "$host_if" 2>/dev/null || false
+    ! in_ns h1-a ip link show eth0 2>/dev/null || false
     [ "$(lease_count h1)" = "0" ]
     run container_del h1 a
     [ "$status" -eq 0 ]
@@ -143,7 +143,7 @@ teardown() { fn_teardown; }
     [ "$status" -eq 0 ]
     [ "$(lease_count h1)" = "2" ]
     [ "$(ctl h1 status --json | jq -r '[.leases[].container_id] | sort | join(",")')" = "cid-a,cid-c" ]
-    ! in_ns h1 ip link show "$b_if" 2>/dev/null
+    ! in_ns h1 ip link show "$b_if" 2>/dev/null || false
     conf="$(netconf h1 1.1.0 '"cni.dev/attachments":[{"containerID":"cid-c","ifname":"eth0"}]')"
     run cni h1 GC "" "" "" <<< "$conf"
     [ "$status" -eq 0 ]

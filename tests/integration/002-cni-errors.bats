@@ -117,7 +117,7 @@ expect_error() {
     host_kill h1
     run container_del h1 d
     expect_error 11
-    ! in_ns h1 ip link show "$host_if" 2>/dev/null
+    ! in_ns h1 ip link show "$host_if" 2>/dev/null || false
     host_start h1
     [ "$(lease_count h1)" = "2" ]
     run container_del h1 d

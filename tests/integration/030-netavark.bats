@@ -55,7 +55,7 @@ teardown() { fn_teardown; }
     [ "$(ctl h1 status --json | jq -r '.leases[0].ports[0].container_port')" = "80" ]
     run nv h1 teardown "/run/netns/$(ns h1-a)" <<< "$(nv_conf h1 a)"
     [ "$status" -eq 0 ]
-    ! in_ns h1-a ip link show eth0 2>/dev/null
+    ! in_ns h1-a ip link show eth0 2>/dev/null || false
     [ "$(lease_count h1)" = "1" ]
 }
 
@@ -87,7 +87,7 @@ teardown() { fn_teardown; }
     run nv h1 setup "/run/netns/$(ns h1-a)" <<< "$(nv_conf h1 a)"
     [ "$status" -ne 0 ]
     [[ "$(echo "$output" | jq -r .error)" == *"flatnetd is not running"* ]]
-    ! in_ns h1-a ip link show eth0 2>/dev/null
+    ! in_ns h1-a ip link show eth0 2>/dev/null || false
 }
 
 @test "missing netns on setup is a clear error and allocates nothing" {

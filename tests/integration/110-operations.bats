@@ -290,7 +290,7 @@ TOML
 log_level = "warn"'
     container_add h1 a
     # warn: nothing at info level was written.
-    ! grep -q '"level":"INFO"' "$FN_TMP/h1/flatnetd.log"
+    ! grep -q '"level":"INFO"' "$FN_TMP/h1/flatnetd.log" || false
     sed -i 's/^log_level = "warn"/log_level = "info"/' "$FN_TMP/h1/flatnetd.toml"
     kill -HUP "$(cat "$FN_TMP/h1/flatnetd.pid")"
     for _ in $(seq 50); do grep -q 'configuration reloaded' "$FN_TMP/h1/flatnetd.log" && break; sleep 0.1; done

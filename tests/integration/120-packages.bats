@@ -37,7 +37,7 @@ apt_install() { in_root apt-get install -y -q --no-install-recommends "$@"; }
 
 @test "the packages install into a clean Debian root; flatnetd, flatnetctl and lighthouse run there" {
     # Nothing of Flatnet, and no Rust, before.
-    ! in_root sh -c 'command -v flatnetd || command -v cargo || command -v rustc'
+    ! in_root sh -c 'command -v flatnetd || command -v cargo || command -v rustc' || false
     run apt_install /debs/flatnet_0.1.0_amd64.deb /debs/flatnet-lighthouse_0.1.0_amd64.deb
     echo "$output" | tail -5
     [ "$status" -eq 0 ]

@@ -24,33 +24,38 @@ nat_inet_create() { bridge_ns inet 203.0.113.1/24; }
 # lh_start: (re)start the Lighthouse in the internet namespace, listening
 # on $LH_ADDR; $LH_ARGS, when set, are more `lighthouse serve` options.
 lh_start() {
-    local i
     rm -f "$FN_TMP/lh.sock"
     # shellcheck disable=SC2086
     ip netns exec "$(ns inet)" "$LIGHTHOUSE" serve --listen "$LH_ADDR" ${LH_ARGS:-} \
         --state-dir "$FN_TMP/lh" --admin-socket "$FN_TMP/lh.sock" >>"$FN_TMP/lh.log" 2>&1 &
     echo $! > "$FN_TMP/lh.pid"
     disown $! 2>/dev/null || true
-    for i in $(seq 100); do [ -S "$FN_TMP/lh.sock" ] && return 0; sleep 0.05; done
-    echo "lighthouse did not come up:" >&2
-    cat "$FN_TMP/lh.log" >&2
-    return 1
+    wait_socket "$FN_TMP/lh.sock" "$FN_TMP/lh.log" lighthouse
+}
+
+# pidfile_kill FILE SIGNAL: signal the process whose pid FILE holds and
+# wait until it is gone.
+pidfile_kill() {
+    local pid
+    pid="$(cat "$1")"
+    kill -s "$2" "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
 }
 
 # lh_kill: stop the Lighthouse and wait until it is gone.
-lh_kill() {
-    local pid
-    pid="$(cat "$FN_TMP/lh.pid")"
-    kill -9 "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
-}
+lh_kill() { pidfile_kill "$FN_TMP/lh.pid" KILL; }
 
 # lh_stop: stop the Lighthouse as `systemctl stop` does (SIGTERM) and wait.
-lh_stop() {
-    local pid
-    pid="$(cat "$FN_TMP/lh.pid")"
-    kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
+lh_stop() { pidfile_kill "$FN_TMP/lh.pid" TERM; }
+
+# wait_socket PATH LOG WHAT: until the unix socket PATH exists (10 s);
+# otherwise say WHAT did not come up, with its LOG.
+wait_socket() {
+    local i
+    for i in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done
+    echo "$3 did not come up:" >&2
+    cat "$2" >&2
+    return 1
 }
 
 # nat_masquerade N MODE: (re)write router N's rules; MODE is "" (cone),
@@ -94,19 +99,23 @@ nat_router_create() {
     nat_masquerade "$n" "$mode"
 }
 
-# nat_host_netns N: host hN's namespace behind router N (192.168.N.1), no
-# flatnetd yet.
-nat_host_netns() {
-    local n="$1" h="h$1"
+# nat_lan_ns NAME N LAST: namespace NAME alone on router N's LAN, at
+# 192.168.N.LAST, its default route through the router.
+nat_lan_ns() {
+    local h="$1" n="$2"
     ip netns add "$(ns "$h")"
     in_ns "$h" ip link set lo up
     in_ns "r$n" ip link add lan0 type veth peer name lan0 netns "$(ns "$h")"
     in_ns "r$n" ip addr add "192.168.$n.254/24" dev lan0
     in_ns "r$n" ip link set lan0 up
-    in_ns "$h" ip addr add "192.168.$n.1/24" dev lan0
+    in_ns "$h" ip addr add "192.168.$n.$3/24" dev lan0
     in_ns "$h" ip link set lan0 up
     in_ns "$h" ip route add default via "192.168.$n.254"
 }
+
+# nat_host_netns N: host hN's namespace behind router N (192.168.N.1), no
+# flatnetd yet.
+nat_host_netns() { nat_lan_ns "h$1" "$1" 1; }
 
 # nat_join_config N: a minimal flatnetd.toml for hN (no token), for
 # `flatnetd join`; nat_join N TOKEN runs the join.
@@ -117,12 +126,13 @@ nat_join_config() {
 }
 nat_join() { in_ns "h$1" "$FLATNETD" --config "$FN_TMP/h$1/flatnetd.toml" join "$2"; }
 
-# nat_host_create N [EXTRA_TOML]: host hN behind router N, its flatnetd
-# joined with a fresh token (the subnet comes from the Lighthouse).
+# nat_host_create N [EXTRA_TOML] [TOKEN]: host hN behind router N, its
+# flatnetd joined with TOKEN (default: a fresh one from the Lighthouse; the
+# subnet comes from the Lighthouse).
 nat_host_create() {
-    local n="$1" h="h$1" extra="${2:-}" token
+    local n="$1" h="h$1" extra="${2:-}" token="${3:-}"
     nat_host_netns "$n"
-    token="$(lh token create --ttl 1h 2>/dev/null)"
+    [ -n "$token" ] || token="$(lh token create --ttl 1h 2>/dev/null)"
     mkdir -p "$FN_TMP/$h"
     cat > "$FN_TMP/$h/flatnetd.toml" <<TOML
 node_name = "$h"

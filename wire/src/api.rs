@@ -280,6 +280,10 @@ pub struct LighthouseStatus {
     /// not connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
+    /// With several Lighthouses: each one's session (this object is then
+    /// the first connected one's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lighthouses: Vec<LighthouseStatus>,
 }
 
 /// One WireGuard peer as the data plane sees it.

@@ -25,6 +25,7 @@ pub mod lighthouse;
 pub mod logging;
 #[cfg(feature = "daemon")]
 pub mod metrics_http;
+pub mod policy;
 pub mod probe;
 #[cfg(feature = "daemon")]
 pub mod systemd;

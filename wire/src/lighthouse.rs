@@ -11,7 +11,7 @@
 //!  │◀─ Welcome {node_id, subnet, peers, observed, sync, delta}
 //!  │◀─ Peers {upsert, remove, version}  (whenever the registry changes)
 //!  │ Update {local_addrs} / Punch {peer} / Ping ─▶
-//!  │◀─ PunchNow {peer, endpoints} / Pong {observed} / Error {…}
+//!  │◀─ PunchNow {peer, endpoints} / Pong {observed, lighthouses?} / Error {…}
 //! ```
 //! Delta sync: every change to the registry gets the next *version*; a
 //! node that says in its Hello which [`SyncPoint`] it is complete up to gets
@@ -81,6 +81,51 @@ pub struct PeerInfo {
     pub local_addrs: Vec<SocketAddr>,
     /// Connected to the Lighthouse now (relay possible).
     pub online: bool,
+    /// The Lighthouses it has a session with now, by [`lighthouse_id`]:
+    /// relay and punch requests for it go to one of these. Empty from a
+    /// Lighthouse that predates several Lighthouses (then: that one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<String>,
+    /// Set for a remote member: no endpoint, no Lighthouse session; it
+    /// speaks plain WireGuard to its hub (docs/members.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<MemberInfo>,
+}
+
+/// What hosts need to know of a remote member: the hub that accepts its
+/// WireGuard, when it stops being accepted, and the rules of its policy
+/// (default-deny: only these pass).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Node id of its hub.
+    pub hub: u32,
+    /// Unix time from which it is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+    /// Its policy's name, for status and logs.
+    pub policy: String,
+    pub allow: Vec<crate::policy::Rule>,
+}
+
+/// A Lighthouse's short id: the first 16 hex digits of its certificate's
+/// SHA-256 fingerprint (what tokens pin), so a node names the Lighthouses
+/// it knows without any other configuration.
+pub fn lighthouse_id(fingerprint: &str) -> String {
+    fingerprint
+        .get(..16)
+        .unwrap_or(fingerprint)
+        .to_ascii_lowercase()
+}
+
+/// One Lighthouse of a Flatnet: where to reach it and the certificate to
+/// pin. The Welcome lists all of them, so nodes follow when one is added
+/// or removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LighthousePin {
+    /// `host:port` (QUIC).
+    pub address: String,
+    /// Hex SHA-256 of its certificate (DER).
+    pub fingerprint: String,
 }
 
 /// How far a node's copy of the peer list goes: every change up to
@@ -148,6 +193,10 @@ pub enum LighthouseMsg {
         /// sync).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sync: Option<SyncPoint>,
+        /// Every Lighthouse of this Flatnet, this one included (empty from
+        /// a Lighthouse that predates several Lighthouses).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lighthouses: Vec<LighthousePin>,
         /// `peers` (with the `more` frames, which may then carry removals
         /// too) are the changes since the node's `since`, to apply to the
         /// list it has; otherwise they replace it.
@@ -168,6 +217,11 @@ pub enum LighthouseMsg {
     },
     Pong {
         observed: SocketAddr,
+        /// Every Lighthouse of the Flatnet, sent when the list changed
+        /// since the Welcome (or the last Pong that carried it): nodes
+        /// start sessions with added ones and end them with removed ones.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        lighthouses: Vec<LighthousePin>,
     },
     Error {
         code: LhErrorCode,
@@ -194,6 +248,42 @@ pub enum LhErrorCode {
     Exhausted,
     /// The Lighthouse failed.
     Internal,
+}
+
+impl LighthouseMsg {
+    /// The message's type as on the wire, for errors and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LighthouseMsg::Challenge { .. } => "challenge",
+            LighthouseMsg::Welcome { .. } => "welcome",
+            LighthouseMsg::Peers { .. } => "peers",
+            LighthouseMsg::PunchNow { .. } => "punch_now",
+            LighthouseMsg::Pong { .. } => "pong",
+            LighthouseMsg::Error { .. } => "error",
+        }
+    }
+}
+
+impl LhErrorCode {
+    /// The code as on the wire (`bad_token`, ...), for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LhErrorCode::Protocol => "protocol",
+            LhErrorCode::Version => "version",
+            LhErrorCode::BadToken => "bad_token",
+            LhErrorCode::BadProof => "bad_proof",
+            LhErrorCode::NameTaken => "name_taken",
+            LhErrorCode::Removed => "removed",
+            LhErrorCode::Exhausted => "exhausted",
+            LhErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for LhErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -142,7 +142,7 @@ fn first_join(config: &Config, identity: &Identity, token: &str) -> anyhow::Resu
     loop {
         match join_once(&rt, config, identity, token) {
             Ok(st) => {
-                info!(lighthouse = %st.address, node_id = st.node_id, subnet = %st.subnet, "joined");
+                info!(lighthouses = st.lighthouses().len(), node_id = st.node_id, subnet = %st.subnet, "joined");
                 return Ok(st);
             }
             Err(e @ (LhError::Token(_) | LhError::State(_))) => return Err(e.into()),
@@ -288,6 +288,11 @@ fn run() -> anyhow::Result<()> {
                 let ep = lh::socket::endpoint(sock, inbox).context("QUIC endpoint")?;
                 tokio::spawn(c.clone().run(ep));
                 tokio::spawn(c.clone().ticker());
+                tokio::spawn(flatnetd::policy::run::run(
+                    c.clone(),
+                    us.clone(),
+                    service.clone(),
+                ));
                 Some(c)
             }
             None => None,

@@ -15,6 +15,7 @@
 //! [`Backend`]. See `docs/dataplane.md` for the design.
 
 pub mod classify;
+pub mod gate;
 pub mod kernel;
 pub mod keys;
 pub mod link;

@@ -82,6 +82,10 @@ pub struct Peer {
     /// measures (a new endpoint is a new path). `None` until the data
     /// plane's timer first looks at the peer.
     pub pmtu: Option<(SocketAddr, Prober)>,
+    /// A remote member: never dialled, found where it sends from.
+    pub member: bool,
+    /// Remote members behind this peer (its hub): AllowedIPs too.
+    pub also: Vec<Ipv4Net>,
 }
 
 /// How a Lighthouse peer is reached, as shown in status.
@@ -164,6 +168,8 @@ impl Peer {
             direct_rx: 0,
             relay_rx: 0,
             pmtu: None,
+            member: cfg.member,
+            also: cfg.also.clone(),
         }
     }
 
@@ -215,9 +221,10 @@ impl Peer {
         self.name.clone_from(&cfg.name);
         self.subnet = cfg.subnet;
         self.node_id = cfg.node_id;
+        self.also.clone_from(&cfg.also);
         // A Lighthouse peer's endpoint is found by punching and roaming,
-        // not by the peer list.
-        if cfg.node_id.is_none() && self.endpoint != cfg.endpoint {
+        // and a member's by roaming alone, not by the peer list.
+        if cfg.node_id.is_none() && !cfg.member && self.endpoint != cfg.endpoint {
             self.endpoint = cfg.endpoint;
         }
     }
@@ -263,6 +270,13 @@ impl Peer {
     /// every resulting output (handshake replies, queued packets now
     /// sendable, the decrypted packet). Authenticated datagrams move the
     /// peer's endpoint to `from` (roaming), as WireGuard does.
+    /// Whether `src` is one of this peer's AllowedIPs: its subnet, or a
+    /// remote member it is the hub of.
+    #[inline]
+    pub fn allows_source(&self, src: Ipv4Addr) -> bool {
+        self.subnet.contains(&src) || self.also.iter().any(|n| n.contains(&src))
+    }
+
     pub fn decapsulate(
         &mut self,
         from: SocketAddr,
@@ -312,7 +326,7 @@ impl Peer {
                 Ok(())
             }
             TunnResult::WriteToTunnelV4(p, src) => {
-                if self.subnet.contains(&src) {
+                if self.allows_source(src) {
                     let n = p.len();
                     emit(self, Output::Tunnel(&out[..n]));
                     Ok(())
@@ -419,6 +433,8 @@ mod tests {
             endpoint: ep.parse().unwrap(),
             subnet: subnet.parse().unwrap(),
             node_id: None,
+            member: false,
+            also: vec![],
         }
     }
 

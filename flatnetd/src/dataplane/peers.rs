@@ -29,6 +29,10 @@ pub const LIGHTHOUSE_KEEPALIVE: u16 = 5;
 /// The keepalive a peer runs with: the configured one, capped at
 /// [`LIGHTHOUSE_KEEPALIVE`] (and never off) for peers behind NATs.
 pub fn effective_keepalive(c: &PeerConfig, configured: u16) -> u16 {
+    if c.member {
+        // Its app keeps the NAT open (PersistentKeepalive in its config).
+        return 0;
+    }
     match c.node_id {
         Some(_) if configured == 0 => LIGHTHOUSE_KEEPALIVE,
         Some(_) => configured.min(LIGHTHOUSE_KEEPALIVE),
@@ -58,6 +62,9 @@ impl PeerSet {
         for (i, p) in peers.iter().enumerate() {
             let g = lock(p);
             s.routes.insert(g.subnet, i);
+            for n in &g.also {
+                s.routes.insert(*n, i);
+            }
             s.by_index.insert(g.index, i);
             s.by_key.insert(g.public_key, i);
         }
@@ -154,6 +161,8 @@ mod tests {
             endpoint: "192.168.77.2:51820".parse().unwrap(),
             subnet: subnet.parse().unwrap(),
             node_id: None,
+            member: false,
+            also: vec![],
         }
     }
 

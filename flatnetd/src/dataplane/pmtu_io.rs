@@ -20,7 +20,8 @@ use super::{
 /// when `recheck`, the local route's MTU toward it changed; then send the
 /// probes that are due. Relayed peers have no direct path to measure.
 pub fn tick(sock: &UdpSocket, peer: &mut Peer, now: Instant, recheck: bool, buf: &mut [u8]) {
-    if peer.relayed {
+    // A remote member runs a stock WireGuard app, which answers no probes.
+    if peer.relayed || peer.member {
         return;
     }
     let ep = peer.endpoint;

@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     classify::{classify, receiver_index, Datagram, WgKind},
+    gate::Gate,
     keys::Identity,
     link, netwatch,
     offload::{segment, Coalescer, VnetHdr, VNET_HDR_LEN},
@@ -75,6 +76,8 @@ struct Shared {
     /// address that are not WireGuard, QUIC or a peer's MTU ack go to it.
     netcheck_on: std::sync::atomic::AtomicBool,
     netcheck: Mutex<Option<NetcheckTap>>,
+    /// Remote members' policy on what leaves the tunnels.
+    gate: Gate,
 }
 
 /// Where a netcheck wants its answers: from this IP, into this channel.
@@ -170,6 +173,7 @@ impl Userspace {
             last_tick_ms: AtomicU64::new(0),
             netcheck_on: std::sync::atomic::AtomicBool::new(false),
             netcheck: Mutex::new(None),
+            gate: Gate::default(),
             gso: wg.offloads.into(),
             gro,
             relay: RwLock::new(None),
@@ -241,6 +245,11 @@ impl Userspace {
             .unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// Put remote members' policy in force ([`crate::policy`]).
+    pub fn set_policy(&self, t: crate::policy::PolicyTable, range: Option<ipnet::Ipv4Net>) {
+        self.shared.gate.set(t, range);
+    }
+
     /// Where relayed peers' datagrams go.
     pub fn set_relay_sink(&self, sink: Arc<dyn RelaySink>) {
         *self.shared.relay.write().unwrap_or_else(|e| e.into_inner()) = Some(sink);
@@ -305,6 +314,7 @@ impl Userspace {
             g.decapsulate_relayed(src, kind, d, out, |_, o| match o {
                 Output::Network(x) => relay_send(sh, src, x),
                 // One plain packet: `Tun::send` adds the no-offload header.
+                Output::Tunnel(x) if !sh.gate.admits(x, crate::unix_now) => {}
                 Output::Tunnel(x) => {
                     if let Err(e) = sh.tun.send(x) {
                         counters().drop(Drop::TunWrite);
@@ -453,6 +463,9 @@ impl Backend for Userspace {
         let mut out = [0u8; MIN_OUT];
         for p in fresh {
             let mut g = lock(&p);
+            if g.member {
+                continue;
+            }
             if let Some(n) = g.initiate(&mut out) {
                 send_dest(sh, &out[..n], g.dest());
             }
@@ -783,6 +796,7 @@ fn datagram(
         let mut g = lock(peer);
         let r = g.decapsulate(from, kind, d, out, |_, o| match o {
             Output::Network(x) => send(&sh.udp, x, from),
+            Output::Tunnel(x) if !sh.gate.admits(x, crate::unix_now) => {}
             Output::Tunnel(x) => match gro.as_mut() {
                 Some(c) => c.push(x, |f| tun_write(sh, f)),
                 None => tun_write(sh, x),

@@ -144,6 +144,9 @@ pub async fn run(dns: Arc<Dns>, service: SharedService) {
             .map(|o| o.peers())
             .unwrap_or_default()
             .into_iter()
+            // A /32 is a remote member (docs/members.md), a WireGuard app
+            // with no Flatnet DNS to ask.
+            .filter(|p| p.subnet.prefix_len() < 32)
             .map(|p| PeerRef {
                 name: p.name,
                 subnet: p.subnet,

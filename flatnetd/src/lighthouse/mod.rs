@@ -5,44 +5,41 @@
 //! - [`punch`]: the per-peer path state machine (sans I/O);
 //! - [`reconnect`]: overlapping attempts to reach the Lighthouse again;
 //! - [`relay`]: fragmenting relayed datagrams (sans I/O);
+//! - [`seat`]: one Lighthouse's session state, and which one reaches a peer;
+//! - `session`: one Lighthouse's session loop;
 //! - [`socket`]: quinn over the shared WireGuard socket;
 //! - [`state`]: what is persisted in `<state_dir>/lighthouse.json`;
 //! - this module: the tokio tasks that tie them to the data plane.
 //!
 //! See `docs/lighthouse.md` ("The node side").
 
+pub mod members;
 pub mod punch;
 pub mod reconnect;
 pub mod relay;
+pub mod seat;
+mod session;
 pub mod socket;
 pub mod state;
 pub mod transport;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::{
-        atomic::{AtomicU16, Ordering},
-        Arc, Mutex, MutexGuard,
-    },
+    sync::{atomic::Ordering, Arc, Mutex, MutexGuard, Weak},
     time::{Duration, Instant},
 };
 
 use flatnet_lighthouse::{
-    client::{authenticate, JoinError, Joined},
-    link::Link,
-    server::{spawn_frame_reader, write_frame},
+    client::{authenticate, JoinError},
     token::Token,
 };
 use flatnet_wire::{
-    lighthouse::{
-        relay_decode, relay_encode, LhErrorCode, LighthouseMsg, NodeMsg, PeerInfo, SyncPoint,
-    },
+    lighthouse::{lighthouse_id, relay_decode, LighthousePin, NodeMsg, PeerInfo, SyncPoint},
     LighthouseStatus,
 };
 use ipnet::Ipv4Net;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -50,6 +47,7 @@ use crate::{
     dataplane::{keys::Identity, userspace::Userspace, Backend, RelaySink},
 };
 use punch::{Action, Punch, Timing};
+use seat::Seat;
 use state::LhState;
 use transport::TcpFallback;
 
@@ -130,14 +128,15 @@ pub async fn join_with_token(
     local: Vec<SocketAddr>,
 ) -> Result<LhState, LhError> {
     let t = Token::decode(token.trim()).map_err(|e| LhError::Token(e.to_string()))?;
-    let addr = resolve(&t.lighthouse).await?;
     let ep =
         quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(LhError::Endpoint)?;
-    // QUIC, or TCP on the Lighthouse's port 443 where UDP is blocked.
-    let tcp = TcpFallback::new(None, &t.lighthouse);
-    let link = transport::connect_any(&ep, &t.lighthouse, &tcp, &t.fingerprint)
+    // Any Lighthouse the token lists (the first ones first), over QUIC, or
+    // TCP on the Lighthouse's port 443 where UDP is blocked.
+    let all = t.lighthouses();
+    let (at, link) = transport::connect_first(&ep, &all)
         .await
         .map_err(|e| LhError::Join(JoinError::Connect(e)))?;
+    let addr = link.remote_address();
     let j = tokio::time::timeout(
         JOIN_TIMEOUT,
         authenticate(
@@ -157,17 +156,31 @@ pub async fn join_with_token(
             cidr: j.cidr,
         });
     }
-    let st = LhState {
+    let mut st = LhState {
         address: t.lighthouse.clone(),
         fingerprint: t.fingerprint.clone(),
         node_id: j.node_id,
         subnet: j.subnet,
         cidr: j.cidr,
         peers: j.peers.clone(),
-        sync: j.sync,
+        sync: None,
+        also: t
+            .also
+            .iter()
+            .map(|o| LighthousePin {
+                address: o.lighthouse.clone(),
+                fingerprint: o.fingerprint.clone(),
+            })
+            .collect(),
+        syncs: Default::default(),
     };
+    info!(lighthouse = %all[at].0, "joined through this Lighthouse");
+    // The peer list goes as far as the Lighthouse that answered says.
+    st.set_sync(&lighthouse_id(&all[at].1), j.sync);
     j.conn.close(0, b"joined");
-    ep.wait_idle().await;
+    // Long enough for the close to go out; attempts at Lighthouses that
+    // did not answer are not waited for.
+    let _ = tokio::time::timeout(Duration::from_millis(300), ep.wait_idle()).await;
     Ok(st)
 }
 
@@ -213,22 +226,25 @@ fn jitter() -> f64 {
 pub struct PeerBook {
     pub static_peers: Vec<PeerConfig>,
     pub lighthouse: BTreeMap<u32, PeerInfo>,
-    /// How far `lighthouse` goes (delta sync), kept under the same lock so
-    /// a saved list and its point always match.
-    pub sync: Option<SyncPoint>,
+    /// How far `lighthouse` goes (delta sync), per Lighthouse id, kept
+    /// under the same lock so a saved list and its points always match.
+    pub syncs: BTreeMap<String, SyncPoint>,
 }
 
 impl PeerBook {
     /// Static peers first; a Lighthouse peer whose key, name or subnet
     /// clashes with a static one (or with our own subnet) is left out.
+    /// Remote members come last ([`members::attach`]): a peer of their
+    /// own on their hub (`my_id`), an address behind the hub elsewhere.
     pub fn merged(
         &self,
+        my_id: Option<u32>,
         my_subnet: Ipv4Net,
         cidr: Ipv4Net,
         my_public_ip: Option<IpAddr>,
     ) -> Vec<PeerConfig> {
         let mut out = self.static_peers.clone();
-        for p in self.lighthouse.values() {
+        for p in self.lighthouse.values().filter(|p| p.member.is_none()) {
             let Ok(key) = decode_key(&p.public_key) else {
                 warn!(peer = %p.name, "Lighthouse peer with a bad key; ignored");
                 continue;
@@ -261,55 +277,43 @@ impl PeerBook {
                 endpoint,
                 subnet: p.subnet,
                 node_id: Some(p.node_id),
+                member: false,
+                also: vec![],
             });
         }
+        members::attach(
+            self.lighthouse.values(),
+            my_id,
+            crate::policy::members_range(cidr, my_subnet.prefix_len()),
+            crate::unix_now(),
+            &mut out,
+        );
         out
     }
 }
 
-/// The relay path: datagrams for relayed peers leave as QUIC datagrams on
-/// the current Lighthouse connection.
-#[derive(Default)]
+/// The relay path: datagrams for relayed peers leave as datagrams on a
+/// Lighthouse connection the peer is connected to as well ([`seat::pick`]).
 pub struct RelayLink {
-    conn: Mutex<Option<Link>>,
-    next_id: AtomicU16,
-}
-
-impl RelayLink {
-    fn set(&self, c: Option<Link>) {
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = c;
-    }
+    seats: Arc<Mutex<Vec<Arc<Seat>>>>,
+    via: Arc<Mutex<HashMap<u32, Vec<String>>>>,
 }
 
 impl RelaySink for RelayLink {
     fn send(&self, node_id: u32, d: &[u8]) {
-        let Some(c) = self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
-            return;
+        let seat = {
+            let seats = lock(&self.seats);
+            let via = lock(&self.via);
+            seat::pick(&seats, via.get(&node_id).map_or(&[], |v| v.as_slice()))
         };
-        let Some(max) = c.max_datagram_size() else {
-            return;
-        };
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        for piece in relay::split(d, max.saturating_sub(4), id) {
-            if let Err(e) = c.send_datagram(relay_encode(node_id, &piece).into()) {
-                debug!(node_id, "relay send: {e}");
-            }
+        if let Some(s) = seat {
+            s.relay(node_id, d);
         }
     }
 }
 
-#[derive(Debug, Clone)]
-struct StatusInner {
-    state: &'static str,
-    since: Instant,
-    node_id: Option<u32>,
-    observed: Option<SocketAddr>,
-    last_error: Option<String>,
-    /// `quic` or `tcp` while connected.
-    transport: Option<&'static str>,
-}
-
-/// The running Lighthouse client.
+/// The running Lighthouse client: one session per Lighthouse ([`Seat`]),
+/// one peer list, one punching state machine.
 pub struct LhClient {
     us: Arc<Userspace>,
     identity: Identity,
@@ -322,22 +326,20 @@ pub struct LhClient {
     st: Mutex<LhState>,
     book: Mutex<PeerBook>,
     punch: Mutex<Punch>,
-    status: Mutex<StatusInner>,
-    outbox: Mutex<Option<mpsc::UnboundedSender<NodeMsg>>>,
-    relay: Arc<RelayLink>,
+    seats: Arc<Mutex<Vec<Arc<Seat>>>>,
+    /// Which Lighthouses each peer is connected to (its `via`).
+    via: Arc<Mutex<HashMap<u32, Vec<String>>>>,
     reassembly: Mutex<relay::Reassembler>,
     /// The peer list or session data changed since the last save.
     unsaved: std::sync::atomic::AtomicBool,
-    /// The Lighthouse said this node is no longer a member.
+    /// A Lighthouse said this node is no longer a member.
     removed: std::sync::atomic::AtomicBool,
     /// This host's NAT as the last netcheck found it (`symmetric`, ...).
     nat: Mutex<Option<String>>,
-    /// Where to go over TCP when UDP to the Lighthouse fails.
-    tcp: TcpFallback,
-    /// A QUIC connection found while on TCP: the next session's.
-    next: Mutex<Option<Link>>,
     /// The QUIC endpoint (the data plane's socket), once running.
     endpoint: std::sync::OnceLock<quinn::Endpoint>,
+    /// To start sessions with Lighthouses added later.
+    this: Weak<LhClient>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -355,7 +357,8 @@ pub struct ClientParams {
     pub state: LhState,
     pub static_peers: Vec<PeerConfig>,
     /// `[lighthouse] tcp`: `off`, `host:port`, or unset (the
-    /// Lighthouse's host, port 443).
+    /// Lighthouse's host, port 443). For the first Lighthouse; the others
+    /// use their host's port 443.
     pub tcp: Option<String>,
 }
 
@@ -363,21 +366,39 @@ impl LhClient {
     /// Set up the client and give the data plane the last known peers
     /// (so traffic flows before, or without, the Lighthouse).
     pub fn new(p: ClientParams) -> Arc<Self> {
-        let relay = Arc::new(RelayLink::default());
-        p.us.set_relay_sink(relay.clone());
+        let pins = p.state.lighthouses();
+        let seats: Vec<Arc<Seat>> = pins
+            .iter()
+            .enumerate()
+            .map(|(i, pin)| {
+                let cfg = if i == 0 { p.tcp.as_deref() } else { None };
+                Seat::new(pin, TcpFallback::new(cfg, &pin.address))
+            })
+            .collect();
         let mut book = PeerBook {
             static_peers: p.static_peers,
-            sync: p.state.sync,
             ..Default::default()
         };
+        for s in &seats {
+            if let Some(sp) = p.state.sync_of(&s.id) {
+                book.syncs.insert(s.id.clone(), sp);
+            }
+        }
         let now = Instant::now();
         let mut punch = Punch::new(Timing::default(), p.state.cidr);
+        let mut via = HashMap::new();
         for peer in &p.state.peers {
             book.lighthouse.insert(peer.node_id, peer.clone());
+            via.insert(peer.node_id, peer.via.clone());
             punch.upsert(peer, now);
         }
-        let tcp = TcpFallback::new(p.tcp.as_deref(), &p.state.address);
-        let c = Arc::new(LhClient {
+        let seats = Arc::new(Mutex::new(seats));
+        let via = Arc::new(Mutex::new(via));
+        p.us.set_relay_sink(Arc::new(RelayLink {
+            seats: seats.clone(),
+            via: via.clone(),
+        }));
+        let c = Arc::new_cyclic(|this| LhClient {
             us: p.us,
             identity: p.identity,
             name: p.name,
@@ -389,57 +410,61 @@ impl LhClient {
             st: Mutex::new(p.state),
             book: Mutex::new(book),
             punch: Mutex::new(punch),
-            status: Mutex::new(StatusInner {
-                state: "connecting",
-                since: now,
-                node_id: None,
-                observed: None,
-                last_error: None,
-                transport: None,
-            }),
-            outbox: Mutex::new(None),
-            relay,
+            seats,
+            via,
             reassembly: Mutex::new(relay::Reassembler::default()),
             unsaved: false.into(),
             removed: false.into(),
             nat: Mutex::new(None),
-            tcp,
-            next: Mutex::new(None),
             endpoint: std::sync::OnceLock::new(),
+            this: this.clone(),
         });
         c.apply_peers();
         c
     }
 
-    /// For `flatnetctl status`.
-    pub fn status(&self) -> LighthouseStatus {
-        let s = lock(&self.status).clone();
-        // One guard at a time: a second `lock(&self.st)` in the same
-        // expression would deadlock on the first one's temporary.
-        let (address, saved_id) = {
-            let st = lock(&self.st);
-            (st.address.clone(), st.node_id)
-        };
-        LighthouseStatus {
-            address,
-            state: s.state.to_string(),
-            node_id: s.node_id.or(Some(saved_id)),
-            observed: s.observed.map(|o| o.to_string()),
-            last_error: s.last_error,
-            since_secs: s.since.elapsed().as_secs(),
-            transport: s.transport.map(str::to_string),
-        }
+    fn seats(&self) -> Vec<Arc<Seat>> {
+        lock(&self.seats).clone()
     }
 
-    fn set_state(&self, state: &'static str, err: Option<String>) {
-        let mut s = lock(&self.status);
-        if s.state != state {
-            s.state = state;
-            s.since = Instant::now();
+    /// For `flatnetctl status`: the first connected Lighthouse's session
+    /// (or the first one's), and with several, each of them.
+    pub fn status(&self) -> LighthouseStatus {
+        let saved_id = lock(&self.st).node_id;
+        let one = |s: &Seat| {
+            let x = lock(&s.status).clone();
+            LighthouseStatus {
+                address: s.address.clone(),
+                state: x.state.to_string(),
+                node_id: x.node_id.or(Some(saved_id)),
+                observed: x.observed.map(|o| o.to_string()),
+                last_error: x.last_error,
+                since_secs: x.since.elapsed().as_secs(),
+                transport: x.transport.map(str::to_string),
+                lighthouses: vec![],
+            }
+        };
+        let seats = self.seats();
+        let all: Vec<LighthouseStatus> = seats.iter().map(|s| one(s)).collect();
+        let mut main = all
+            .iter()
+            .find(|s| s.state == "connected")
+            .or(all.first())
+            .cloned()
+            .unwrap_or_else(|| LighthouseStatus {
+                address: String::new(),
+                state: "connecting".into(),
+                node_id: Some(saved_id),
+                observed: None,
+                last_error: None,
+                since_secs: 0,
+                transport: None,
+                lighthouses: vec![],
+            });
+        if all.len() > 1 {
+            main.lighthouses = all;
         }
-        if err.is_some() {
-            s.last_error = err;
-        }
+        main
     }
 
     /// Why each peer that is not direct is not, by node id (for status).
@@ -474,34 +499,59 @@ impl LhClient {
     }
 
     fn my_public_ip(&self) -> Option<IpAddr> {
-        lock(&self.status).observed.map(|o| o.ip())
+        let seats = self.seats();
+        let connected = seats.iter().find(|s| s.connected()).or(seats.first());
+        connected.and_then(|s| lock(&s.status).observed.map(|o| o.ip()))
+    }
+
+    /// What the members' policy is compiled from, but names
+    /// ([`crate::policy::run`]).
+    pub fn policy_inputs(&self) -> crate::policy::Inputs {
+        let my_id = lock(&self.st).node_id;
+        let book = lock(&self.book);
+        members::policy_inputs(
+            book.lighthouse.values(),
+            (&self.name, self.subnet),
+            crate::policy::members_range(self.cidr, self.subnet.prefix_len()),
+            my_id,
+        )
     }
 
     fn apply_peers(&self) {
-        let merged = lock(&self.book).merged(self.subnet, self.cidr, self.my_public_ip());
+        let my_id = Some(lock(&self.st).node_id);
+        let merged = lock(&self.book).merged(my_id, self.subnet, self.cidr, self.my_public_ip());
         if let Err(e) = self.us.update_peers(&merged, self.keepalive) {
             warn!("updating peers: {e}");
         }
     }
 
     fn persist_peers(&self) {
-        let (peers, sync) = {
+        let (peers, syncs) = {
             let book = lock(&self.book);
-            (book.lighthouse.values().cloned().collect(), book.sync)
+            (
+                book.lighthouse.values().cloned().collect(),
+                book.syncs.clone(),
+            )
         };
+        let ids: Vec<String> = self.seats().iter().map(|s| s.id.clone()).collect();
         let mut st = lock(&self.st);
         st.peers = peers;
-        st.sync = sync;
+        st.syncs.retain(|id, _| ids.contains(id));
+        for id in &ids {
+            st.set_sync(id, syncs.get(id).copied());
+        }
         if let Err(e) = state::save(&self.state_dir, &st) {
             warn!("saving Lighthouse state: {e}");
         }
     }
 
-    /// Replace (`full`) or update the Lighthouse's peers; the ticker saves
-    /// them within [`PERSIST_EVERY`]. `sync`: how far the list goes once
-    /// this is applied (a full list without one clears it).
+    /// Replace (`full`) or update the peers, from Lighthouse `seat`; the
+    /// ticker saves them within [`PERSIST_EVERY`]. `sync`: how far that
+    /// Lighthouse's changes go once this is applied (a full list without
+    /// one clears it).
     fn on_peers(
         &self,
+        seat: &str,
         mut upsert: Vec<PeerInfo>,
         remove: &[u32],
         full: bool,
@@ -514,20 +564,27 @@ impl LhClient {
         {
             let mut book = lock(&self.book);
             let mut punch = lock(&self.punch);
+            let mut via = lock(&self.via);
             if full || sync.is_some() {
-                book.sync = sync;
+                match sync {
+                    Some(p) => book.syncs.insert(seat.to_string(), p),
+                    None => book.syncs.remove(seat),
+                };
             }
             if full {
                 book.lighthouse.clear();
+                via.clear();
                 let keep: Vec<u32> = upsert.iter().map(|p| p.node_id).collect();
                 punch.retain(&keep);
             }
             for id in remove {
                 book.lighthouse.remove(id);
+                via.remove(id);
                 punch.remove(*id);
             }
             for p in upsert {
                 punch.upsert(&p, now);
+                via.insert(p.node_id, p.via.clone());
                 book.lighthouse.insert(p.node_id, p);
             }
         }
@@ -566,8 +623,10 @@ impl LhClient {
                 match a {
                     Action::RequestPunch(peer) => {
                         crate::metrics::counters().punch_requests.inc();
-                        if let Some(tx) = lock(&self.outbox).as_ref() {
-                            let _ = tx.send(NodeMsg::Punch { peer });
+                        // Through a Lighthouse the peer is connected to.
+                        let via = lock(&self.via).get(&peer).cloned().unwrap_or_default();
+                        if let Some(s) = seat::pick(&self.seats(), &via) {
+                            s.send(NodeMsg::Punch { peer });
                         }
                     }
                     Action::Probe(peer, cands) => self.us.probe(peer, &cands),
@@ -589,244 +648,105 @@ impl LhClient {
         }
     }
 
-    /// Stay connected to the Lighthouse, forever: connect (overlapping
-    /// attempts, [`reconnect::race`]), authenticate, serve the session,
-    /// repeat.
+    /// Stay connected to every Lighthouse, until this node is removed.
     pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint) {
-        let mut short_sessions = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-        let mut last_logged: Option<String> = None;
-        let _ = self.endpoint.set(endpoint.clone());
-        loop {
-            let (address, fingerprint) = {
-                let st = lock(&self.st);
-                (st.address.clone(), st.fingerprint.clone())
-            };
-            let attempt = || {
-                let (endpoint, address, fingerprint, tcp) = (
-                    endpoint.clone(),
-                    address.clone(),
-                    fingerprint.clone(),
-                    self.tcp.clone(),
-                );
-                async move { transport::connect_any(&endpoint, &address, &tcp, &fingerprint).await }
-            };
-            let upgraded = lock(&self.next).take();
-            let conn = match upgraded {
-                Some(c) => c,
-                None => {
-                    let cadence = Backoff::new(Duration::from_secs(1), RECONNECT_MAX);
-                    reconnect::race(attempt, cadence, jitter, |err: String| {
-                        if last_logged.as_deref() != Some(err.as_str()) {
-                            warn!(lighthouse = %address, "cannot reach the Lighthouse: {err}; still trying");
-                            last_logged = Some(err.clone());
-                        }
-                        self.set_state("reconnecting", Some(err));
-                    })
-                    .await
-                }
-            };
-            let local = local_addrs(self.port, self.cidr);
-            let began = Instant::now();
-            let since = lock(&self.book).sync;
-            let auth = authenticate(
-                conn,
-                &self.identity.secret,
-                &self.name,
-                None,
-                local.clone(),
-                since,
-            );
-            let err = match tokio::time::timeout(JOIN_TIMEOUT, auth).await {
-                Ok(Ok(j)) => {
-                    last_logged = None;
-                    crate::metrics::counters().lh_sessions.inc();
-                    let r = self.clone().session(j, local).await;
-                    crate::metrics::counters().lh_session_ends.inc();
-                    self.relay.set(None);
-                    *lock(&self.outbox) = None;
-                    r.err().unwrap_or_else(|| "connection closed".into())
-                }
-                Ok(Err(e)) => {
-                    if let JoinError::Refused {
-                        code: LhErrorCode::Removed | LhErrorCode::BadToken,
-                        ..
-                    } = &e
-                    {
-                        // Our key is unknown there: removed while we
-                        // were away (we send no token once joined).
-                        self.removed.store(true, Ordering::Relaxed);
-                    }
-                    e.to_string()
-                }
-                Err(_) => format!(
-                    "the Lighthouse did not finish the join within {} s",
-                    JOIN_TIMEOUT.as_secs()
-                ),
-            };
-            if self.removed.load(Ordering::Relaxed) {
-                self.on_peers(vec![], &[], true, None);
-                let msg = format!(
-                    "this node was removed from the Flatnet ({err}); it no longer connects \
-                     to the Lighthouse. To rejoin, get a new token (`lighthouse token create` \
-                     on the Lighthouse) and run `flatnetd join <token>`, then restart flatnetd"
-                );
-                tracing::error!(lighthouse = %address, "{msg}");
-                self.set_state("removed", Some(msg));
-                return;
-            }
-            if lock(&self.next).is_some() {
-                // Moving from TCP to QUIC: at once.
-                info!(lighthouse = %address, "{err}");
-                continue;
-            }
-            warn!(lighthouse = %address, "Lighthouse session: {err}; reconnecting");
-            self.set_state("reconnecting", Some(err));
-            let wait = reconnect::after_session(began.elapsed(), &mut short_sessions, jitter());
-            tokio::time::sleep(wait).await;
+        let _ = self.endpoint.set(endpoint);
+        let mut set = tokio::task::JoinSet::new();
+        for s in self.seats() {
+            set.spawn(self.clone().run_seat(s));
+        }
+        while set.join_next().await.is_some() {}
+        // Seats added later run on their own; wait for removal.
+        while !self.removed.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
-    async fn session(self: Arc<Self>, j: Joined, mut local: Vec<SocketAddr>) -> Result<(), String> {
-        let Joined {
-            conn,
-            mut send,
-            recv,
-            node_id,
-            subnet,
-            cidr,
-            observed,
-            peers,
-            removed,
-            delta,
-            sync,
-        } = j;
-        let sync_kind = if delta { "delta" } else { "full list" };
-        let transport = conn.transport();
-        info!(
-            node_id, %subnet, %observed, peers = peers.len(), removed = removed.len(), transport,
-            "connected to the Lighthouse ({sync_kind})"
-        );
-        if transport == "tcp" {
-            warn!(
-                "UDP to the Lighthouse is blocked on this network: its session and relayed \
-                 traffic go over TCP; QUIC is tried again every {} s",
-                transport::UPGRADE_EVERY.as_secs()
-            );
+    /// Follow the Lighthouses' own list of Lighthouses (a Welcome's): start
+    /// sessions with new ones, end those with Lighthouses no longer in it.
+    fn follow_lighthouses(&self, list: &[LighthousePin]) {
+        if list.is_empty() {
+            return;
         }
-        if subnet != self.subnet || cidr != self.cidr {
-            warn!(
-                %subnet, current = %self.subnet,
-                "the Lighthouse now allocates a different subnet; restart flatnetd to use it"
-            );
+        let (added, retired) = {
+            let mut seats = lock(&self.seats);
+            let retired: Vec<Arc<Seat>> = seats
+                .iter()
+                .filter(|s| !list.iter().any(|p| p.fingerprint == s.fingerprint))
+                .cloned()
+                .collect();
+            seats.retain(|s| list.iter().any(|p| p.fingerprint == s.fingerprint));
+            let added: Vec<Arc<Seat>> = list
+                .iter()
+                .filter(|p| !seats.iter().any(|s| s.fingerprint == p.fingerprint))
+                .map(|p| Seat::new(p, TcpFallback::new(None, &p.address)))
+                .collect();
+            seats.extend(added.iter().cloned());
+            (added, retired)
+        };
+        if added.is_empty() && retired.is_empty() {
+            return;
+        }
+        for s in &retired {
+            info!(lighthouse = %s.address, "no longer one of the Flatnet's Lighthouses; leaving it");
+            s.retired.store(true, Ordering::Relaxed);
+            if let Some(l) = lock(&s.link).take() {
+                l.close(0, b"retired");
+            }
         }
         {
+            let pins: Vec<LighthousePin> = self
+                .seats()
+                .iter()
+                .map(|s| LighthousePin {
+                    address: s.address.clone(),
+                    fingerprint: s.fingerprint.clone(),
+                })
+                .collect();
             let mut st = lock(&self.st);
-            st.node_id = node_id;
-            st.subnet = subnet;
-            st.cidr = cidr;
-        }
-        {
-            let mut s = lock(&self.status);
-            s.node_id = Some(node_id);
-            s.observed = Some(observed);
-            s.transport = Some(transport);
-        }
-        lock(&self.punch).set_my_public_ip(observed.ip());
-        self.set_state("connected", None);
-        self.relay.set(Some(conn.clone()));
-        self.on_peers(peers, &removed, !delta, sync);
-        let (tx, mut outbox) = mpsc::unbounded_channel();
-        *lock(&self.outbox) = Some(tx);
-        let (reader, mut frames) = spawn_frame_reader::<LighthouseMsg, _>(recv);
-        let mut ping = tokio::time::interval(PING_EVERY);
-        let mut addrs = tokio::time::interval(LOCAL_ADDRS_EVERY);
-        addrs.tick().await;
-        // Over TCP: try QUIC again in the background, and move to it.
-        let quic_back = async {
-            match (&conn, self.endpoint.get()) {
-                (Link::Tcp(_), Some(ep)) => {
-                    let (address, fp) = {
-                        let st = lock(&self.st);
-                        (st.address.clone(), st.fingerprint.clone())
-                    };
-                    transport::quic_again(ep, &address, &fp).await
-                }
-                _ => std::future::pending().await,
-            }
-        };
-        tokio::pin!(quic_back);
-        let result = loop {
-            tokio::select! {
-                f = frames.recv() => match f {
-                    Some(Ok(m)) => if let Err(e) = self.on_message(m) { break Err(e) },
-                    Some(Err(e)) => break Err(e),
-                    None => break Err("control stream closed".into()),
-                },
-                m = outbox.recv() => if let Some(m) = m {
-                    if let Err(e) = write_frame(&mut send, &m).await { break Err(e) }
-                },
-                d = conn.read_datagram() => match d {
-                    Ok(d) => self.relayed(&d),
-                    Err(e) => break Err(e.to_string()),
-                },
-                _ = ping.tick() => {
-                    if let Err(e) = write_frame(&mut send, &NodeMsg::Ping).await { break Err(e) }
-                }
-                l = &mut quic_back => {
-                    *lock(&self.next) = Some(l);
-                    break Err("UDP to the Lighthouse works again: moving the session from TCP to QUIC".into());
-                }
-                _ = addrs.tick() => {
-                    let now = local_addrs(self.port, self.cidr);
-                    if now != local {
-                        local = now;
-                        if let Err(e) = write_frame(&mut send, &NodeMsg::Update { local_addrs: local.clone() }).await {
-                            break Err(e);
-                        }
-                    }
+            if let Some(first) = pins.first() {
+                if !pins.iter().any(|p| p.fingerprint == st.fingerprint) {
+                    st.address = first.address.clone();
+                    st.fingerprint = first.fingerprint.clone();
+                    st.sync = None;
                 }
             }
-        };
-        reader.abort();
-        conn.close(0, b"bye");
-        lock(&self.status).transport = None;
-        result
+            let primary = st.fingerprint.clone();
+            st.also = pins
+                .into_iter()
+                .filter(|p| p.fingerprint != primary)
+                .collect();
+        }
+        self.unsaved.store(true, Ordering::Relaxed);
+        if let (Some(me), Some(_)) = (self.this.upgrade(), self.endpoint.get()) {
+            for s in added {
+                info!(lighthouse = %s.address, "a new Lighthouse of the Flatnet; connecting");
+                tokio::spawn(me.clone().run_seat(s));
+            }
+        }
     }
 
-    fn on_message(&self, m: LighthouseMsg) -> Result<(), String> {
-        match m {
-            LighthouseMsg::Peers {
-                upsert,
-                remove,
-                version,
-            } => {
-                // A round's last frame says how far the list now goes.
-                let epoch = lock(&self.book).sync.map(|p| p.epoch);
-                let sync = epoch
-                    .zip(version)
-                    .map(|(epoch, version)| SyncPoint { epoch, version });
-                self.on_peers(upsert, &remove, false, sync)
+    /// Whether some Lighthouse session is up now.
+    fn any_connected(&self) -> bool {
+        self.seats().iter().any(|s| s.connected())
+    }
+
+    /// This node is no longer a member: stop every session.
+    fn removed_now(&self, why: &str) {
+        self.removed.store(true, Ordering::Relaxed);
+        self.on_peers("", vec![], &[], true, None);
+        let msg = format!(
+            "this node was removed from the Flatnet ({why}); it no longer connects \
+             to the Lighthouse. To rejoin, get a new token (`lighthouse token create` \
+             on the Lighthouse) and run `flatnetd join <token>`, then restart flatnetd"
+        );
+        tracing::error!("{msg}");
+        for s in self.seats() {
+            s.set_state("removed", Some(msg.clone()));
+            if let Some(l) = lock(&s.link).take() {
+                l.close(0, b"removed");
             }
-            LighthouseMsg::PunchNow { peer, endpoints } => {
-                debug!(peer, ?endpoints, "punch now");
-                lock(&self.punch).punch_now(peer, &endpoints, Instant::now());
-            }
-            LighthouseMsg::Pong { observed } => {
-                let moved = lock(&self.status).observed.replace(observed) != Some(observed);
-                if moved {
-                    info!(%observed, "our public endpoint changed");
-                    lock(&self.punch).set_my_public_ip(observed.ip());
-                }
-            }
-            LighthouseMsg::Error { code, message } => {
-                if code == LhErrorCode::Removed {
-                    self.removed.store(true, Ordering::Relaxed);
-                }
-                return Err(format!("the Lighthouse said: {message}"));
-            }
-            other => debug!("unexpected message {other:?}"),
         }
-        Ok(())
     }
 
     fn relayed(&self, d: &[u8]) {
@@ -865,6 +785,8 @@ mod tests {
             observed: Some("203.0.113.5:40000".parse().unwrap()),
             local_addrs: vec!["192.168.1.5:51820".parse().unwrap()],
             online: true,
+            via: vec![],
+            member: None,
         }
     }
 
@@ -877,6 +799,8 @@ mod tests {
             endpoint: "192.0.2.1:51820".parse().unwrap(),
             subnet: "10.87.9.0/24".parse().unwrap(),
             node_id: None,
+            member: false,
+            also: vec![],
         });
         book.lighthouse.insert(2, info(2, 2, "10.87.2.0/24"));
         book.lighthouse.insert(3, info(3, 9, "10.87.3.0/24")); // key of the static peer
@@ -889,6 +813,7 @@ mod tests {
         book.lighthouse.insert(7, info(7, 7, "192.168.0.0/16"));
         book.lighthouse.insert(8, info(8, 8, "0.0.0.0/0"));
         let m = book.merged(
+            Some(1),
             "10.87.1.0/24".parse().unwrap(),
             "10.87.0.0/16".parse().unwrap(),
             None,
@@ -899,6 +824,7 @@ mod tests {
         assert_eq!(m[1].endpoint.to_string(), "203.0.113.5:40000");
         // Behind the same NAT: start with its LAN address.
         let m = book.merged(
+            Some(1),
             "10.87.1.0/24".parse().unwrap(),
             "10.87.0.0/16".parse().unwrap(),
             Some("203.0.113.5".parse().unwrap()),

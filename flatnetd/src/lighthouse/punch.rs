@@ -389,6 +389,8 @@ mod tests {
             observed: Some(observed.parse().unwrap()),
             local_addrs: local.iter().map(|a| a.parse().unwrap()).collect(),
             online: true,
+            via: vec![],
+            member: None,
         }
     }
 

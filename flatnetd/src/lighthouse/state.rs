@@ -3,11 +3,15 @@
 //! the address and pinned certificate fingerprint from the join token, the
 //! node id and subnet the Lighthouse allocated, and the last peer list, so
 //! that a restart while the Lighthouse is down keeps the same subnet and
-//! the already-known peers. The token itself is never stored.
+//! the already-known peers. With several Lighthouses, the others too
+//! (`also`) and how far each one's delta sync goes. The token itself is
+//! never stored.
 
 use std::path::{Path, PathBuf};
 
-use flatnet_wire::lighthouse::{PeerInfo, SyncPoint};
+use std::collections::BTreeMap;
+
+use flatnet_wire::lighthouse::{lighthouse_id, LighthousePin, PeerInfo, SyncPoint};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +46,46 @@ pub struct LhState {
     /// what changed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<SyncPoint>,
+    /// The other Lighthouses sharing the registry (from the token, then
+    /// as the Lighthouses list them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<LighthousePin>,
+    /// The sync points of the Lighthouses in `also`, by Lighthouse id
+    /// (`sync` is the first Lighthouse's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub syncs: BTreeMap<String, SyncPoint>,
+}
+
+impl LhState {
+    /// Every Lighthouse, the first one first.
+    pub fn lighthouses(&self) -> Vec<LighthousePin> {
+        std::iter::once(LighthousePin {
+            address: self.address.clone(),
+            fingerprint: self.fingerprint.clone(),
+        })
+        .chain(self.also.iter().cloned())
+        .collect()
+    }
+
+    /// Lighthouse `id`'s sync point.
+    pub fn sync_of(&self, id: &str) -> Option<SyncPoint> {
+        if lighthouse_id(&self.fingerprint) == id {
+            self.sync
+        } else {
+            self.syncs.get(id).copied()
+        }
+    }
+
+    /// Set Lighthouse `id`'s sync point.
+    pub fn set_sync(&mut self, id: &str, p: Option<SyncPoint>) {
+        if lighthouse_id(&self.fingerprint) == id {
+            self.sync = p;
+        } else if let Some(p) = p {
+            self.syncs.insert(id.to_string(), p);
+        } else {
+            self.syncs.remove(id);
+        }
+    }
 }
 
 pub fn path(state_dir: &Path) -> PathBuf {
@@ -93,7 +137,23 @@ mod tests {
                 epoch: 1,
                 version: 2,
             }),
+            also: vec![LighthousePin {
+                address: "203.0.113.2:7871".into(),
+                fingerprint: "cd".repeat(32),
+            }],
+            syncs: BTreeMap::new(),
         };
+        let mut st = st;
+        st.set_sync(
+            &"cd".repeat(8),
+            Some(SyncPoint {
+                epoch: 9,
+                version: 4,
+            }),
+        );
+        assert_eq!(st.sync_of(&"ab".repeat(8)).unwrap().epoch, 1);
+        assert_eq!(st.sync_of(&"cd".repeat(8)).unwrap().epoch, 9);
+        assert_eq!(st.lighthouses().len(), 2);
         save(d.path(), &st).unwrap();
         assert_eq!(load(d.path()).unwrap(), Some(st));
         let mode = std::fs::metadata(path(d.path()))

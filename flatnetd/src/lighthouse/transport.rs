@@ -117,6 +117,48 @@ pub async fn connect_any(
     }
 }
 
+/// With several Lighthouses, how long each may try before the next is
+/// tried beside it (joins go on within seconds when one is down).
+pub const NEXT_LIGHTHOUSE_AFTER: Duration = Duration::from_millis(1500);
+
+/// Reach any of `lighthouses` (`(address, fingerprint)`, in order): the
+/// first is tried at once, the next one [`NEXT_LIGHTHOUSE_AFTER`] later
+/// (or when the one before failed), and so on; the first connection wins.
+/// Returns its index.
+pub async fn connect_first(
+    endpoint: &quinn::Endpoint,
+    lighthouses: &[(String, String)],
+) -> Result<(usize, Link), String> {
+    use tokio::task::JoinSet;
+    let mut set = JoinSet::new();
+    let mut errors: Vec<String> = Vec::new();
+    let mut next = 0;
+    loop {
+        if next < lighthouses.len() {
+            let (address, fp) = lighthouses[next].clone();
+            let (ep, i) = (endpoint.clone(), next);
+            let tcp = TcpFallback::new(None, &address);
+            set.spawn(async move {
+                let r = connect_any(&ep, &address, &tcp, &fp).await;
+                (i, r.map_err(|e| format!("{address}: {e}")))
+            });
+            next += 1;
+        }
+        let more = next < lighthouses.len();
+        let done = tokio::select! {
+            r = set.join_next() => r,
+            () = tokio::time::sleep(NEXT_LIGHTHOUSE_AFTER), if more => continue,
+        };
+        match done {
+            Some(Ok((i, Ok(link)))) => return Ok((i, link)),
+            Some(Ok((_, Err(e)))) => errors.push(e),
+            Some(Err(e)) => errors.push(e.to_string()),
+            None if !more => return Err(errors.join("; ")),
+            None => {}
+        }
+    }
+}
+
 /// Try QUIC every [`UPGRADE_EVERY`] until it connects (while a session
 /// runs over TCP).
 pub async fn quic_again(endpoint: &quinn::Endpoint, address: &str, fp: &str) -> Link {

@@ -286,6 +286,7 @@ mod tests {
                 last_error: None,
                 since_secs: 42,
                 transport: Some("quic".into()),
+                lighthouses: vec![],
             }),
             forward_from: vec![],
         };

@@ -38,10 +38,12 @@ pub enum Drop {
     TunWrite,
     /// The UDP socket refused a datagram.
     UdpSend,
+    /// From a remote member, and its policy does not allow it.
+    Policy,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 11] = [
+    pub const ALL: [Drop; 12] = [
         Drop::Junk,
         Drop::UnknownPeer,
         Drop::HandshakeLimited,
@@ -53,6 +55,7 @@ impl Drop {
         Drop::WrongRelaySource,
         Drop::TunWrite,
         Drop::UdpSend,
+        Drop::Policy,
     ];
 
     /// The `reason` label value.
@@ -69,6 +72,7 @@ impl Drop {
             Drop::WrongRelaySource => "wrong_relay_source",
             Drop::TunWrite => "tun_write",
             Drop::UdpSend => "udp_send",
+            Drop::Policy => "policy",
         }
     }
 }

@@ -6,6 +6,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use flatnet_lighthouse::{
     admin::{self, AdminRequest, DEFAULT_ADMIN_SOCKET},
+    etcd::EtcdConfig,
+    members::{self, MemberRequest, MemberView},
     server::Lighthouse,
 };
 use flatnet_wire::logging::LogFormat;
@@ -59,6 +61,15 @@ enum Cmd {
         /// e.g. 127.0.0.1:9588).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<SocketAddr>,
+        /// Share the registry with other Lighthouses through etcd: its
+        /// client URLs, comma-separated (http://10.0.0.5:2379,...). Without
+        /// it the registry is in the state dir, for a single Lighthouse.
+        #[arg(long, value_name = "URLS", value_delimiter = ',')]
+        etcd: Vec<String>,
+        /// Where in etcd the registry lives (one etcd can hold several
+        /// Flatnets under different prefixes).
+        #[arg(long, default_value = "/flatnet/")]
+        etcd_prefix: String,
         /// `text` or `json` (one object per line, for log collectors).
         #[arg(long, default_value = "text")]
         log_format: LogFormat,
@@ -92,6 +103,99 @@ enum Cmd {
         #[command(subcommand)]
         cmd: NodesCmd,
     },
+    /// The Lighthouses sharing this registry (with --etcd).
+    Lighthouses {
+        #[command(subcommand)]
+        cmd: LighthousesCmd,
+    },
+    /// Remote members: people off the LAN with the stock WireGuard app,
+    /// through a hub node, held to a policy (docs/members.md).
+    Member {
+        #[command(subcommand)]
+        cmd: MemberCmd,
+    },
+    /// What members may reach: named lists of allow rules.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCmd {
+    /// Add a member and print its wg-quick config, as text and as a QR
+    /// code. The key pair is made here and printed, never stored.
+    Add {
+        name: String,
+        /// The node that accepts the member's WireGuard (publicly reachable).
+        #[arg(long)]
+        hub: String,
+        /// The policy it is held to (`lighthouse policy set`).
+        #[arg(long, value_name = "POLICY")]
+        access: String,
+        /// Validity, e.g. `12h`, `30d`; default: no expiry.
+        #[arg(long, value_name = "TTL")]
+        expires: Option<String>,
+        /// Use this public key (the member made the pair) instead of
+        /// making one.
+        #[arg(long)]
+        public_key: Option<String>,
+        #[command(flatten)]
+        out: ConfigOut,
+    },
+    /// Every member, its address, hub, policy and expiry.
+    List,
+    /// Remove a member: every host drops it within seconds.
+    Remove { name: String },
+    /// Give a member a new key pair (same address, hub and policy) and
+    /// print its new config; the old key stops working at once.
+    Rotate {
+        name: String,
+        #[arg(long)]
+        public_key: Option<String>,
+        #[command(flatten)]
+        out: ConfigOut,
+    },
+}
+
+#[derive(clap::Args)]
+struct ConfigOut {
+    /// `host:port` the member's app sends to; default: the hub's public
+    /// endpoint as the Lighthouse sees it.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Search domain in the config's DNS line (flatnetd's [dns] domain).
+    #[arg(long, default_value = "flatnet")]
+    dns_domain: String,
+    /// Print the config only, no QR code.
+    #[arg(long)]
+    no_qr: bool,
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Create or replace a policy; its members get the new rules at once.
+    /// Rules: `forgejo`, `forgejo:80,22`, `forgejo.h2:3000-3010/tcp`,
+    /// `node:h2`, `node:h2:443`, `10.87.5.0/24:443`.
+    Set {
+        name: String,
+        #[arg(required = true, value_name = "RULE")]
+        allow: Vec<String>,
+    },
+    List,
+    /// Delete a policy no member holds.
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LighthousesCmd {
+    /// Every Lighthouse registered in etcd, this one marked.
+    List,
+    /// Take a Lighthouse that was stopped for good off the list: tokens
+    /// stop naming it and nodes end their sessions with it.
+    Retire { id: String },
 }
 
 #[derive(Subcommand)]
@@ -131,6 +235,49 @@ fn parse_ttl(s: &str) -> anyhow::Result<u64> {
     Ok(n * mult)
 }
 
+/// A new WireGuard key pair, base64 (private, public), as `wg genkey` makes.
+fn wg_keypair() -> (String, String) {
+    use base64::Engine;
+    let secret = x25519_dalek::StaticSecret::random_from_rng(rand_core::OsRng);
+    let public = x25519_dalek::PublicKey::from(&secret);
+    let b = base64::engine::general_purpose::STANDARD;
+    (b.encode(secret.to_bytes()), b.encode(public.as_bytes()))
+}
+
+/// Print a member's config (add, rotate).
+fn print_member(
+    v: serde_json::Value,
+    private: Option<String>,
+    out: &ConfigOut,
+    json: bool,
+) -> anyhow::Result<()> {
+    let view: MemberView = serde_json::from_value(v).context("the Lighthouse's answer")?;
+    let conf = members::wg_quick(&view, private.as_deref(), &out.dns_domain);
+    if json {
+        let v = serde_json::json!({ "member": view, "private_key": private, "config": conf });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    print!("{conf}");
+    if !out.no_qr {
+        println!("\n{}", members::qr(&conf).map_err(anyhow::Error::msg)?);
+    }
+    if view.endpoint.is_none() {
+        eprintln!(
+            "the hub {} has no known public endpoint: fill in Endpoint, or run this again with --endpoint HOST:PORT",
+            view.hub
+        );
+    }
+    if private.is_some() {
+        eprintln!(
+            "member {} at {}: this config holds its private key, which is not stored anywhere; \
+             hand it over privately (wg-quick, or the WireGuard app's QR scan)",
+            view.name, view.address
+        );
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     flatnet_wire::exit_code("lighthouse", run())
 }
@@ -157,6 +304,8 @@ fn run() -> anyhow::Result<()> {
             metrics_listen,
             netcheck_listen,
             tcp_listen,
+            etcd,
+            etcd_prefix,
             log_format,
             log_level,
         } => {
@@ -197,7 +346,12 @@ fn run() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
-                let lh = Lighthouse::open(&state_dir, cidr, host_prefix, public_addr)?;
+                let etcd = (!etcd.is_empty()).then(|| EtcdConfig {
+                    endpoints: etcd.clone(),
+                    prefix: etcd_prefix.clone(),
+                });
+                let lh =
+                    Lighthouse::open_with(&state_dir, cidr, host_prefix, public_addr, etcd.as_ref())?;
                 let _ = lh.log.set(log);
                 let ep = lh.endpoint(listen)?;
                 let admin_path = args.admin_socket.clone();
@@ -238,7 +392,7 @@ fn run() -> anyhow::Result<()> {
                         flatnet_lighthouse::metrics::renderer(&lh),
                     ));
                 }
-                info!(%listen, fingerprint = %lh.identity.fingerprint(), "lighthouse ready");
+                info!(%listen, fingerprint = %lh.identity.fingerprint(), id = %lh.id(), registry = lh.backend(), "lighthouse ready");
                 flatnet_wire::systemd::ready(&format!("serving on {listen}"));
                 let lh3 = lh.clone();
                 tokio::spawn(flatnet_wire::systemd::watchdog(std::sync::Arc::new(
@@ -344,6 +498,36 @@ fn run() -> anyhow::Result<()> {
             println!("revoked; {} node(s) removed", v["nodes_removed"]);
             Ok(())
         }
+        Cmd::Lighthouses {
+            cmd: LighthousesCmd::List,
+        } => {
+            let v = admin(AdminRequest::LighthousesList)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{:<17} {:<28} THIS", "ID", "ADDRESS");
+                for l in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<17} {:<28} {}",
+                        l["id"].as_str().unwrap_or(""),
+                        l["address"].as_str().unwrap_or(""),
+                        if l["this"].as_bool() == Some(true) {
+                            "*"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::Lighthouses {
+            cmd: LighthousesCmd::Retire { id },
+        } => {
+            admin(AdminRequest::LighthousesRetire { id: id.clone() })?;
+            println!("retired Lighthouse {id}; nodes end their sessions with it within seconds");
+            Ok(())
+        }
         Cmd::Nodes {
             cmd: NodesCmd::List,
         } => {
@@ -370,6 +554,35 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Member { cmd } => member_cmd(cmd, &admin, json),
+        Cmd::Policy { cmd } => {
+            let (req, done) = match cmd {
+                PolicyCmd::Set { name, allow } => (MemberRequest::PolicySet { name, allow }, "set"),
+                PolicyCmd::List => (MemberRequest::PolicyList, ""),
+                PolicyCmd::Remove { name } => (MemberRequest::PolicyRemove { name }, "removed"),
+            };
+            let v = admin(AdminRequest::Member(req))?;
+            if json || done.is_empty() {
+                return print_json(&v);
+            }
+            match done {
+                "set" => println!(
+                    "policy {} set: {}; {} member(s) hold it",
+                    v["policy"].as_str().unwrap_or(""),
+                    v["allow"]
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" "))
+                        .unwrap_or_default(),
+                    v["members"]
+                ),
+                _ => println!("policy {} removed", v["removed"].as_str().unwrap_or("")),
+            }
+            Ok(())
+        }
         Cmd::Nodes {
             cmd: NodesCmd::Remove { name },
         } => {
@@ -380,5 +593,101 @@ fn run() -> anyhow::Result<()> {
             println!("removed {name}");
             Ok(())
         }
+    }
+}
+
+fn member_cmd(
+    cmd: MemberCmd,
+    admin: &dyn Fn(AdminRequest) -> anyhow::Result<serde_json::Value>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let key = |given: Option<String>| match given {
+        Some(k) => (None, k),
+        None => {
+            let (private, public) = wg_keypair();
+            (Some(private), public)
+        }
+    };
+    match cmd {
+        MemberCmd::Add {
+            name,
+            hub,
+            access,
+            expires,
+            public_key,
+            out,
+        } => {
+            let expires_in_secs = expires.as_deref().map(parse_ttl).transpose()?;
+            let (private, public_key) = key(public_key);
+            let v = admin(AdminRequest::Member(MemberRequest::Add {
+                name,
+                public_key,
+                hub,
+                policy: access,
+                expires_in_secs,
+                endpoint: out.endpoint.clone(),
+            }))?;
+            print_member(v, private, &out, json)
+        }
+        MemberCmd::Rotate {
+            name,
+            public_key,
+            out,
+        } => {
+            let (private, public_key) = key(public_key);
+            let v = admin(AdminRequest::Member(MemberRequest::Rotate {
+                name,
+                public_key,
+                endpoint: out.endpoint.clone(),
+            }))?;
+            print_member(v, private, &out, json)
+        }
+        MemberCmd::Remove { name } => {
+            admin(AdminRequest::Member(MemberRequest::Remove {
+                name: name.clone(),
+            }))?;
+            println!("removed member {name}; every host drops it within seconds");
+            Ok(())
+        }
+        MemberCmd::List => {
+            let v = admin(AdminRequest::Member(MemberRequest::List))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let list: Vec<MemberView> =
+                serde_json::from_value(v).context("the Lighthouse's answer")?;
+            println!(
+                "{:<20} {:<18} {:<12} {:<16} EXPIRES",
+                "NAME", "ADDRESS", "HUB", "POLICY"
+            );
+            for m in list {
+                let exp = match m.expires {
+                    Some(t) => {
+                        let left = t.saturating_sub(flatnet_lighthouse::server::now());
+                        format!("in {}", human_secs(left))
+                    }
+                    None => "never".into(),
+                };
+                println!(
+                    "{:<20} {:<18} {:<12} {:<16} {exp}",
+                    m.name,
+                    m.address.to_string(),
+                    m.hub,
+                    m.policy
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `3d 4h`, `5h 2m`, `12m`, `40s`.
+fn human_secs(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
     }
 }
