@@ -3,35 +3,51 @@
 # two "hosts" (network namespaces on a bridged LAN), side by side in one run:
 #   1. raw veth/bridge, no tunnel (the ceiling),
 #   2. Flatnet: container to container across the two hosts' flatnetd,
-#   3. Flatnet host to host (no container veth hops, as rows 1 and 5),
+#   3. Flatnet host to host (no container veth hops, as rows 1 and 5-7),
 #   4. Flatnet with [wireguard] offloads = false (daemons restarted),
-#   5. boringtun-cli between the same two namespaces (the reference).
-# Prints a markdown table. Needs root, iperf3, jq, and for row 3
-# boringtun-cli + wg (wireguard-tools); row 3 is skipped if they are missing.
+#   5. boringtun-cli between the same two namespaces,
+#   6. wireguard-go 0.0.20231211 (Tailscale's TUN offloads), bookworm-backports,
+#   7. Nebula 1.9.3 (Debian 13),
+# and the machine's crypto ceiling: `openssl speed` ChaCha20-Poly1305 on
+# 1420-byte buffers, one core; with every packet encrypted once and
+# decrypted once, N cores top out at (one core's rate x N / 2).
+# Throughput and RTT are taken in interleaved rounds (every path once per
+# round), so every path sees the same machine; median (min-max) of rounds.
+# Rows 6 and 7 come from Debian's packages, unpacked by tests/bench/peers.sh
+# into /var/cache/flatnet/bench-peers (the system's packages stay as they
+# are). Prints a markdown table. Needs root, iperf3, jq, wg (wireguard-tools)
+# and, for row 5, boringtun-cli (the row is left out without it).
 #
 #   cargo build --release
 #   apt-get install -y iperf3 wireguard-tools
 #   cargo install --locked boringtun-cli --root /work/.bench-tools
 #   FLATNET_TARGET=target/release BORINGTUN=/work/.bench-tools/bin/boringtun-cli \
-#       tests/bench/wireguard-bench.sh
+#       ROUNDS=3 SECS=5 tests/bench/wireguard-bench.sh
 #
 # All traffic stays inside the namespaces this script creates.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SECS="${SECS:-5}"
-BORINGTUN="${BORINGTUN:-$(command -v boringtun-cli || echo /work/.bench-tools/bin/boringtun-cli)}"
+ROUNDS="${ROUNDS:-3}"
+PEERS="$("$HERE/peers.sh")"
+BORINGTUN="${BORINGTUN:-$(command -v boringtun-cli || echo "$PEERS/boringtun/bin/boringtun-cli")}"
+WGGO="$PEERS/wireguard-go/usr/bin/wireguard-go"
+NEBULA="$PEERS/nebula/usr/bin/nebula"
+NEBULA_CERT="$PEERS/nebula/usr/bin/nebula-cert"
 BATS_SUITE_TEST_NUMBER=bench
 # shellcheck source=../integration/helpers.bash
 source "$HERE/../integration/helpers.bash"
 # shellcheck source=../integration/helpers-wg.bash
 source "$HERE/../integration/helpers-wg.bash"
+# shellcheck source=stats.bash
+source "$HERE/stats.bash"
 
 cleanup() {
     set +e
     for p in "${BG_PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
     fn_teardown
-    rm -f /var/run/wireguard/fnbt1.sock /var/run/wireguard/fnbt2.sock
+    rm -f /var/run/wireguard/fnbt[12].sock /var/run/wireguard/fnwg[12].sock
 }
 BG_PIDS=()
 trap cleanup EXIT
@@ -40,59 +56,105 @@ fn_setup
 wg_pair >/dev/null
 wg_wait_ping h1-a "$IPB" >/dev/null
 
-
 # rtt_samples NS IP N: N ping RTTs in ms, one per line (10 ms apart).
 rtt_samples() {
     in_ns "$1" ping -c "$3" -i 0.01 "$2" | sed -nE 's/.*time=([0-9.]+) ms.*/\1/p'
 }
 
-# boringtun-cli between the same two namespaces, up from the start (idle while
-# the others are measured), so RTTs can be taken in interleaved rounds.
-HAVE_BT=0
-if [ -x "$BORINGTUN" ] && command -v wg >/dev/null; then
-    # boringtun-cli on its own port and interfaces, same namespaces and LAN.
+# uapi_pair NAME PORT NET CMD...: a userspace WireGuard that speaks the UAPI
+# socket (boringtun-cli, wireguard-go) as interfaces NAME1 and NAME2 in h1
+# and h2, on UDP PORT, tunnel addresses NET.1 and NET.2, MTU 1420; up from
+# the start and idle while the other paths are measured.
+uapi_pair() {
+    local name="$1" port="$2" net="$3" i k1 k2
+    shift 3
     mkdir -p /var/run/wireguard
     k1="$(wg genkey)"; k2="$(wg genkey)"
     for i in 1 2; do
-        ip netns exec "$(ns "h$i")" env WG_SUDO=1 "$BORINGTUN" --foreground \
-            --disable-drop-privileges "fnbt$i" >"$FN_TMP/boringtun$i.log" 2>&1 &
+        ip netns exec "$(ns "h$i")" env WG_SUDO=1 WG_PROCESS_FOREGROUND=1 "$@" "$name$i" \
+            >"$FN_TMP/$name$i.log" 2>&1 &
         BG_PIDS+=($!)
         disown $!
-        for _ in $(seq 100); do [ -S "/var/run/wireguard/fnbt$i.sock" ] && break; sleep 0.05; done
+        for _ in $(seq 100); do [ -S "/var/run/wireguard/$name$i.sock" ] && break; sleep 0.05; done
     done
-    in_ns h1 wg set fnbt1 private-key <(echo "$k1") listen-port 51821 \
-        peer "$(echo "$k2" | wg pubkey)" allowed-ips 10.99.0.2/32 endpoint 192.168.77.2:51821
-    in_ns h2 wg set fnbt2 private-key <(echo "$k2") listen-port 51821 \
-        peer "$(echo "$k1" | wg pubkey)" allowed-ips 10.99.0.1/32 endpoint 192.168.77.1:51821
+    in_ns h1 wg set "${name}1" private-key <(echo "$k1") listen-port "$port" \
+        peer "$(echo "$k2" | wg pubkey)" allowed-ips "$net.2/32" endpoint "192.168.77.2:$port"
+    in_ns h2 wg set "${name}2" private-key <(echo "$k2") listen-port "$port" \
+        peer "$(echo "$k1" | wg pubkey)" allowed-ips "$net.1/32" endpoint "192.168.77.1:$port"
     for i in 1 2; do
-        in_ns "h$i" ip addr add "10.99.0.$i/24" dev "fnbt$i"
-        in_ns "h$i" ip link set "fnbt$i" mtu 1420 up
+        in_ns "h$i" ip addr add "$net.$i/24" dev "$name$i"
+        in_ns "h$i" ip link set "$name$i" mtu 1420 up
     done
-    wg_wait_ping h1 10.99.0.2 >/dev/null
-    HAVE_BT=1
-else
-    echo "boringtun-cli or wg missing: skipping the boringtun row" >&2
-fi
+    wg_wait_ping h1 "$net.2" >/dev/null
+}
 
-declare -A GBPS RTT RTT90
-# RTT: 5 interleaved rounds of 40 pings per path, so every path sees the same
-# machine conditions; the median and 90th percentile of all 200 samples.
-declare -A SAMPLES
+# nebula_pair: Nebula between h1 and h2 (tunnel 10.96.0.1 and .2, UDP 4242,
+# a static host map and no lighthouse, MTU 1420 like the others, every
+# port open in its firewall).
+nebula_pair() {
+    local d="$FN_TMP/nebula" i
+    mkdir -p "$d"
+    "$NEBULA_CERT" ca -name flatnet-bench -out-crt "$d/ca.crt" -out-key "$d/ca.key"
+    for i in 1 2; do
+        "$NEBULA_CERT" sign -ca-crt "$d/ca.crt" -ca-key "$d/ca.key" -name "h$i" \
+            -ip "10.96.0.$i/24" -out-crt "$d/h$i.crt" -out-key "$d/h$i.key"
+        cat >"$d/h$i.yml" <<EOF
+pki: {ca: $d/ca.crt, cert: $d/h$i.crt, key: $d/h$i.key}
+static_host_map: {"10.96.0.$((3 - i))": ["192.168.77.$((3 - i)):4242"]}
+lighthouse: {am_lighthouse: false, hosts: []}
+listen: {host: 0.0.0.0, port: 4242}
+punchy: {punch: false}
+tun: {dev: fnneb$i, mtu: 1420}
+logging: {level: warning}
+firewall:
+  outbound: [{port: any, proto: any, host: any}]
+  inbound: [{port: any, proto: any, host: any}]
+EOF
+        ip netns exec "$(ns "h$i")" "$NEBULA" -config "$d/h$i.yml" >"$FN_TMP/nebula$i.log" 2>&1 &
+        BG_PIDS+=($!)
+        disown $!
+    done
+    wg_wait_ping h1 10.96.0.2 20 >/dev/null
+}
+
 paths=(raw flatnet hosts)
-[ "$HAVE_BT" = 1 ] && paths+=(boringtun)
+if [ -x "$BORINGTUN" ] && command -v wg >/dev/null; then
+    uapi_pair fnbt 51821 10.99.0 "$BORINGTUN" --foreground --disable-drop-privileges
+    paths+=(boringtun)
+else
+    echo "boringtun-cli or wg missing: the boringtun row is left out (tests/bench/peers.sh installs it)" >&2
+fi
+uapi_pair fnwg 51822 10.97.0 "$WGGO" -f
+paths+=(wggo)
+nebula_pair
+paths+=(nebula)
+
+# target PATH: the client namespace and the address it sends to.
 target() {
     case "$1" in
-        raw) echo "h1 192.168.77.2" ;; flatnet) echo "h1-a $IPB" ;;
-        hosts) echo "h1 10.87.2.1" ;; boringtun) echo "h1 10.99.0.2" ;; plain) echo "h1-a $IPB" ;;
+        raw) echo "h1 192.168.77.2" ;; flatnet | plain) echo "h1-a $IPB" ;;
+        hosts) echo "h1 10.87.2.1" ;; boringtun) echo "h1 10.99.0.2" ;;
+        wggo) echo "h1 10.97.0.2" ;; nebula) echo "h1 10.96.0.2" ;;
     esac
 }
+# server PATH: the namespace iperf3's server runs in.
+server() {
+    case "$1" in
+        flatnet | plain) echo h2-b ;; *) echo h2 ;;
+    esac
+}
+
+declare -A GBPS SAMPLES RTT RTT90
 pct() { sort -g | awk -v p="$1" '{a[NR]=$1} END {i=int(NR*p+0.5); if (i<1) i=1; printf "%.3f", a[i]}'; }
-rtt_rounds() {
-    local r k
-    for r in 1 2 3 4 5; do
+# rounds PATH...: ROUNDS interleaved rounds; each round measures every path
+# once, one after the other: iperf3 TCP for SECS s, then 40 pings.
+rounds() {
+    local r k t
+    for r in $(seq "$ROUNDS"); do
         for k in "$@"; do
-            # shellcheck disable=SC2046
-            SAMPLES[$k]+="$(rtt_samples $(target "$k") 40)"$'\n'
+            read -r -a t <<<"$(target "$k")"
+            GBPS[$k]+="$(wg_iperf "$(server "$k")" "${t[0]}" "${t[1]}") "
+            SAMPLES[$k]+="$(rtt_samples "${t[0]}" "${t[1]}" 40)"$'\n'
         done
     done
     for k in "$@"; do
@@ -100,13 +162,7 @@ rtt_rounds() {
         RTT90[$k]="$(printf '%s' "${SAMPLES[$k]}" | grep . | pct 0.9)"
     done
 }
-rtt_rounds "${paths[@]}"
-
-GBPS[raw]="$(wg_iperf h2 h1 192.168.77.2)"
-GBPS[flatnet]="$(wg_iperf h2-b h1-a "$IPB")"
-# Host to host through the tunnel (h2's gateway address), like rows 1 and 5.
-GBPS[hosts]="$(wg_iperf h2 h1 10.87.2.1)"
-[ "$HAVE_BT" = 1 ] && GBPS[boringtun]="$(wg_iperf h2 h1 10.99.0.2)"
+rounds "${paths[@]}"
 
 # The same daemons restarted with offloads = false (containers untouched):
 # what TSO/GSO/GRO buy.
@@ -116,20 +172,37 @@ for h in h1 h2; do
     host_start "$h" >/dev/null
 done
 wg_wait_ping h1-a "$IPB" 15 >/dev/null
-GBPS[plain]="$(wg_iperf h2-b h1-a "$IPB")"
-rtt_rounds plain
+rounds plain
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "-" }'; }
-echo "| path | TCP throughput (${SECS} s) | vs boringtun-cli | ping RTT median / p90 |"
-echo "| --- | --- | --- | --- |"
-for k in raw flatnet hosts plain boringtun; do
+# The crypto ceiling: one core's ChaCha20-Poly1305 rate on 1420-byte buffers
+# (`-mr` prints "+F:<n>:<name>:<bytes per second>").
+cores="$(nproc)"
+aead_Bps="$(openssl speed -mr -seconds 3 -bytes 1420 -evp chacha20-poly1305 2>/dev/null |
+    awk -F: '/^\+F:/ {print $4; exit}')"
+core_gbps="$(awk -v b="$aead_Bps" 'BEGIN { printf "%.2f", b * 8 / 1e9 }')"
+ceiling="$(awk -v g="$core_gbps" -v n="$cores" 'BEGIN { printf "%.2f", g * n / 2 }')"
+
+med() { printf '%s' "${GBPS[$1]:-}" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+wggo_med="$(med wggo)"
+echo "ChaCha20-Poly1305 (openssl speed, 1420-byte buffers): $core_gbps Gbit/s on one core;"
+echo "the ceiling of a tunnel on $cores cores (each packet encrypted once and decrypted once): $ceiling Gbit/s"
+echo
+echo "| path | TCP Gbit/s, median (min-max) of $ROUNDS x ${SECS} s | vs wireguard-go | of the crypto ceiling | ping RTT median / p90 |"
+echo "| --- | --- | --- | --- | --- |"
+for k in raw flatnet hosts plain boringtun wggo nebula; do
     [ -n "${GBPS[$k]:-}" ] || continue
     case "$k" in
         raw) name="raw veth + bridge, no tunnel" ;;
         flatnet) name="Flatnet container to container (offloads on)" ;;
         hosts) name="Flatnet host to host (h1 -> h2's gateway IP)" ;;
         plain) name="Flatnet with offloads = false (container to container)" ;;
-        boringtun) name="boringtun-cli 0.7 (default threads)" ;;
+        boringtun) name="boringtun-cli (default threads)" ;;
+        wggo) name="wireguard-go $(sed -E 's/^wireguard-go_([^_]+)_.*/\1/' "$PEERS/wireguard-go/VERSION")" ;;
+        nebula) name="Nebula $(sed -E 's/^nebula_([^+_]+).*/\1/' "$PEERS/nebula/VERSION")" ;;
     esac
-    echo "| $name | ${GBPS[$k]} Gbit/s | $(ratio "${GBPS[$k]}" "${GBPS[boringtun]:-0}") | ${RTT[$k]} / ${RTT90[$k]} ms |"
+    m="$(med "$k")"
+    share="$(awk -v a="$m" -v c="$ceiling" 'BEGIN { if (c > 0) printf "%.0f%%", 100 * a / c; else print "-" }')"
+    [ "$k" = raw ] && share="-"
+    echo "| $name | $(printf '%s' "${GBPS[$k]}" | stat) | $(ratio "$m" "$wggo_med") | $share | ${RTT[$k]} / ${RTT90[$k]} ms |"
 done
