@@ -61,8 +61,8 @@ for h in h1 h2; do
     echo "| share | thread | symbol |"
     echo "| ---: | --- | --- |"
     perf report -i "$FN_TMP/$h.perf" --stdio --no-children --sort comm,symbol -g none 2>/dev/null |
-        awk -v top="$TOP" '/^ +[0-9.]+%/ {
+        awk -v top="$TOP" '/^ +[0-9.]+%/ && n++ < top {
             pct = $1; comm = $2; $1 = ""; $2 = ""; $3 = "";
-            sub(/^ +/, ""); printf "| %s | %s | %s |\n", pct, comm, substr($0, 1, 90);
-            if (++n >= top) exit }'
+            sub(/^ +/, ""); sub(/ +- +- *$/, "");
+            printf "| %s | %s | %s |\n", pct, comm, substr($0, 1, 90) }'
 done
