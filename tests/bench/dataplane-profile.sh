@@ -31,22 +31,15 @@ fn_setup
 wg_pair >/dev/null
 wg_wait_ping h1-a "$IPB" >/dev/null
 
-ip netns exec "$(ns h2-b)" iperf3 -s -1 -B "$IPB" >/dev/null 2>&1 &
-srv=$!
-for _ in $(seq 50); do
-    in_ns h2-b ss -ltn 2>/dev/null | grep -q ":5201 " && break
-    sleep 0.05
-done
+# perf on both daemons for SECS s, the stream (wg_iperf, also SECS s) beside it.
 for h in h1 h2; do
     perf record -q -e cpu-clock -F 2000 -g -o "$FN_TMP/$h.perf" \
         -p "$(cat "$FN_TMP/$h/flatnetd.pid")" -- sleep "$SECS" 2>/dev/null &
 done
-gbps="$(in_ns h1-a iperf3 -c "$IPB" -t "$SECS" -J | jq '.end.sum_received.bits_per_second / 1e9')"
-wait "$srv" 2>/dev/null || true
-sleep 1
+gbps="$(wg_iperf h2-b h1-a "$IPB")"
 wait
 
-printf 'iperf3 h1-a -> h2-b, %s s: %.2f Gbit/s (h1 encrypts, h2 decrypts)\n' "$SECS" "$gbps"
+printf 'iperf3 h1-a -> h2-b, %s s: %s Gbit/s (h1 encrypts, h2 decrypts)\n' "$SECS" "$gbps"
 for h in h1 h2; do
     echo
     echo "### $h: samples per thread"
