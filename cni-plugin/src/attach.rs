@@ -3,11 +3,11 @@
 //!
 //! The layout, ptp-style (iproute2 terms):
 //! ```text
-//! host:       ip link add fnXXXXXXXX type veth peer name fcXXXXXXXX
-//!             ip link set fcXXXXXXXX netns <container>
+//! host:       ip link add fnXXXXXXXX mtu <mtu> type veth peer name eth0 mtu <mtu>
+//!                 [address <mac>] netns <container>
 //!             ip addr add <gateway>/32 dev fnXXXXXXXX
 //!             ip route add <container ip>/32 dev fnXXXXXXXX scope link
-//! container:  ip link set fcXXXXXXXX name eth0 mtu <mtu> [address <mac>] up
+//! container:  ip link set eth0 up
 //!             ip addr add <ip>/<subnet len> dev eth0 noprefixroute
 //!             ip route add <gateway> dev eth0 scope link [metric M]
 //!             ip route add default via <gateway> [metric M]  (or <cidr> via <gateway>)
@@ -15,6 +15,9 @@
 //! A second Flatnet attachment of the same container (`podman network
 //! connect`) shares the gateway, so its routes get the next free metric
 //! (100, 200, …) instead of colliding with the first one's.
+//! The container end is born in the container's namespace: moving a link
+//! between namespaces waits for an RCU grace period (about 30 ms here,
+//! most of an ADD), creating it there does not.
 //! Every container reaches everything, including its same-host neighbours,
 //! through the host, so the host's routing table (and later the WireGuard
 //! data plane) sees all Flatnet traffic.
@@ -90,11 +93,6 @@ impl Spec {
     /// again with no state and flatnetd can tell the container is gone.
     pub fn host_ifname(&self) -> String {
         veth::host_ifname(&self.container_id, &self.ifname)
-    }
-
-    /// Temporary name of the container end while it is still on the host.
-    fn temp_ifname(&self) -> String {
-        veth::temp_ifname(&self.container_id, &self.ifname)
     }
 
     /// The route mode in force: an internal network never gets a default route.
@@ -226,7 +224,6 @@ pub fn add(spec: &Spec) -> Result<Attached, CniError> {
         Err(e) => {
             if let Ok(nl) = Netlink::new() {
                 let _ = nl.del_link_by_name(&spec.host_ifname());
-                let _ = nl.del_link_by_name(&spec.temp_ifname());
             }
             let _ = spec.client().call(&Request::Release(spec.key()));
             Err(e)
@@ -237,20 +234,12 @@ pub fn add(spec: &Spec) -> Result<Attached, CniError> {
 fn wire(spec: &Spec, ns: &File, lease: &Lease, net: &NetworkInfo) -> Result<Attached, CniError> {
     let mtu = spec.mtu.map_or(net.mtu, |m| m.min(net.mtu));
     let host_name = spec.host_ifname();
-    let temp_name = spec.temp_ifname();
     let nl = Netlink::new()?;
-    // Leftovers of an interrupted earlier ADD of this very attachment.
+    // Leftovers of an interrupted earlier ADD of this very attachment
+    // (deleting one end of a veth deletes both).
     nl.del_link_by_name(&host_name)?;
-    nl.del_link_by_name(&temp_name)?;
 
-    nl.add_veth(&host_name, &temp_name, mtu)?;
-    let peer = nl
-        .link_by_name(&temp_name)?
-        .ok_or_else(|| NlError::Other(format!("veth peer {temp_name} vanished")))?;
-    if let Some(mac) = spec.mac {
-        nl.set_mac(peer.index, mac)?;
-    }
-    nl.move_to_netns(peer.index, ns)?;
+    nl.add_veth_into(&host_name, &spec.ifname, mtu, spec.mac, ns)?;
 
     let routes = container_routes(spec.route_mode(), net);
     let prefix = net.subnet.prefix_len();
@@ -260,9 +249,9 @@ fn wire(spec: &Spec, ns: &File, lease: &Lease, net: &NetworkInfo) -> Result<Atta
             cnl.set_up(lo.index)?;
         }
         let l = cnl
-            .link_by_name(&temp_name)?
-            .ok_or_else(|| NlError::Other(format!("{temp_name} not found in the container")))?;
-        cnl.rename_mtu_up(l.index, &spec.ifname, mtu)?;
+            .link_by_name(&spec.ifname)?
+            .ok_or_else(|| NlError::Other(format!("{} not found in the container", spec.ifname)))?;
+        cnl.set_up(l.index)?;
         cnl.add_addr(l.index, lease.ip, prefix, true)?;
         let metric = free_metric(&cnl.all_routes()?, net.gateway, l.index);
         cnl.add_route(Route {

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""CNI ADD+DEL cost of the flatnet plugin vs the reference bridge + host-local
-plugins (Debian's containernetworking-plugins), run side by side on this
-machine in fresh network namespaces. Prints a markdown table.
+"""CNI ADD and DEL cost of the flatnet plugin vs the reference bridge +
+host-local plugins (Debian's containernetworking-plugins), side by side in one
+run on this machine, in fresh network namespaces. Prints a markdown table.
+
+Rounds are interleaved: in every round each plugin wires and unwires the same
+number of containers, one container at a time, alternating between the two
+plugins (and which goes first), so both see the same machine state. Each
+figure is the median over all calls with the spread of the per-round medians
+(min-max); p95 is over all calls.
 
 Not a test: it asserts nothing about speed. Run as root:
-    tests/bench/cni-bench.py [--iterations N] [--target DIR]
+    tests/bench/cni-bench.py [--iterations N] [--rounds R] [--target DIR] [--before PLUGIN]
 """
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -18,6 +23,8 @@ import tempfile
 import time
 
 HOSTNS = "fnbench-host"
+# GNU time (Debian's `time` package) reports each plugin call's peak RSS.
+TIME = "/usr/bin/time"
 
 
 def sh(*args, **kw):
@@ -32,68 +39,73 @@ def netns_del(name):
     subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
 
 
-def cni(binary, cmd, conf, cid, netns, cni_path):
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-        "CNI_COMMAND": cmd,
-        "CNI_CONTAINERID": cid,
-        "CNI_NETNS": f"/run/netns/{netns}",
-        "CNI_IFNAME": "eth0",
-        "CNI_PATH": cni_path,
-    }
-    t0 = time.perf_counter()
-    p = subprocess.run(
-        ["ip", "netns", "exec", HOSTNS, binary],
-        input=json.dumps(conf).encode(),
-        env=env,
-        capture_output=True,
-    )
-    dt = time.perf_counter() - t0
-    if p.returncode != 0:
-        sys.exit(f"{binary} {cmd} failed: {p.stdout.decode()} {p.stderr.decode()}")
-    return dt
+class Plugin:
+    def __init__(self, label, binary, conf, cni_path):
+        self.label, self.binary, self.conf, self.cni_path = label, binary, conf, cni_path
+        self.adds, self.dels, self.round_adds, self.round_dels = [], [], [], []
+        self.rss_kib = 0
+        self.rss_file = f"{tempfile.gettempdir()}/fnbench-rss-{label}"
 
+    def call(self, cmd, cid, netns):
+        """One plugin call under `ip netns exec` and GNU time, which forks
+        the plugin from its own small process, so its peak RSS is the
+        plugin's own (a process exec'd straight from Python would report
+        Python's). Returns seconds."""
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "CNI_COMMAND": cmd,
+            "CNI_CONTAINERID": cid,
+            "CNI_NETNS": f"/run/netns/{netns}",
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": self.cni_path,
+        }
+        conf = json.dumps(self.conf).encode()
+        t0 = time.perf_counter()
+        p = subprocess.run(
+            ["ip", "netns", "exec", HOSTNS, TIME, "-f", "%M", "-o", self.rss_file, self.binary],
+            input=conf, capture_output=True, env=env,
+        )
+        dt = time.perf_counter() - t0
+        if p.returncode != 0:
+            sys.exit(f"{self.binary} {cmd} failed: {p.stdout.decode()} {p.stderr.decode()}")
+        with open(self.rss_file) as f:
+            self.rss_kib = max(self.rss_kib, int(f.read().split()[-1]))
+        return dt
 
-def children_maxrss_kib():
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-
-
-def run_plugin(label, binary, conf, cni_path, n):
-    adds, dels = [], []
-    for i in range(n):
+    def container(self, i, record):
         ns = f"fnbench-c{i}"
         netns_add(ns)
         try:
-            adds.append(cni(binary, "ADD", conf, f"bench-{label}-{i}", ns, cni_path))
-            dels.append(cni(binary, "DEL", conf, f"bench-{label}-{i}", ns, cni_path))
+            cid = f"bench-{self.label}-{i}"
+            a = self.call("ADD", cid, ns)
+            d = self.call("DEL", cid, ns)
         finally:
             netns_del(ns)
-    return adds, dels
+        if record:
+            self.adds.append(a)
+            self.dels.append(d)
+        return a, d
 
 
-def measure_in_child(label, binary, conf, cni_path, n):
-    """Fork so that ru_maxrss of RUSAGE_CHILDREN covers one plugin only."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        adds, dels = run_plugin(label, binary, conf, cni_path, n)
-        os.write(w, json.dumps({"adds": adds, "dels": dels, "rss": children_maxrss_kib()}).encode())
-        os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.waitpid(pid, 0)
-    return json.loads(data)
+def ms(x):
+    return x * 1000
+
+
+def p95(xs):
+    return sorted(xs)[max(0, int(len(xs) * 0.95 + 0.5) - 1)]
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--iterations", type=int, default=50)
+    ap.add_argument("--iterations", type=int, default=50, help="containers per plugin in all")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--before", help="another build's flatnet plugin, as a third column")
     ap.add_argument("--target", default=os.path.join(os.path.dirname(__file__), "../../target/release"))
     args = ap.parse_args()
+    if not os.access(TIME, os.X_OK):
+        sys.exit(f"{TIME} is missing: apt-get install -y time")
     target = os.path.abspath(args.target)
+    per_round = max(1, args.iterations // args.rounds)
     tmp = tempfile.mkdtemp(prefix="fnbench.")
     netns_del(HOSTNS)
     netns_add(HOSTNS)
@@ -109,19 +121,39 @@ def main():
             if os.path.exists(f"{tmp}/d.sock"):
                 break
             time.sleep(0.05)
-        flatnet_conf = {"cniVersion": "1.0.0", "name": "flatnet", "type": "flatnet", "socket": f"{tmp}/d.sock"}
-        bridge_conf = {
+        fl = Plugin("flatnet", f"{target}/flatnet",
+                    {"cniVersion": "1.0.0", "name": "flatnet", "type": "flatnet", "socket": f"{tmp}/d.sock"},
+                    target)
+        br = Plugin("bridge", "/usr/lib/cni/bridge", {
             "cniVersion": "1.0.0", "name": "benchbr", "type": "bridge", "bridge": "fnbench0",
             "isGateway": True, "ipMasq": True,
             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.1.0/24"}]],
                      "dataDir": f"{tmp}/host-local"},
-        }
-        n = args.iterations
-        # Warm-up, then interleave so both see the same machine state.
-        measure_in_child("flatnet", f"{target}/flatnet", flatnet_conf, target, 3)
-        measure_in_child("bridge", "/usr/lib/cni/bridge", bridge_conf, "/usr/lib/cni", 3)
-        fl = measure_in_child("flatnet", f"{target}/flatnet", flatnet_conf, target, n)
-        br = measure_in_child("bridge", "/usr/lib/cni/bridge", bridge_conf, "/usr/lib/cni", n)
+        }, "/usr/lib/cni")
+        # Warm-up: page cache, the bridge device, flatnetd's first table.
+        for i in range(3):
+            fl.container(i, False)
+            br.container(i, False)
+        plugins = [fl, br]
+        if args.before:
+            # The same flatnetd answers both flatnet builds (the API did not change).
+            old = Plugin("before", os.path.abspath(args.before), fl.conf, target)
+            old.container(99, False)
+            plugins.append(old)
+        n = 0
+        for r in range(args.rounds):
+            ra = {p: [] for p in plugins}
+            rd = {p: [] for p in plugins}
+            for j in range(per_round):
+                k = (r + j) % len(plugins)
+                for p in plugins[k:] + plugins[:k]:
+                    a, d = p.container(n, True)
+                    ra[p].append(a)
+                    rd[p].append(d)
+                n += 1
+            for p in plugins:
+                p.round_adds.append(statistics.median(ra[p]))
+                p.round_dels.append(statistics.median(rd[p]))
         daemon_rss = 0
         with open(f"/proc/{daemon.pid}/status") as f:
             for line in f:
@@ -133,25 +165,38 @@ def main():
         netns_del(HOSTNS)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    def ms(xs):
-        return statistics.median(xs) * 1000
+    def spread(xs, rounds):
+        return f"{ms(statistics.median(xs)):.2f} ({ms(min(rounds)):.2f}-{ms(max(rounds)):.2f})"
 
-    def p95(xs):
-        return sorted(xs)[int(len(xs) * 0.95) - 1] * 1000
+    def figures(p):
+        return {
+            "ADD median (ms)": (ms(statistics.median(p.adds)), spread(p.adds, p.round_adds)),
+            "ADD p95 (ms)": (ms(p95(p.adds)), f"{ms(p95(p.adds)):.2f}"),
+            "DEL median (ms)": (ms(statistics.median(p.dels)), spread(p.dels, p.round_dels)),
+            "ADD+DEL per container (ms)": (
+                ms(statistics.median(p.adds) + statistics.median(p.dels)),
+                f"{ms(statistics.median(p.adds) + statistics.median(p.dels)):.2f}"),
+            "plugin peak RSS (MiB)": (p.rss_kib / 1024, f"{p.rss_kib / 1024:.2f}"),
+        }
 
-    rows = [
-        ("ADD median (ms)", ms(fl["adds"]), ms(br["adds"])),
-        ("ADD p95 (ms)", p95(fl["adds"]), p95(br["adds"])),
-        ("DEL median (ms)", ms(fl["dels"]), ms(br["dels"])),
-        ("ADD+DEL per container (ms)", ms(fl["adds"]) + ms(fl["dels"]), ms(br["adds"]) + ms(br["dels"])),
-        ("plugin peak RSS (MiB)", fl["rss"] / 1024, br["rss"] / 1024),
-    ]
-    print(f"CNI ADD+DEL, {n} containers each, sequential, same machine, same run")
+    cols = [figures(p) for p in plugins]
+    print(f"CNI ADD and DEL: {per_round * args.rounds} containers per plugin in {args.rounds} "
+          f"interleaved rounds, one container at a time; median (min-max of the round medians)")
     print()
-    print("| metric | flatnet | bridge + host-local | flatnet / bridge |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, a, b in rows:
-        print(f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f}x |")
+    head = "| metric | flatnet | bridge + host-local | flatnet / bridge |"
+    rule = "| --- | ---: | ---: | ---: |"
+    if args.before:
+        head += f" flatnet before ({os.path.basename(os.path.dirname(os.path.abspath(args.before))) or args.before}) | before / bridge |"
+        rule += " ---: | ---: |"
+    print(head)
+    print(rule)
+    for name in cols[0]:
+        (a, ta), (b, tb) = cols[0][name], cols[1][name]
+        line = f"| {name} | {ta} | {tb} | {a / b:.2f}x |"
+        if args.before:
+            c, tc = cols[2][name]
+            line += f" {tc} | {c / b:.2f}x |"
+        print(line)
     print()
     print(f"flatnetd resident memory after the run: {daemon_rss / 1024:.1f} MiB "
           "(bridge + host-local have no daemon; host-local keeps leases in files)")

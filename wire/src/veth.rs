@@ -20,12 +20,6 @@ pub fn host_ifname(container_id: &str, ifname: &str) -> String {
     format!("fn{:08x}", attachment_hash(container_id, ifname))
 }
 
-/// The container end's name while it is still on the host, before it is
-/// moved into the container and renamed.
-pub fn temp_ifname(container_id: &str, ifname: &str) -> String {
-    format!("fc{:08x}", attachment_hash(container_id, ifname))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,6 +32,5 @@ mod tests {
         assert_ne!(attachment_hash("c1e", "th0"), attachment_hash("c1", "eth0"));
         assert_eq!(host_ifname("c1", "eth0").len(), 10);
         assert_eq!(host_ifname("c1", "eth0"), format!("fn{a:08x}"));
-        assert_eq!(temp_ifname("c1", "eth0"), format!("fc{a:08x}"));
     }
 }
