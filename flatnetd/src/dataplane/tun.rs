@@ -75,6 +75,13 @@ impl Tun {
                 libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD as _, TUN_F_CSUM | TUN_F_TSO4)
             })?;
         }
+        // Non-blocking: the UDP thread also drains the queue, without
+        // waiting, when the TUN thread is parked (see `userspace`).
+        // SAFETY: F_GETFL/F_SETFL on an fd we own.
+        ioctl_check(unsafe {
+            let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK)
+        })?;
         let len = req
             .name
             .iter()
@@ -96,10 +103,25 @@ impl Tun {
         self.vnet_hdr
     }
 
-    /// Read one packet (blocks), with its vnet header if enabled.
+    /// Read one packet, with its vnet header if enabled; `WouldBlock`
+    /// when none is queued (the descriptor is non-blocking).
     #[inline]
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.file).read(buf)
+    }
+
+    /// Wait until a packet is queued (`poll(POLLIN)`, no timeout).
+    pub fn wait_readable(&self) -> io::Result<()> {
+        let mut p = libc::pollfd {
+            fd: self.file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the call's duration.
+        match unsafe { libc::poll(&mut p, 1, -1) } {
+            r if r < 0 => Err(io::Error::last_os_error()),
+            _ => Ok(()),
+        }
     }
 
     /// Write one plain IP packet (a no-offload header is added if needed).

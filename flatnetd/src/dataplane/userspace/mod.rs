@@ -1,8 +1,10 @@
 //! flatnetd's own WireGuard data plane: a TUN device, one UDP socket and
 //! three threads.
 //!
-//! - `flatnet-tun`: TUN → route by destination → encrypt → UDP;
-//! - `flatnet-udp`: UDP → classify → find the peer → decrypt → TUN;
+//! - `flatnet-tun`: TUN → route by destination → encrypt → UDP
+//!   ([`egress`]);
+//! - `flatnet-udp`: UDP → classify → find the peer → decrypt → TUN, then
+//!   the answers the kernel queued meanwhile, when the TUN thread sleeps;
 //! - `flatnet-timers`: every [`TICK`] drives each peer's timers.
 //!
 //! The hot paths are plain blocking loops on dedicated threads: no async
@@ -25,17 +27,17 @@ use std::{
 
 use boringtun::noise::{rate_limiter::RateLimiter, TunnResult};
 use flatnet_wire::PeerStatus;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::{
     classify::{classify, receiver_index, Datagram, WgKind},
     gate::Gate,
     keys::Identity,
     link, netwatch,
-    offload::{segment, Coalescer, VnetHdr, VNET_HDR_LEN},
-    peer::{ipv4_dst, Dest, Output, PathState, PeerError, MIN_OUT, TICK},
+    offload::Coalescer,
+    peer::{Dest, Output, PathState, PeerError, MIN_OUT, TICK},
     peers::{lock, PeerRef, PeerSet},
-    pmtu, pmtu_io,
+    pmtu_io,
     relayed::{cookie_addr, HandshakeBudget},
     tun::Tun,
     udp, Backend, DataplaneError, QuicHandler, RelaySink,
@@ -44,6 +46,8 @@ use crate::{
     config::{Config, PeerConfig},
     metrics::{counters, Drop},
 };
+
+mod egress;
 
 /// Largest packet the TUN device hands us (its MTU is at most 9000).
 const BUF: usize = 65536;
@@ -65,6 +69,8 @@ struct Shared {
     limiter: Arc<RateLimiter>,
     gso: std::sync::atomic::AtomicBool,
     gro: bool,
+    /// Held by whichever thread reads the TUN device ([`egress`]).
+    tun_reader: Mutex<()>,
     relay: RwLock<Option<Arc<dyn RelaySink>>>,
     /// Relayed handshake initiations, per source node.
     relayed: Mutex<HandshakeBudget>,
@@ -176,11 +182,12 @@ impl Userspace {
             gate: Gate::default(),
             gso: wg.offloads.into(),
             gro,
+            tun_reader: Mutex::new(()),
             relay: RwLock::new(None),
             relayed: Mutex::new(HandshakeBudget::default()),
         });
         for (n, f) in [
-            ("flatnet-tun", tun_loop as fn(Arc<Shared>)),
+            ("flatnet-tun", egress::tun_loop as fn(Arc<Shared>)),
             ("flatnet-udp", udp_loop),
             ("flatnet-timers", timer_loop),
         ] {
@@ -512,155 +519,6 @@ fn rejected(sh: &Shared, why: Drop) {
     counters().drop(why);
 }
 
-/// Encrypted datagrams of one TUN read, laid end to end in `buf` and sent
-/// in as few GSO `sendmsg`s as the kernel allows: a run breaks when a
-/// datagram is longer than the run's first, follows a shorter one, or the
-/// run would pass [`udp::MAX_GSO_BYTES`] / [`udp::MAX_SEGMENTS`].
-struct GsoBatch {
-    start: usize,
-    end: usize,
-    seg: usize,
-    count: usize,
-    short: bool,
-}
-
-impl GsoBatch {
-    fn new() -> Self {
-        GsoBatch {
-            start: 0,
-            end: 0,
-            seg: 0,
-            count: 0,
-            short: false,
-        }
-    }
-
-    /// A datagram of `len` bytes was written at `buf[self.end..]`.
-    #[inline]
-    fn push(&mut self, len: usize, mut flush: impl FnMut(usize, usize, usize)) {
-        let fits = self.count > 0
-            && !self.short
-            && len <= self.seg
-            && self.end + len - self.start <= udp::MAX_GSO_BYTES
-            && self.count < udp::MAX_SEGMENTS;
-        if self.count > 0 && !fits {
-            flush(self.start, self.end, self.seg);
-            self.start = self.end;
-            self.count = 0;
-        }
-        if self.count == 0 {
-            self.seg = len;
-            self.short = false;
-        } else if len < self.seg {
-            self.short = true;
-        }
-        self.count += 1;
-        self.end += len;
-    }
-
-    fn finish(&mut self, mut flush: impl FnMut(usize, usize, usize)) {
-        if self.count > 0 {
-            flush(self.start, self.end, self.seg);
-        }
-        *self = GsoBatch::new();
-    }
-}
-
-/// Send a run of datagrams of `seg` bytes; GSO only when `seg` fits the
-/// path (`fits`, the largest UDP payload it carries whole).
-fn send_batch(sh: &Shared, d: &[u8], seg: usize, to: Dest, fits: usize) {
-    let to = match to {
-        Dest::Udp(a) => a,
-        Dest::Relay(id) => {
-            for c in d.chunks(seg.max(1)) {
-                relay_send(sh, id, c);
-            }
-            return;
-        }
-    };
-    if sh.gso.load(Ordering::Relaxed) && d.len() > seg && seg <= fits {
-        match udp::send_gso(&sh.udp, d, seg as u16, to) {
-            Ok(_) => return,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
-                ) =>
-            {
-                warn!("UDP GSO unavailable ({e}); sending datagrams one by one");
-                sh.gso.store(false, Ordering::Relaxed);
-            }
-            Err(e) => {
-                counters().drop(Drop::UdpSend);
-                debug!(%to, "udp gso send: {e}");
-                return;
-            }
-        }
-    }
-    for c in d.chunks(seg) {
-        send(&sh.udp, c, to);
-    }
-}
-
-fn tun_loop(sh: Arc<Shared>) {
-    let mut view = View::new(&sh);
-    let vnet = sh.tun.vnet_hdr();
-    let skip = if vnet { VNET_HDR_LEN } else { 0 };
-    let mut buf = vec![0u8; BUF + VNET_HDR_LEN];
-    let mut scratch = vec![0u8; BUF];
-    // Room for a 64 KiB super-packet's segments plus 32 bytes each.
-    let mut out = vec![0u8; 2 * BUF];
-    loop {
-        let n = match sh.tun.recv(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                warn!("reading {}: {e}", sh.tun.name());
-                std::thread::sleep(TICK);
-                continue;
-            }
-        };
-        if n <= skip {
-            continue;
-        }
-        let hdr = if vnet {
-            match VnetHdr::parse(&buf[..n]) {
-                Some(h) => h,
-                None => continue,
-            }
-        } else {
-            VnetHdr::plain()
-        };
-        let pkt = &mut buf[skip..n];
-        let Some(dst) = ipv4_dst(pkt) else { continue };
-        let Some(peer) = view.get(&sh).route(dst) else {
-            counters().drop(Drop::NoRoute);
-            continue;
-        };
-        let mut g = lock(peer);
-        let ep = g.dest();
-        // Datagrams longer than the path allows go out one by one, for the
-        // kernel to fragment: a GSO send of them would be dropped whole.
-        let fits = g
-            .path_mtu()
-            .map_or(usize::MAX, |m| usize::from(m - pmtu::IP_UDP));
-        let mut batch = GsoBatch::new();
-        let r = segment(&hdr, pkt, &mut scratch, |seg| {
-            if batch.end + seg.len() + 64 > out.len() {
-                batch.finish(|a, b, s| send_batch(&sh, &out[a..b], s, ep, fits));
-            }
-            if let Some(len) = g.encapsulate(seg, &mut out[batch.end..]) {
-                batch.push(len, |a, b, s| send_batch(&sh, &out[a..b], s, ep, fits));
-            }
-        });
-        drop(g);
-        batch.finish(|a, b, s| send_batch(&sh, &out[a..b], s, ep, fits));
-        if let Err(e) = r {
-            debug!("dropping TUN packet: {e}");
-        }
-    }
-}
-
 fn find_peer<'a>(set: &'a PeerSet, me: &Identity, kind: WgKind, d: &[u8]) -> Option<&'a PeerRef> {
     match kind {
         WgKind::HandshakeInit => set.by_handshake(me, d),
@@ -674,6 +532,7 @@ fn udp_loop(sh: Arc<Shared>) {
     let mut out = vec![0u8; BUF];
     // Merge decrypted TCP segments when the TUN device takes GSO writes.
     let mut gro = sh.tun.vnet_hdr().then(Coalescer::new);
+    let mut egress = egress::Egress::new(&sh);
     loop {
         let (n, from, seg) = if sh.gro {
             match udp::recv_gro(&sh.udp, &mut buf) {
@@ -702,6 +561,7 @@ fn udp_loop(sh: Arc<Shared>) {
         if let Some(c) = gro.as_mut() {
             c.flush(|f| tun_write(&sh, f));
         }
+        egress.drain(&sh);
     }
 }
 
