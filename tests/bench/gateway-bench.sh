@@ -2,7 +2,7 @@
 # Gateway benchmark (not a test): wrk through the Flatnet gateway vs plain nginx
 # proxy_pass to the same target, side by side in one run, on loopback.
 #   tests/bench/gateway-bench.sh [seconds] [connections] [rounds]
-# Prints a markdown table; goal: gateway >= 90% of plain nginx requests/s.
+# Prints a markdown table; goal: gateway >= 95% of plain nginx requests/s, every round.
 set -eu
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 DUR="${1:-10}"
