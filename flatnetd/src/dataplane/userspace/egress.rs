@@ -7,9 +7,8 @@
 //! packets into the TUN device, drains what the kernel queued in answer
 //! while it wrote (an echo reply, a TCP ACK) if the TUN thread is parked:
 //! the answer leaves without waiting for a wake-up of the other thread.
-//! This is the run-to-completion that event-loop data planes (boringtun's
-//! device, wireguard-go's per-queue goroutines) get by serving both sides
-//! from one loop. Whoever reads holds [`Shared::tun_reader`], so packets
+//! This is the run-to-completion that an event loop serving both sockets
+//! (boringtun's device) gets for free. Whoever reads holds [`Shared::tun_reader`], so packets
 //! leave in the order the kernel queued them.
 
 use std::{io::ErrorKind, sync::atomic::Ordering, sync::Arc};
