@@ -1,4 +1,4 @@
-//! Links: lookup, veth creation into a namespace, MAC, up, delete.
+//! Links: lookup, veth creation into a namespace, up, delete.
 
 use std::os::fd::AsRawFd;
 
@@ -125,19 +125,6 @@ impl Netlink {
             .build();
         self.run(self.handle().link().add(msg).execute())
             .ctx(|| format!("creating veth {host} <-> {peer} (in the container namespace)"))
-    }
-
-    /// `ip link set dev INDEX address MAC`
-    pub fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<(), NlError> {
-        let msg = LinkUnspec::new_with_index(index)
-            .address(mac.to_vec())
-            .build();
-        self.run(self.handle().link().set(msg).execute()).ctx(|| {
-            format!(
-                "setting the MAC address of link {index} to {}",
-                format_mac(&mac)
-            )
-        })
     }
 
     /// `ip link set dev INDEX up`

@@ -7,10 +7,11 @@
 //!   the answers the kernel queued meanwhile, when the TUN thread sleeps;
 //! - `flatnet-timers`: every [`TICK`] drives each peer's timers.
 //!
-//! The hot paths are plain blocking loops on dedicated threads: no async
-//! runtime, no allocation per packet (buffers live for the thread's life).
-//! With offloads on, one TUN read is a TCP super-packet of up to 64 KiB
-//! that [`segment`] cuts to MTU size; the encrypted datagrams are laid end
+//! The hot paths are plain loops on dedicated threads, blocking in
+//! `recvmsg` and `poll`: no async runtime, no allocation per packet
+//! (buffers live for the thread's life). With offloads on, one TUN read is
+//! a TCP super-packet of up to 64 KiB that `offload::segment` cuts to MTU
+//! size; the encrypted datagrams are laid end
 //! to end and leave in one `sendmsg` (UDP GSO). The receive side gets runs
 //! of datagrams in one `recvmsg` (UDP GRO).
 //! The peer set is swapped atomically on reload; each thread notices by a
@@ -555,13 +556,17 @@ fn udp_loop(sh: Arc<Shared>) {
                 }
             }
         };
+        let mut wrote = false;
         for d in buf[..n].chunks(seg.unwrap_or(n).max(1)) {
-            datagram(&sh, &mut view, from, d, &mut out, &mut gro);
+            wrote |= datagram(&sh, &mut view, from, d, &mut out, &mut gro);
         }
         if let Some(c) = gro.as_mut() {
             c.flush(|f| tun_write(&sh, f));
         }
-        egress.drain(&sh);
+        // Only a write into the TUN device can have queued an answer.
+        if wrote {
+            egress.drain(&sh);
+        }
     }
 }
 
@@ -597,7 +602,8 @@ fn tun_write(sh: &Shared, frame: &[u8]) {
     }
 }
 
-/// Handle one received datagram.
+/// Handle one received datagram; true when it put a packet into the TUN
+/// device (or the coalescer in front of it).
 #[inline]
 fn datagram(
     sh: &Shared,
@@ -606,31 +612,32 @@ fn datagram(
     d: &[u8],
     out: &mut [u8],
     gro: &mut Option<Coalescer>,
-) {
+) -> bool {
+    let mut wrote = false;
     {
         let kind = match classify(d) {
             Datagram::WireGuard(k) => k,
             Datagram::Quic => {
                 sh.quic.datagram(from, d);
-                return;
+                return false;
             }
             Datagram::MtuProbe => {
                 if !pmtu_io::on_probe(&sh.udp, view.get(sh), from, d) {
                     rejected(sh, Drop::Junk);
                 }
-                return;
+                return false;
             }
             Datagram::MtuAck => {
                 if !pmtu_io::on_ack(view.get(sh), from, d) && !netcheck_tap(sh, from, d) {
                     rejected(sh, Drop::Junk);
                 }
-                return;
+                return false;
             }
             Datagram::Junk => {
                 if !netcheck_tap(sh, from, d) {
                     rejected(sh, Drop::Junk);
                 }
-                return;
+                return false;
             }
         };
         if kind == WgKind::HandshakeInit {
@@ -640,27 +647,30 @@ fn datagram(
                 Ok(_) => {}
                 Err(TunnResult::WriteToNetwork(c)) => {
                     send(&sh.udp, c, from);
-                    return;
+                    return false;
                 }
                 Err(_) => {
                     rejected(sh, Drop::HandshakeLimited);
-                    return;
+                    return false;
                 }
             }
         }
         let set = view.get(sh);
         let Some(peer) = find_peer(set, &sh.identity, kind, d) else {
             rejected(sh, Drop::UnknownPeer);
-            return;
+            return false;
         };
         let mut g = lock(peer);
         let r = g.decapsulate(from, kind, d, out, |_, o| match o {
             Output::Network(x) => send(&sh.udp, x, from),
             Output::Tunnel(x) if !sh.gate.admits(x, crate::unix_now) => {}
-            Output::Tunnel(x) => match gro.as_mut() {
-                Some(c) => c.push(x, |f| tun_write(sh, f)),
-                None => tun_write(sh, x),
-            },
+            Output::Tunnel(x) => {
+                wrote = true;
+                match gro.as_mut() {
+                    Some(c) => c.push(x, |f| tun_write(sh, f)),
+                    None => tun_write(sh, x),
+                }
+            }
         });
         match r {
             Ok(()) => {}
@@ -673,6 +683,7 @@ fn datagram(
             }
         }
     }
+    wrote
 }
 
 fn timer_loop(sh: Arc<Shared>) {
