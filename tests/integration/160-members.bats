@@ -186,7 +186,22 @@ members_lab() {
     wgq home up "$FN_TMP/carol.conf"
     wait_tcp home "$FORGEJO" 80 20
     cut_off_within home "$FORGEJO" 80 14
+    # The hub refuses carol at her expiry by its own clock; the Lighthouse's
+    # sweep (every second) then removes her from the registry and from every
+    # host's peer list.
+    local t
+    for t in $(seq 1 20); do
+        if ! lh member list | grep -q '^carol ' &&
+            [ "$(ctl h1 status --json | jq '[.peers[] | select(.name == "carol")] | length')" = 0 ]; then
+            break
+        fi
+        sleep 0.25
+    done
     ! lh member list | grep -q '^carol ' || false
+    [ "$(ctl h1 status --json | jq '[.peers[] | select(.name == "carol")] | length')" = 0 ]
+    # Still refused once the sweep is done.
+    ! in_ns home timeout 2 python3 -c 'import socket, sys
+socket.create_connection((sys.argv[1], 80), timeout=1.5).recv(10)' "$FORGEJO" || false
 }
 
 @test "member and policy commands refuse bad input with a clear message" {

@@ -663,10 +663,11 @@ fn member_cmd(
             );
             for m in list {
                 let exp = match m.expires {
-                    Some(t) => {
-                        let left = t.saturating_sub(flatnet_lighthouse::server::now());
-                        format!("in {}", human_secs(left))
-                    }
+                    Some(t) => match t.saturating_sub(flatnet_lighthouse::server::now()) {
+                        // Removed by the next expiry sweep, within a second or two.
+                        0 => "expired, being removed".into(),
+                        left => format!("in {}", human_secs(left)),
+                    },
                     None => "never".into(),
                 };
                 println!(
