@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Gateway benchmark (not a test): wrk through the Flatnet gateway vs plain nginx
-# proxy_pass to the same target, side by side in one run, on loopback.
+# proxy_pass to the same target, and the floor of any Lua routing (a balancer_by_lua
+# that only sets one fixed peer), side by side in one run, on loopback.
 #   tests/bench/gateway-bench.sh [seconds] [connections] [rounds]
 # Prints a markdown table; goal: gateway >= 95% of plain nginx requests/s, every round.
 set -eu
@@ -11,14 +12,14 @@ ROUNDS="${3:-5}"
 T="$(mktemp -d /tmp/fgw-bench.XXXXXX)"
 MODS="load_module /usr/share/nginx/modules/ndk_http_module.so; load_module /usr/share/nginx/modules/ngx_http_lua_module.so;"
 cleanup() {
-    for d in target plain gw; do
+    for d in target plain floor gw; do
         [ -f "$T/$d/logs/nginx.pid" ] && kill -TERM "$(cat "$T/$d/logs/nginx.pid")" 2>/dev/null || true
     done
     sleep 0.3
     rm -rf "$T"
 }
 trap cleanup EXIT
-mkdir -p "$T"/{target,plain,gw}/{logs,temp}
+mkdir -p "$T"/{target,plain,floor,gw}/{logs,temp}
 
 # The target: nginx answering a small static body, one worker, like a light app.
 cat >"$T/target/nginx.conf" <<EOF2
@@ -45,6 +46,13 @@ http { access_log off; client_body_temp_path temp; proxy_temp_path temp;
 EOF2
 sed -i "1i $MODS" "$T/plain/nginx.conf"
 
+# The floor of Lua balancing: plain nginx whose upstream enters balancer_by_lua only to
+# set the one fixed peer. What any per-request Lua routing costs at the least.
+sed -e 's/18402/18403/' \
+    -e 's|upstream t { server 127.0.0.1:18400; keepalive 32; }|upstream t { server 0.0.0.1:1; balancer_by_lua_block { require("ngx.balancer").set_current_peer("127.0.0.1", 18400) } keepalive 32; }|' \
+    "$T/plain/nginx.conf" >"$T/floor/nginx.conf"
+grep -q balancer_by_lua "$T/floor/nginx.conf"
+
 echo "route web / 127.0.0.1:18400" >"$T/gw/static.conf"
 cat >"$T/gw/gateway.conf" <<EOF2
 domain = flatnet.test
@@ -62,10 +70,11 @@ EOF2
 # identically for both proxies).
 PIN_NGINX=(); PIN_WRK=()
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then PIN_NGINX=(taskset -c 0); PIN_WRK=(taskset -c 1); fi
-for d in target plain gw; do "${PIN_NGINX[@]}" nginx -p "$T/$d" -c nginx.conf; done
+for d in target plain floor gw; do "${PIN_NGINX[@]}" nginx -p "$T/$d" -c nginx.conf; done
 sleep 1
 curl -sf -H 'Host: web.flatnet.test' http://127.0.0.1:18401/ >/dev/null
 curl -sf -H 'Host: web.flatnet.test' http://127.0.0.1:18402/ >/dev/null
+curl -sf -H 'Host: web.flatnet.test' http://127.0.0.1:18403/ >/dev/null
 
 run() { # url -> "rps p99"
     "${PIN_WRK[@]}" wrk -t1 -c"$CONNS" -d2s -H 'Host: web.flatnet.test' "$1" >/dev/null # warm up
@@ -78,26 +87,32 @@ run() { # url -> "rps p99"
 # wrk, the proxy and the target, throughput drifts between runs; medians of interleaved
 # rounds compare the two under the same conditions.
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# One untimed round of each first: LuaJIT compiles its traces, both warm their caches.
+# One untimed round of each first: LuaJIT compiles its traces, all warm their caches.
 run http://127.0.0.1:18402/ >/dev/null
+run http://127.0.0.1:18403/ >/dev/null
 run http://127.0.0.1:18401/ >/dev/null
-prs=(); pps=(); grs=(); gps=(); ratios=()
+prs=(); pps=(); frs=(); fps=(); grs=(); gps=(); ratios=(); fratios=()
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", 100 * a / b }'; }
 for i in $(seq "$ROUNDS"); do
     read -r r p < <(run http://127.0.0.1:18402/); prs+=("$r"); pps+=("${p%ms}")
+    read -r f o < <(run http://127.0.0.1:18403/); frs+=("$f"); fps+=("${o%ms}")
     read -r g q < <(run http://127.0.0.1:18401/); grs+=("$g"); gps+=("${q%ms}")
-    ratios+=("$(awk -v a="$g" -v b="$r" 'BEGIN { printf "%.1f", 100 * a / b }')")
+    ratios+=("$(pct "$g" "$r")"); fratios+=("$(pct "$f" "$r")")
 done
 plain_rps="$(printf '%s\n' "${prs[@]}" | median)"
+floor_rps="$(printf '%s\n' "${frs[@]}" | median)"
 gw_rps="$(printf '%s\n' "${grs[@]}" | median)"
 plain_p99="$(printf '%s\n' "${pps[@]}" | median)ms"
+floor_p99="$(printf '%s\n' "${fps[@]}" | median)ms"
 gw_p99="$(printf '%s\n' "${gps[@]}" | median)ms"
-ratio=$(awk -v a="$gw_rps" -v b="$plain_rps" 'BEGIN { printf "%.1f%%", 100 * a / b }')
+spread() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%s-%s", lo, hi}'; }
 echo
 echo "wrk -t1 -c$CONNS -d${DUR}s x $ROUNDS interleaved rounds, medians, 1 nginx worker each, loopback, $(nproc) cores${PIN_WRK:+ (nginx on CPU 0, wrk on CPU 1)}, $(nginx -v 2>&1 | sed 's/.*\///')"
 echo "per-round gateway/plain: $(printf '%s%% ' "${ratios[@]}")"
+echo "per-round Lua floor/plain: $(printf '%s%% ' "${fratios[@]}")"
 echo
-echo "| path | requests/s | p99 latency |"
-echo "| --- | --- | --- |"
-echo "| plain nginx proxy_pass | $plain_rps | $plain_p99 |"
-echo "| Flatnet gateway (Lua routing in the balancer) | $gw_rps | $gw_p99 |"
-echo "| gateway / plain | $ratio | |"
+echo "| path | requests/s | of plain nginx: median of rounds (min-max) | p99 latency |"
+echo "| --- | --- | --- | --- |"
+echo "| plain nginx proxy_pass | $plain_rps | 100% | $plain_p99 |"
+echo "| balancer_by_lua setting one fixed peer (the floor of Lua routing) | $floor_rps | $(printf '%s\n' "${fratios[@]}" | median)% ($(spread "${fratios[@]}")) | $floor_p99 |"
+echo "| Flatnet gateway (Lua routing in the balancer) | $gw_rps | $(printf '%s\n' "${ratios[@]}" | median)% ($(spread "${ratios[@]}")) | $gw_p99 |"

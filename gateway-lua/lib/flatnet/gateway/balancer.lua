@@ -18,6 +18,7 @@ local state = require("flatnet.gateway.state")
 local ngx = ngx
 local ngx_var = ngx.var
 local set_current_peer = ngx_balancer.set_current_peer
+local get_last_failure = ngx_balancer.get_last_failure
 
 local M = {}
 
@@ -99,21 +100,11 @@ local function set(route, i)
     end
 end
 
-local function first_try()
-    local h = state.health()
-    local route = M.route(table_cache)
-    if not route then
-        return ngx.exit(ngx.ERROR)
-    end
+--- First try at a route of several targets: round robin over the healthy ones, with
+-- as many more tries as there are other healthy targets.
+local function first_of_several(route, h)
     local targets = route.targets
     local n = #targets
-    -- The common case, one target: no tables, no ngx.ctx.
-    if n == 1 then
-        if not is_up(h, targets[1]) then
-            return ngx.exit(ngx.ERROR)
-        end
-        return set(route, 1)
-    end
     local start = balance.advance(position[route], n)
     position[route] = start
     local up = balance.up_order(targets, start, is_up, h)
@@ -127,17 +118,11 @@ local function first_try()
     return set(route, up[1])
 end
 
-function M.balance()
-    local ctx = ngx.ctx.flatnet
-    if not ctx then
-        return first_try()
-    end
-    -- A retry: the previous try failed.
+--- A retry: the previous try at a route of several targets failed.
+local function retry(ctx, why, code, h)
     local route, up = ctx.route, ctx.up
     local failed = route.targets[ctx.current]
-    local why, code = ngx_balancer.get_last_failure()
-    why = (why or "failed") .. (code and (" " .. code) or "")
-    local h = state.health()
+    why = why .. (code and (" " .. code) or "")
     if h:passive_failure(failed, why) then
         ngx.log(ngx.WARN, "flatnet gateway: target ", failed, " marked down after repeated failures")
         up_cache = {}
@@ -148,6 +133,31 @@ function M.balance()
     ctx.next = pick + 1
     ctx.current = up[pick]
     return set(route, up[pick])
+end
+
+function M.balance()
+    local h = state.health()
+    local route = M.route(table_cache)
+    if not route then
+        return ngx.exit(ngx.ERROR)
+    end
+    local targets = route.targets
+    -- The common case, one target. nginx makes a single try then (the upstream holds one
+    -- placeholder server and no more tries are asked for), so there is no retry state
+    -- to look at: no tables, no ngx.ctx, no get_last_failure. Each of those costs a few
+    -- percent of the requests/s here (docs/gateway.md, Benchmark).
+    if #targets == 1 then
+        if not is_up(h, targets[1]) then
+            return ngx.exit(ngx.ERROR)
+        end
+        return set(route, 1)
+    end
+    local why, code = get_last_failure()
+    local ctx = why and ngx.ctx.flatnet
+    if not ctx then
+        return first_of_several(route, h)
+    end
+    return retry(ctx, why, code, h)
 end
 
 return M
