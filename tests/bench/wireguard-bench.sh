@@ -13,6 +13,9 @@
 # decrypted once, N cores top out at (one core's rate x N / 2).
 # Throughput and RTT are taken in interleaved rounds (every path once per
 # round), so every path sees the same machine; median (min-max) of rounds.
+# For each transfer the machine's busy CPU time (/proc/stat, all processes)
+# gives "cores busy" and "Gbit/s per busy core": on a machine the transfer
+# saturates, what a path gets out of each core it keeps busy.
 # Rows 6 and 7 come from Debian's packages, unpacked by tests/bench/peers.sh
 # into /var/cache/flatnet/bench-peers (the system's packages stay as they
 # are). Prints a markdown table. Needs root, iperf3, jq, wg (wireguard-tools)
@@ -144,16 +147,25 @@ server() {
     esac
 }
 
-declare -A GBPS SAMPLES RTT RTT90
+declare -A GBPS SAMPLES RTT RTT90 CORES PERCORE
 pct() { sort -g | awk -v p="$1" '{a[NR]=$1} END {i=int(NR*p+0.5); if (i<1) i=1; printf "%.3f", a[i]}'; }
 # rounds PATH...: ROUNDS interleaved rounds; each round measures every path
 # once, one after the other: iperf3 TCP for SECS s, then 40 pings.
+# cpu_jiffies: "busy total" jiffies of all CPUs so far (/proc/stat).
+cpu_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
 rounds() {
-    local r k t
+    local r k t g b0 t0 b1 t1
     for r in $(seq "$ROUNDS"); do
         for k in "$@"; do
             read -r -a t <<<"$(target "$k")"
-            GBPS[$k]+="$(wg_iperf "$(server "$k")" "${t[0]}" "${t[1]}") "
+            read -r b0 t0 < <(cpu_jiffies)
+            g="$(wg_iperf "$(server "$k")" "${t[0]}" "${t[1]}")"
+            read -r b1 t1 < <(cpu_jiffies)
+            GBPS[$k]+="$g "
+            # Gbit/s per busy core: what the path gets out of the CPU time it used
+            # (both hosts, iperf3 and the kernel's share included).
+            CORES[$k]+="$(awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v n="$(nproc)" 'BEGIN { printf "%.2f", n * b / t }') "
+            PERCORE[$k]+="$(awk -v g="$g" -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v n="$(nproc)" 'BEGIN { printf "%.2f", g / (n * b / t) }') "
             SAMPLES[$k]+="$(rtt_samples "${t[0]}" "${t[1]}" 40)"$'\n'
         done
     done
@@ -188,8 +200,8 @@ wggo_med="$(med wggo)"
 echo "ChaCha20-Poly1305 (openssl speed, 1420-byte buffers): $core_gbps Gbit/s on one core;"
 echo "the ceiling of a tunnel on $cores cores (each packet encrypted once and decrypted once): $ceiling Gbit/s"
 echo
-echo "| path | TCP Gbit/s, median (min-max) of $ROUNDS x ${SECS} s | vs wireguard-go | of the crypto ceiling | ping RTT median / p90 |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| path | TCP Gbit/s, median (min-max) of $ROUNDS x ${SECS} s | vs wireguard-go | of the crypto ceiling | cores busy | Gbit/s per busy core (vs wireguard-go) | ping RTT median / p90 |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
 for k in raw flatnet hosts plain boringtun wggo nebula; do
     [ -n "${GBPS[$k]:-}" ] || continue
     case "$k" in
@@ -204,5 +216,6 @@ for k in raw flatnet hosts plain boringtun wggo nebula; do
     m="$(med "$k")"
     share="$(awk -v a="$m" -v c="$ceiling" 'BEGIN { if (c > 0) printf "%.0f%%", 100 * a / c; else print "-" }')"
     [ "$k" = raw ] && share="-"
-    echo "| $name | $(printf '%s' "${GBPS[$k]}" | stat) | $(ratio "$m" "$wggo_med") | $share | ${RTT[$k]} / ${RTT90[$k]} ms |"
+    pc="$(printf '%s' "${PERCORE[$k]}" | median)"
+    echo "| $name | $(printf '%s' "${GBPS[$k]}" | stat) | $(ratio "$m" "$wggo_med") | $share | $(printf '%s' "${CORES[$k]}" | median) | $pc ($(ratio "$pc" "$(printf '%s' "${PERCORE[wggo]:-}" | median)")) | ${RTT[$k]} / ${RTT90[$k]} ms |"
 done
