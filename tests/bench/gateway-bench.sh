@@ -86,7 +86,8 @@ run() { # url -> "rps p99"
 # Interleaved rounds (plain, gateway, plain, gateway, ...): on a 2-core machine shared by
 # wrk, the proxy and the target, throughput drifts between runs; medians of interleaved
 # rounds compare the two under the same conditions.
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# shellcheck source=stats.bash
+source "$REPO/tests/bench/stats.bash"
 # One untimed round of each first: LuaJIT compiles its traces, all warm their caches.
 run http://127.0.0.1:18402/ >/dev/null
 run http://127.0.0.1:18403/ >/dev/null
@@ -105,14 +106,13 @@ gw_rps="$(printf '%s\n' "${grs[@]}" | median)"
 plain_p99="$(printf '%s\n' "${pps[@]}" | median)ms"
 floor_p99="$(printf '%s\n' "${fps[@]}" | median)ms"
 gw_p99="$(printf '%s\n' "${gps[@]}" | median)ms"
-spread() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%s-%s", lo, hi}'; }
 echo
 echo "wrk -t1 -c$CONNS -d${DUR}s x $ROUNDS interleaved rounds, medians, 1 nginx worker each, loopback, $(nproc) cores${PIN_WRK:+ (nginx on CPU 0, wrk on CPU 1)}, $(nginx -v 2>&1 | sed 's/.*\///')"
 echo "per-round gateway/plain: $(printf '%s%% ' "${ratios[@]}")"
 echo "per-round Lua floor/plain: $(printf '%s%% ' "${fratios[@]}")"
 echo
-echo "| path | requests/s | of plain nginx: median of rounds (min-max) | p99 latency |"
+echo "| path | requests/s | % of plain nginx: median of rounds (min-max) | p99 latency |"
 echo "| --- | --- | --- | --- |"
-echo "| plain nginx proxy_pass | $plain_rps | 100% | $plain_p99 |"
-echo "| balancer_by_lua setting one fixed peer (the floor of Lua routing) | $floor_rps | $(printf '%s\n' "${fratios[@]}" | median)% ($(spread "${fratios[@]}")) | $floor_p99 |"
-echo "| Flatnet gateway (Lua routing in the balancer) | $gw_rps | $(printf '%s\n' "${ratios[@]}" | median)% ($(spread "${ratios[@]}")) | $gw_p99 |"
+echo "| plain nginx proxy_pass | $plain_rps | 100 | $plain_p99 |"
+echo "| balancer_by_lua setting one fixed peer (the floor of Lua routing) | $floor_rps | $(echo "${fratios[@]}" | stat) | $floor_p99 |"
+echo "| Flatnet gateway (Lua routing in the balancer) | $gw_rps | $(echo "${ratios[@]}" | stat) | $gw_p99 |"

@@ -154,7 +154,7 @@ pct() { sort -g | awk -v p="$1" '{a[NR]=$1} END {i=int(NR*p+0.5); if (i<1) i=1; 
 # cpu_jiffies: "busy total" jiffies of all CPUs so far (/proc/stat).
 cpu_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat; }
 rounds() {
-    local r k t g b0 t0 b1 t1
+    local r k t g b0 t0 b1 t1 c pc
     for r in $(seq "$ROUNDS"); do
         for k in "$@"; do
             read -r -a t <<<"$(target "$k")"
@@ -164,8 +164,10 @@ rounds() {
             GBPS[$k]+="$g "
             # Gbit/s per busy core: what the path gets out of the CPU time it used
             # (both hosts, iperf3 and the kernel's share included).
-            CORES[$k]+="$(awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v n="$(nproc)" 'BEGIN { printf "%.2f", n * b / t }') "
-            PERCORE[$k]+="$(awk -v g="$g" -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v n="$(nproc)" 'BEGIN { printf "%.2f", g / (n * b / t) }') "
+            read -r c pc < <(awk -v g="$g" -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v n="$(nproc)" \
+                'BEGIN { c = n * b / t; printf "%.2f %.2f\n", c, g / c }')
+            CORES[$k]+="$c "
+            PERCORE[$k]+="$pc "
             SAMPLES[$k]+="$(rtt_samples "${t[0]}" "${t[1]}" 40)"$'\n'
         done
     done
