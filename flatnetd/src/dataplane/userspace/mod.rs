@@ -318,23 +318,27 @@ impl Userspace {
         thread_local! {
             static OUT: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; BUF]);
         }
-        let r = OUT.with_borrow_mut(|out| {
-            g.decapsulate_relayed(src, kind, d, out, |_, o| match o {
+        OUT.with_borrow_mut(|out| {
+            // Written after the peer's lock is released, as in `datagram`.
+            let mut tunnel = 0;
+            let r = g.decapsulate_relayed(src, kind, d, out, |_, o| match o {
                 Output::Network(x) => relay_send(sh, src, x),
-                // One plain packet: `Tun::send` adds the no-offload header.
-                Output::Tunnel(x) if !sh.gate.admits(x, crate::unix_now) => {}
-                Output::Tunnel(x) => {
-                    if let Err(e) = sh.tun.send(x) {
-                        counters().drop(Drop::TunWrite);
-                        debug!("writing to tun: {e}");
-                    }
+                Output::Tunnel(x) => tunnel = x.len(),
+            });
+            if let Err(e) = r {
+                counters().drop(peer_drop(&e));
+                debug!(peer = %g.name, src, "relayed datagram dropped: {e}");
+            }
+            drop(g);
+            let x = &out[..tunnel];
+            // One plain packet: `Tun::send` adds the no-offload header.
+            if tunnel > 0 && sh.gate.admits(x, crate::unix_now) {
+                if let Err(e) = sh.tun.send(x) {
+                    counters().drop(Drop::TunWrite);
+                    debug!("writing to tun: {e}");
                 }
-            })
+            }
         });
-        if let Err(e) = r {
-            counters().drop(peer_drop(&e));
-            debug!(peer = %g.name, src, "relayed datagram dropped: {e}");
-        }
     }
 
     /// Send one probe (keepalive, or handshake initiation before the first
@@ -661,25 +665,29 @@ fn datagram(
             return false;
         };
         let mut g = lock(peer);
+        // The decrypted packet goes into the TUN device after the peer's
+        // lock is released: the write runs the receiving host's whole
+        // path (forwarding, the container's stack), and an answer queued
+        // meanwhile must not find its sender waiting for this lock.
+        let mut tunnel = 0;
         let r = g.decapsulate(from, kind, d, out, |_, o| match o {
             Output::Network(x) => send(&sh.udp, x, from),
-            Output::Tunnel(x) if !sh.gate.admits(x, crate::unix_now) => {}
-            Output::Tunnel(x) => {
-                wrote = true;
-                match gro.as_mut() {
-                    Some(c) => c.push(x, |f| tun_write(sh, f)),
-                    None => tun_write(sh, x),
-                }
-            }
+            Output::Tunnel(x) => tunnel = x.len(),
         });
-        match r {
-            Ok(()) => {}
-            Err(e) => {
-                counters().drop(peer_drop(&e));
-                match e {
-                    PeerError::Wg(e) => debug!(peer = %g.name, %from, "dropped: {e:?}"),
-                    e => debug!(peer = %g.name, %from, "dropped: {e}"),
-                }
+        if let Err(e) = r {
+            counters().drop(peer_drop(&e));
+            match e {
+                PeerError::Wg(e) => debug!(peer = %g.name, %from, "dropped: {e:?}"),
+                e => debug!(peer = %g.name, %from, "dropped: {e}"),
+            }
+        }
+        drop(g);
+        let x = &out[..tunnel];
+        if tunnel > 0 && sh.gate.admits(x, crate::unix_now) {
+            wrote = true;
+            match gro.as_mut() {
+                Some(c) => c.push(x, |f| tun_write(sh, f)),
+                None => tun_write(sh, x),
             }
         }
     }
