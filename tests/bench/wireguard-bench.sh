@@ -45,6 +45,8 @@ source "$HERE/../integration/helpers.bash"
 source "$HERE/../integration/helpers-wg.bash"
 # shellcheck source=stats.bash
 source "$HERE/stats.bash"
+# shellcheck source=uapi.bash
+source "$HERE/uapi.bash"
 
 cleanup() {
     set +e
@@ -62,33 +64,6 @@ wg_wait_ping h1-a "$IPB" >/dev/null
 # rtt_samples NS IP N: N ping RTTs in ms, one per line (10 ms apart).
 rtt_samples() {
     in_ns "$1" ping -c "$3" -i 0.01 "$2" | sed -nE 's/.*time=([0-9.]+) ms.*/\1/p'
-}
-
-# uapi_pair NAME PORT NET CMD...: a userspace WireGuard that speaks the UAPI
-# socket (boringtun-cli, wireguard-go) as interfaces NAME1 and NAME2 in h1
-# and h2, on UDP PORT, tunnel addresses NET.1 and NET.2, MTU 1420; up from
-# the start and idle while the other paths are measured.
-uapi_pair() {
-    local name="$1" port="$2" net="$3" i k1 k2
-    shift 3
-    mkdir -p /var/run/wireguard
-    k1="$(wg genkey)"; k2="$(wg genkey)"
-    for i in 1 2; do
-        ip netns exec "$(ns "h$i")" env WG_SUDO=1 WG_PROCESS_FOREGROUND=1 "$@" "$name$i" \
-            >"$FN_TMP/$name$i.log" 2>&1 &
-        BG_PIDS+=($!)
-        disown $!
-        for _ in $(seq 100); do [ -S "/var/run/wireguard/$name$i.sock" ] && break; sleep 0.05; done
-    done
-    in_ns h1 wg set "${name}1" private-key <(echo "$k1") listen-port "$port" \
-        peer "$(echo "$k2" | wg pubkey)" allowed-ips "$net.2/32" endpoint "192.168.77.2:$port"
-    in_ns h2 wg set "${name}2" private-key <(echo "$k2") listen-port "$port" \
-        peer "$(echo "$k1" | wg pubkey)" allowed-ips "$net.1/32" endpoint "192.168.77.1:$port"
-    for i in 1 2; do
-        in_ns "h$i" ip addr add "$net.$i/24" dev "$name$i"
-        in_ns "h$i" ip link set "$name$i" mtu 1420 up
-    done
-    wg_wait_ping h1 "$net.2" >/dev/null
 }
 
 # nebula_pair: Nebula between h1 and h2 (tunnel 10.96.0.1 and .2, UDP 4242,
@@ -148,7 +123,6 @@ server() {
 }
 
 declare -A GBPS SAMPLES RTT RTT90 CORES PERCORE
-pct() { sort -g | awk -v p="$1" '{a[NR]=$1} END {i=int(NR*p+0.5); if (i<1) i=1; printf "%.3f", a[i]}'; }
 # rounds PATH...: ROUNDS interleaved rounds; each round measures every path
 # once, one after the other: iperf3 TCP for SECS s, then 40 pings.
 # cpu_jiffies: "busy total" jiffies of all CPUs so far (/proc/stat).

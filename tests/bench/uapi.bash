@@ -1,0 +1,30 @@
+# Sourced by the benchmark scripts: a userspace WireGuard peer pair.
+# Needs helpers.bash / helpers-wg.bash (ns, in_ns, wg_wait_ping), `wg`,
+# and the caller's BG_PIDS array and FN_TMP.
+
+# uapi_pair NAME PORT NET CMD...: a userspace WireGuard that speaks the UAPI
+# socket (boringtun-cli, wireguard-go) as interfaces NAME1 and NAME2 in h1
+# and h2, on UDP PORT, tunnel addresses NET.1 and NET.2, MTU 1420; up from
+# the start and idle while the other paths are measured.
+uapi_pair() {
+    local name="$1" port="$2" net="$3" i k1 k2
+    shift 3
+    mkdir -p /var/run/wireguard
+    k1="$(wg genkey)"; k2="$(wg genkey)"
+    for i in 1 2; do
+        ip netns exec "$(ns "h$i")" env WG_SUDO=1 WG_PROCESS_FOREGROUND=1 "$@" "$name$i" \
+            >"$FN_TMP/$name$i.log" 2>&1 &
+        BG_PIDS+=($!)
+        disown $!
+        for _ in $(seq 100); do [ -S "/var/run/wireguard/$name$i.sock" ] && break; sleep 0.05; done
+    done
+    in_ns h1 wg set "${name}1" private-key <(echo "$k1") listen-port "$port" \
+        peer "$(echo "$k2" | wg pubkey)" allowed-ips "$net.2/32" endpoint "192.168.77.2:$port"
+    in_ns h2 wg set "${name}2" private-key <(echo "$k2") listen-port "$port" \
+        peer "$(echo "$k1" | wg pubkey)" allowed-ips "$net.1/32" endpoint "192.168.77.1:$port"
+    for i in 1 2; do
+        in_ns "h$i" ip addr add "$net.$i/24" dev "$name$i"
+        in_ns "h$i" ip link set "$name$i" mtu 1420 up
+    done
+    wg_wait_ping h1 "$net.2" >/dev/null
+}
