@@ -16,6 +16,8 @@
 # For each transfer the machine's busy CPU time (/proc/stat, all processes)
 # gives "cores busy" and "Gbit/s per busy core": on a machine the transfer
 # saturates, what a path gets out of each core it keeps busy.
+# PIN_HOSTS=1 gives each host a CPU of its own (h1 on CPU 0, h2 on CPU 1)
+# instead of letting the scheduler place both hosts on both CPUs.
 # Rows 6 and 7 come from Debian's packages, unpacked by tests/bench/peers.sh
 # into /var/cache/flatnet/bench-peers (the system's packages stay as they
 # are). Prints a markdown table. Needs root, iperf3, jq, wg (wireguard-tools)
@@ -63,7 +65,8 @@ wg_wait_ping h1-a "$IPB" >/dev/null
 
 # rtt_samples NS IP N: N ping RTTs in ms, one per line (10 ms apart).
 rtt_samples() {
-    in_ns "$1" ping -c "$3" -i 0.01 "$2" | sed -nE 's/.*time=([0-9.]+) ms.*/\1/p'
+    # shellcheck disable=SC2046 # a command prefix, or nothing
+    in_ns "$1" $(cpu_prefix "$1") ping -c "$3" -i 0.01 "$2" | sed -nE 's/.*time=([0-9.]+) ms.*/\1/p'
 }
 
 # nebula_pair: Nebula between h1 and h2 (tunnel 10.96.0.1 and .2, UDP 4242,
@@ -150,6 +153,24 @@ rounds() {
         RTT90[$k]="$(printf '%s' "${SAMPLES[$k]}" | grep . | pct 0.9)"
     done
 }
+# PIN_HOSTS=1: each host on a CPU of its own, as on real machines: every
+# process of h1 and its containers on CPU 0, of h2 on CPU 1 (the daemons of
+# every path, and iperf3). Without it the scheduler places everything.
+host_cpu() { case "$1" in h1*) echo 0 ;; *) echo 1 ;; esac; }
+pin_hosts() {
+    local h p
+    [ -n "${PIN_HOSTS:-}" ] || return 0
+    for h in h1 h2; do
+        for p in $(ip netns pids "$(ns "$h")"); do
+            taskset -a -p -c "$(host_cpu "$h")" "$p" >/dev/null 2>&1 || true
+        done
+    done
+}
+if [ -n "${PIN_HOSTS:-}" ]; then
+    [ "$(nproc)" -ge 2 ] || { echo "PIN_HOSTS needs 2 CPUs" >&2; exit 1; }
+    cpu_prefix() { echo taskset -c "$(host_cpu "$1")"; }
+fi
+pin_hosts
 rounds "${paths[@]}"
 
 # The same daemons restarted with offloads = false (containers untouched):
@@ -160,6 +181,7 @@ for h in h1 h2; do
     host_start "$h" >/dev/null
 done
 wg_wait_ping h1-a "$IPB" 15 >/dev/null
+pin_hosts
 rounds plain
 
 # The crypto ceiling: one core's ChaCha20-Poly1305 rate on 1420-byte buffers

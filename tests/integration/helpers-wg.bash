@@ -216,18 +216,24 @@ bulk_both() {
     done
 }
 
+# cpu_prefix NS: a command prefix that places a process run in NS (iperf3,
+# ping) on a CPU; none by default (wireguard-bench.sh PIN_HOSTS sets one).
+cpu_prefix() { :; }
+
 # wg_iperf NS_SERVER NS_CLIENT IP [CLIENT_OPTIONS...]: Gbit/s received, TCP,
 # ${SECS:-5} seconds (benchmarks; iperf3; `-R` measures server -> client).
 wg_iperf() {
     local srv="$1" cli="$2" ip="$3" pid bps
     shift 3
-    ip netns exec "$(ns "$srv")" iperf3 -s -1 -B "$ip" >/dev/null 2>&1 &
+    # shellcheck disable=SC2046 # cpu_prefix prints a command prefix, or nothing
+    ip netns exec "$(ns "$srv")" $(cpu_prefix "$srv") iperf3 -s -1 -B "$ip" >/dev/null 2>&1 &
     pid=$!
     for _ in $(seq 50); do
         in_ns "$srv" ss -ltn 2>/dev/null | grep -q ":5201 " && break
         sleep 0.05
     done
-    bps="$(in_ns "$cli" iperf3 -c "$ip" -t "${SECS:-5}" "$@" -J | jq '.end.sum_received.bits_per_second')"
+    # shellcheck disable=SC2046
+    bps="$(in_ns "$cli" $(cpu_prefix "$cli") iperf3 -c "$ip" -t "${SECS:-5}" "$@" -J | jq '.end.sum_received.bits_per_second')"
     wait "$pid" 2>/dev/null || true
     awk -v b="$bps" 'BEGIN { printf "%.2f", b / 1e9 }'
 }
