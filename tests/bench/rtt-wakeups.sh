@@ -31,8 +31,8 @@ source "$HERE/../integration/helpers.bash"
 source "$HERE/../integration/helpers-wg.bash"
 # shellcheck source=stats.bash
 source "$HERE/stats.bash"
-# shellcheck source=uapi.bash
-source "$HERE/uapi.bash"
+# shellcheck source=lab.bash
+source "$HERE/lab.bash"
 
 T=/sys/kernel/tracing
 MOUNTED=""
@@ -71,12 +71,14 @@ declare -A THREADS=([flatnet]='^flatnet-(tun|udp)$' [boringtun]='^boringtun-cli$
 declare -A NAME=([flatnet]="Flatnet host to host" [boringtun]="boringtun-cli")
 paths=(flatnet boringtun)
 
-# pin CPULIST: every thread of both tunnels' processes on CPULIST.
+# pin CPULIST: both hosts' processes (both tunnels' daemons) and the pings
+# to come (rtt_samples, through cpu_prefix) on CPULIST.
+PINNED="$CPUS"
+cpu_prefix() { echo taskset -c "$PINNED"; }
 pin() {
-    local p
-    for p in $(cat "$FN_TMP/h1/flatnetd.pid" "$FN_TMP/h2/flatnetd.pid") $(pgrep -f "$BORINGTUN"); do
-        taskset -a -p -c "$1" "$p" >/dev/null
-    done
+    PINNED="$1"
+    pin_ns h1 "$1"
+    pin_ns h2 "$1"
 }
 
 declare -A RTT
@@ -86,8 +88,7 @@ for _ in $(seq "$ROUNDS"); do
         [ "$mode" = one ] && cpus=0
         pin "$cpus"
         for p in "${paths[@]}"; do
-            RTT[$p.$mode]+="$(in_ns h1 taskset -c "$cpus" ping -c 40 -i 0.01 "${DST[$p]}" |
-                sed -nE 's/.*time=([0-9.]+) ms.*/\1/p')"$'\n'
+            RTT[$p.$mode]+="$(rtt_samples h1 "${DST[$p]}" 40)"$'\n'
         done
     done
 done
@@ -134,7 +135,5 @@ for p in "${paths[@]}"; do
     n="$(printf '%s\n' "$w" | grep -c . || true)"
     remote="$(printf '%s\n' "$w" | grep -c '^remote' || true)"
     lat() { printf '%s\n' "$w" | awk -v k="$1" '$1 == k {print $2}' | median; }
-    free="$(printf '%s' "${RTT[$p.free]}" | grep . | pct 0.5) / $(printf '%s' "${RTT[$p.free]}" | grep . | pct 0.9)"
-    one="$(printf '%s' "${RTT[$p.one]}" | grep . | pct 0.5) / $(printf '%s' "${RTT[$p.one]}" | grep . | pct 0.9)"
-    echo "| ${NAME[$p]} | $free ms | $one ms | $(awk -v n="$n" 'BEGIN {printf "%.1f", n / 100}') | $(awk -v n="$n" -v r="$remote" 'BEGIN {printf "%.0f%%", n ? 100 * r / n : 0}') | $(lat local) / $(lat remote) µs |"
+    echo "| ${NAME[$p]} | $(printf '%s' "${RTT[$p.free]}" | rtt_stat) ms | $(printf '%s' "${RTT[$p.one]}" | rtt_stat) ms | $(awk -v n="$n" 'BEGIN {printf "%.1f", n / 100}') | $(awk -v n="$n" -v r="$remote" 'BEGIN {printf "%.0f%%", n ? 100 * r / n : 0}') | $(lat local) / $(lat remote) µs |"
 done

@@ -47,8 +47,8 @@ source "$HERE/../integration/helpers.bash"
 source "$HERE/../integration/helpers-wg.bash"
 # shellcheck source=stats.bash
 source "$HERE/stats.bash"
-# shellcheck source=uapi.bash
-source "$HERE/uapi.bash"
+# shellcheck source=lab.bash
+source "$HERE/lab.bash"
 
 cleanup() {
     set +e
@@ -62,12 +62,6 @@ trap cleanup EXIT
 fn_setup
 wg_pair >/dev/null
 wg_wait_ping h1-a "$IPB" >/dev/null
-
-# rtt_samples NS IP N: N ping RTTs in ms, one per line (10 ms apart).
-rtt_samples() {
-    # shellcheck disable=SC2046 # a command prefix, or nothing
-    in_ns "$1" $(cpu_prefix "$1") ping -c "$3" -i 0.01 "$2" | sed -nE 's/.*time=([0-9.]+) ms.*/\1/p'
-}
 
 # nebula_pair: Nebula between h1 and h2 (tunnel 10.96.0.1 and .2, UDP 4242,
 # a static host map and no lighthouse, MTU 1420 like the others, every
@@ -125,7 +119,7 @@ server() {
     esac
 }
 
-declare -A GBPS SAMPLES RTT RTT90 CORES PERCORE
+declare -A GBPS SAMPLES RTT CORES PERCORE
 # rounds PATH...: ROUNDS interleaved rounds; each round measures every path
 # once, one after the other: iperf3 TCP for SECS s, then 40 pings.
 # cpu_jiffies: "busy total" jiffies of all CPUs so far (/proc/stat).
@@ -149,8 +143,7 @@ rounds() {
         done
     done
     for k in "$@"; do
-        RTT[$k]="$(printf '%s' "${SAMPLES[$k]}" | grep . | pct 0.5)"
-        RTT90[$k]="$(printf '%s' "${SAMPLES[$k]}" | grep . | pct 0.9)"
+        RTT[$k]="$(printf '%s' "${SAMPLES[$k]}" | rtt_stat)"
     done
 }
 # PIN_HOSTS=1: each host on a CPU of its own, as on real machines: every
@@ -158,13 +151,9 @@ rounds() {
 # every path, and iperf3). Without it the scheduler places everything.
 host_cpu() { case "$1" in h1*) echo 0 ;; *) echo 1 ;; esac; }
 pin_hosts() {
-    local h p
     [ -n "${PIN_HOSTS:-}" ] || return 0
-    for h in h1 h2; do
-        for p in $(ip netns pids "$(ns "$h")"); do
-            taskset -a -p -c "$(host_cpu "$h")" "$p" >/dev/null 2>&1 || true
-        done
-    done
+    pin_ns h1 "$(host_cpu h1)"
+    pin_ns h2 "$(host_cpu h2)"
 }
 if [ -n "${PIN_HOSTS:-}" ]; then
     [ "$(nproc)" -ge 2 ] || { echo "PIN_HOSTS needs 2 CPUs" >&2; exit 1; }
@@ -215,5 +204,5 @@ for k in raw flatnet hosts plain boringtun wggo nebula; do
     share="$(awk -v a="$m" -v c="$ceiling" 'BEGIN { if (c > 0) printf "%.0f%%", 100 * a / c; else print "-" }')"
     [ "$k" = raw ] && share="-"
     pc="$(printf '%s' "${PERCORE[$k]}" | median)"
-    echo "| $name | $(printf '%s' "${GBPS[$k]}" | stat) | $(ratio "$m" "$wggo_med") | $share | $(printf '%s' "${CORES[$k]}" | median) | $pc ($(ratio "$pc" "$(printf '%s' "${PERCORE[wggo]:-}" | median)")) | ${RTT[$k]} / ${RTT90[$k]} ms |"
+    echo "| $name | $(printf '%s' "${GBPS[$k]}" | stat) | $(ratio "$m" "$wggo_med") | $share | $(printf '%s' "${CORES[$k]}" | median) | $pc ($(ratio "$pc" "$(printf '%s' "${PERCORE[wggo]:-}" | median)")) | ${RTT[$k]} ms |"
 done

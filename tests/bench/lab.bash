@@ -1,6 +1,23 @@
-# Sourced by the benchmark scripts: a userspace WireGuard peer pair.
-# Needs helpers.bash / helpers-wg.bash (ns, in_ns, wg_wait_ping), `wg`,
-# and the caller's BG_PIDS array and FN_TMP.
+# Sourced by the data-plane benchmarks: a userspace WireGuard peer pair,
+# ping samples, and CPU pinning of a lab host. Needs helpers.bash /
+# helpers-wg.bash (ns, in_ns, wg_wait_ping, cpu_prefix), `wg`, and the
+# caller's BG_PIDS array and FN_TMP.
+
+# rtt_samples NS IP N: N ping RTTs in ms, one per line (10 ms apart); ping
+# runs where cpu_prefix places processes of NS.
+rtt_samples() {
+    # shellcheck disable=SC2046 # a command prefix, or nothing
+    in_ns "$1" $(cpu_prefix "$1") ping -c "$3" -i 0.01 "$2" | sed -nE 's/.*time=([0-9.]+) ms.*/\1/p'
+}
+
+# pin_ns NS CPULIST: every thread of every process in NS on CPULIST (a
+# process that exits meanwhile is skipped).
+pin_ns() {
+    local p
+    for p in $(ip netns pids "$(ns "$1")"); do
+        taskset -a -p -c "$2" "$p" >/dev/null 2>&1 || true
+    done
+}
 
 # uapi_pair NAME PORT NET CMD...: a userspace WireGuard that speaks the UAPI
 # socket (boringtun-cli, wireguard-go) as interfaces NAME1 and NAME2 in h1
