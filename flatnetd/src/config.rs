@@ -89,10 +89,13 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("parsing {path}: {source}")]
+    /// TOML syntax, an unknown key or a value of the wrong type: one line
+    /// naming where (toml's own message spans several, with a caret).
+    #[error("parsing {path} at {location}: {message}")]
     Parse {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        location: String,
+        message: String,
     },
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -402,6 +405,31 @@ pub struct Config {
     pub dns: DnsSettings,
 }
 
+/// `line L, column C (`the line`)` for a byte span of `text`, as toml's
+/// multi-line excerpt says it, on one line.
+fn toml_location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(start) = span.map(|s| s.start.min(text.len())) else {
+        return "an unknown place".into();
+    };
+    let before = text.get(..start).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let shown: String = text[line_start..]
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(60)
+        .collect();
+    if shown.is_empty() {
+        format!("line {line}, column {column}")
+    } else {
+        format!("line {line}, column {column} (`{shown}`)")
+    }
+}
+
 impl Config {
     /// Read and validate a config file. A missing file at the default path
     /// means "all defaults"; a missing file named explicitly is an error.
@@ -417,9 +445,12 @@ impl Config {
             }
         };
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
+            ConfigError::Parse {
+                location, message, ..
+            } => ConfigError::Parse {
                 path: path.to_owned(),
-                source,
+                location,
+                message,
             },
             other => other,
         })
@@ -429,7 +460,14 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::new(),
-            source: Box::new(e),
+            location: toml_location(text, e.span()),
+            message: e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; "),
         })?;
         let cidr = raw
             .cidr
@@ -563,10 +601,16 @@ impl Config {
             wireguard,
             peers,
             lighthouse_tcp: raw.lighthouse.as_ref().and_then(|l| l.tcp.clone()),
-            lighthouse_token: raw
-                .lighthouse
-                .and_then(|l| l.token)
-                .filter(|t| !t.is_empty()),
+            lighthouse_token: match raw.lighthouse.and_then(|l| l.token) {
+                Some(t) if !t.trim().is_empty() => {
+                    // Checked here, before flatnetd makes a key or a state
+                    // dir for a join that cannot work.
+                    flatnet_lighthouse::token::Token::decode(t.trim())
+                        .map_err(|e| ConfigError::Invalid(format!("[lighthouse] token: {e}")))?;
+                    Some(t)
+                }
+                _ => None,
+            },
         })
     }
 

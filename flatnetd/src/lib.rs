@@ -16,6 +16,7 @@
 //! - [`lighthouse`]: joining a Lighthouse, peers from it, hole punching, relay.
 //! - [`metrics`]: Prometheus counters and the status collector behind `/metrics`.
 //! - [`health`]: what the systemd watchdog checks before each keepalive.
+//! - [`pidfile`]: one flatnetd per state dir (a locked pid file).
 //! - [`ping`]: `flatnetctl ping`, ICMP echoes through the tunnel.
 //! - [`netcheck`]: `flatnetctl netcheck`, what the NAT and the path to the
 //!   Lighthouse do.
@@ -32,6 +33,7 @@ pub mod ipam;
 pub mod lighthouse;
 pub mod metrics;
 pub mod netcheck;
+pub mod pidfile;
 pub mod ping;
 pub mod policy;
 pub mod ports;

@@ -20,7 +20,7 @@ use crate::token::sha256_hex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
-    #[error("certificate files in {0}: {1}")]
+    #[error("writing the Lighthouse's certificate and key in {0}: {1}")]
     Io(String, std::io::Error),
     #[error("generating the certificate: {0}")]
     Gen(#[from] rcgen::Error),

@@ -55,7 +55,7 @@ pub struct TokenRecord {
 pub enum TokenError {
     #[error("not a Flatnet join token (expected it to start with {PREFIX})")]
     Prefix,
-    #[error("the join token is corrupt: {0}")]
+    #[error("the join token is damaged ({}); copy the whole token again", .0.trim_end_matches('.'))]
     Corrupt(String),
 }
 

@@ -5,6 +5,8 @@
 //!   plugin and `flatnetctl` (one JSON request line, one JSON response line);
 //! - [`catalog`]: the service catalog the gateway reads over HTTP;
 //! - [`client`]: the one blocking client of the local API;
+//! - [`cli`]: how every binary prints an error and ends (once per cause,
+//!   JSON under `--json`);
 //! - [`veth`]: the host-side interface names the plugin creates;
 //! - [`probe`]: MTU probes and netcheck messages on the WireGuard port;
 //! - [`fs`]: private state files, written atomically (both daemons);
@@ -17,6 +19,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod cli;
 pub mod client;
 pub mod framing;
 pub mod fs;
@@ -36,25 +39,6 @@ pub use api::{
     LighthouseStatus, NetcheckReport, NetworkInfo, PeerStatus, PortMapping, ProbeResult, Reply,
     Request, Response,
 };
-
-/// How a binary ends: on error, `prog: ` and the error's whole chain on
-/// one line (anyhow's `{:#}`) and exit code 1. Never Rust's `Error: {:?}`
-/// form, which `fn main() -> Result` prints with a backtrace when
-/// `RUST_BACKTRACE` is set.
-pub fn exit_code(prog: &str, r: Result<(), impl std::fmt::Display>) -> std::process::ExitCode {
-    match r {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}", error_line(prog, &e));
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-/// The line [`exit_code`] prints for `e`.
-pub fn error_line(prog: &str, e: &dyn std::fmt::Display) -> String {
-    format!("{prog}: {}", plain_error(&format!("{e:#}")))
-}
 
 /// An error's message as a user should read it: Rust's io errors end in
 /// " (os error N)", which says nothing to a user, so it is dropped.
@@ -88,16 +72,6 @@ mod tests {
         assert_eq!(
             super::plain_error(&"a (os error 19): b (os error x)"),
             "a: b (os error x)"
-        );
-    }
-
-    #[test]
-    fn a_binary_error_is_one_plain_line_with_its_causes() {
-        let e =
-            anyhow::Error::from(std::io::Error::from_raw_os_error(28)).context("storing the lease");
-        assert_eq!(
-            super::error_line("flatnetd", &e),
-            "flatnetd: storing the lease: No space left on device"
         );
     }
 }

@@ -63,7 +63,10 @@ enum Cmd {
 }
 
 fn main() -> std::process::ExitCode {
-    flatnet_wire::exit_code("flatnetctl", run())
+    match flatnet_wire::cli::parse::<Args>("flatnetctl") {
+        Ok(args) => flatnet_wire::cli::exit("flatnetctl", run(args)),
+        Err(code) => code,
+    }
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -145,8 +148,7 @@ fn ping(
     Ok(())
 }
 
-fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::new(&args.socket);
     let json = args.json;
     match args.cmd {

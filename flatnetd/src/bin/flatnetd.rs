@@ -34,6 +34,10 @@ struct Args {
     /// tool owns them).
     #[arg(long)]
     no_host_setup: bool,
+    /// Machine-readable output: `join`'s result, and any error (on
+    /// stderr), as JSON.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -47,9 +51,6 @@ enum Cmd {
     Join {
         /// `flatnet1_…`
         token: String,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -60,19 +61,53 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The state dir and this host's key pair, made on the first start. When
+/// that fails (a full disk, a read-only file system), a state dir this call
+/// made goes again, so the next start begins from nothing, not from half.
+fn first_state(dir: &Path) -> anyhow::Result<Identity> {
+    let made = !dir.exists();
+    let r = flatnet_wire::fs::create_private_dir(dir)
+        .with_context(|| format!("creating state dir {}", dir.display()))
+        .and_then(|()| Ok(Identity::load_or_create(dir)?));
+    if r.is_err() && made {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    r
+}
+
 /// `flatnetd join TOKEN`: one attempt; refusals and TLS errors are final.
+/// Validate first, then act: the token and any earlier join are checked
+/// before anything is written, the key pair lives in memory until the
+/// Lighthouse has admitted this host, and a failure to store the result
+/// takes back what this command created (state dir, key, state file).
 fn join_cmd(config: &Config, token: &str, json: bool) -> anyhow::Result<()> {
-    if let Some(st) = state::load(&config.state_dir)? {
+    flatnet_lighthouse::token::Token::decode(token.trim())
+        .map_err(|e| anyhow::anyhow!("invalid join token: {e}"))?;
+    let dir = &config.state_dir;
+    if let Some(st) = state::load(dir)? {
         bail!(
             "already joined {} as node {} with subnet {}; remove {} to join again",
             st.address,
             st.node_id,
             st.subnet,
-            state::path(&config.state_dir).display()
+            state::path(dir).display()
         );
     }
-    let identity = Identity::load_or_create(&config.state_dir)?;
-    let st = join_once(&runtime()?, config, &identity, token)?;
+    let (identity, new_key) = match Identity::load(dir)? {
+        Some(id) => (id, false),
+        None => (
+            Identity::generate().context("making a WireGuard key pair")?,
+            true,
+        ),
+    };
+    let local = lh::local_addrs(config.wireguard.listen_port, config.cidr);
+    let st = runtime()?.block_on(lh::join_with_token(
+        token,
+        &identity,
+        &config.node_name,
+        local,
+    ))?;
+    store_join(dir, &identity, new_key, &st)?;
     if json {
         let v = serde_json::json!({
             "lighthouse": st.address, "node": config.node_name, "node_id": st.node_id,
@@ -90,6 +125,37 @@ fn join_cmd(config: &Config, token: &str, json: bool) -> anyhow::Result<()> {
         st.cidr,
         st.peers.len()
     );
+    Ok(())
+}
+
+/// Save a successful join: the state dir (if new), the key (if new), the
+/// state file, all or none of them.
+fn store_join(dir: &Path, identity: &Identity, new_key: bool, st: &LhState) -> anyhow::Result<()> {
+    let made_dir = !dir.exists();
+    let undo = || {
+        if new_key {
+            let _ = std::fs::remove_file(dir.join(dataplane::keys::PRIVATE_KEY_FILE));
+        }
+        if made_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    };
+    let saved = flatnet_wire::fs::create_private_dir(dir)
+        .with_context(|| format!("creating state dir {}", dir.display()))
+        .and_then(|()| {
+            if new_key {
+                identity.save(dir)?;
+            }
+            Ok(())
+        })
+        .and_then(|()| Ok(state::save(dir, st)?));
+    if let Err(e) = saved {
+        undo();
+        return Err(e.context(
+            "the Lighthouse admitted this host, but its state could not be stored; \
+             the token is used up: create a new one and join again once the disk is fixed",
+        ));
+    }
     Ok(())
 }
 
@@ -159,11 +225,13 @@ fn first_join(config: &Config, identity: &Identity, token: &str) -> anyhow::Resu
 }
 
 fn main() -> std::process::ExitCode {
-    flatnet_wire::exit_code("flatnetd", run())
+    match flatnet_wire::cli::parse::<Args>("flatnetd") {
+        Ok(args) => flatnet_wire::cli::exit("flatnetd", run(args)),
+        Err(code) => code,
+    }
 }
 
-fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn run(args: Args) -> anyhow::Result<()> {
     let (path, explicit) = match &args.config {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
@@ -175,12 +243,12 @@ fn run() -> anyhow::Result<()> {
     let mut config = Config::load(&path, explicit)?;
     let log = flatnet_wire::logging::init(config.log_format, &config.log_level)
         .map_err(anyhow::Error::msg)?;
-    flatnet_wire::fs::create_private_dir(&config.state_dir)
-        .with_context(|| format!("creating state dir {}", config.state_dir.display()))?;
-    if let Some(Cmd::Join { token, json }) = &args.cmd {
-        return join_cmd(&config, token, *json);
+    if let Some(Cmd::Join { token }) = &args.cmd {
+        return join_cmd(&config, token, args.json);
     }
-    let identity = Identity::load_or_create(&config.state_dir)?;
+    let identity = first_state(&config.state_dir)?;
+    // Before anything shared is touched (socket, leases, nftables).
+    let _pid = flatnetd::pidfile::acquire(&config.state_dir)?;
     let lh_state = match state::load(&config.state_dir)? {
         Some(s) => Some(s),
         None => match config.lighthouse_token.clone() {

@@ -16,7 +16,7 @@ pub const PRIVATE_KEY_FILE: &str = "private.key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{path}: {source}")]
+    #[error("WireGuard key {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -60,8 +60,9 @@ impl Identity {
         encode_key(self.public.as_bytes())
     }
 
-    /// Load `<state_dir>/private.key`, creating it (0600) on first start.
-    pub fn load_or_create(state_dir: &Path) -> Result<Self, KeyError> {
+    /// The key pair saved in `state_dir`, if there is one (a key readable
+    /// by others is made private first).
+    pub fn load(state_dir: &Path) -> Result<Option<Self>, KeyError> {
         let path = state_dir.join(PRIVATE_KEY_FILE);
         let io = |source| KeyError::Io {
             path: path.clone(),
@@ -79,26 +80,52 @@ impl Identity {
                     path: path.clone(),
                     reason,
                 })?;
-                Ok(Self::from_secret(bytes))
+                Ok(Some(Self::from_secret(bytes)))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let id = Self::generate().map_err(io)?;
-                let tmp = state_dir.join(format!("{PRIVATE_KEY_FILE}.tmp"));
-                let _ = std::fs::remove_file(&tmp);
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(io)?;
-                writeln!(f, "{}", encode_key(&id.secret.to_bytes())).map_err(io)?;
-                f.sync_all().map_err(io)?;
-                std::fs::rename(&tmp, &path).map_err(io)?;
-                tracing::info!(path = %path.display(), public_key = %id.public_base64(), "generated WireGuard key pair");
-                Ok(id)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(e)),
         }
+    }
+
+    /// Write this key pair into `state_dir` (mode 0600, atomically: a
+    /// temporary file, fsync, rename; the temporary file goes on failure).
+    pub fn save(&self, state_dir: &Path) -> Result<(), KeyError> {
+        let path = state_dir.join(PRIVATE_KEY_FILE);
+        let io = |source| KeyError::Io {
+            path: path.clone(),
+            source,
+        };
+        let tmp = state_dir.join(format!("{PRIVATE_KEY_FILE}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            writeln!(f, "{}", encode_key(&self.secret.to_bytes()))?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(e)
+        })?;
+        tracing::info!(path = %path.display(), public_key = %self.public_base64(), "generated WireGuard key pair");
+        Ok(())
+    }
+
+    /// The saved key pair, or a new one saved now.
+    pub fn load_or_create(state_dir: &Path) -> Result<Self, KeyError> {
+        if let Some(id) = Self::load(state_dir)? {
+            return Ok(id);
+        }
+        let id = Self::generate().map_err(|source| KeyError::Io {
+            path: state_dir.join(PRIVATE_KEY_FILE),
+            source,
+        })?;
+        id.save(state_dir)?;
+        Ok(id)
     }
 }
 

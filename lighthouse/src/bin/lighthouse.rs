@@ -134,8 +134,8 @@ enum MemberCmd {
         #[arg(long, value_name = "POLICY")]
         access: String,
         /// Validity, e.g. `12h`, `30d`; default: no expiry.
-        #[arg(long, value_name = "TTL")]
-        expires: Option<String>,
+        #[arg(long, value_name = "TTL", value_parser = parse_ttl)]
+        expires: Option<u64>,
         /// Use this public key (the member made the pair) instead of
         /// making one.
         #[arg(long)]
@@ -203,8 +203,8 @@ enum TokenCmd {
     /// Print a new join token (it pins this Lighthouse's certificate).
     Create {
         /// Validity, e.g. `3600`, `30m`, `12h`, `7d`; default: no expiry.
-        #[arg(long)]
-        ttl: Option<String>,
+        #[arg(long, value_parser = parse_ttl)]
+        ttl: Option<u64>,
         /// Allow several nodes to join with it.
         #[arg(long)]
         reusable: bool,
@@ -223,7 +223,9 @@ enum NodesCmd {
     Remove { name: String },
 }
 
-fn parse_ttl(s: &str) -> anyhow::Result<u64> {
+/// A duration on the command line (`90`, `30m`, `24h`, `7d`), in seconds;
+/// clap reports a bad one as a usage error naming the flag.
+fn parse_ttl(s: &str) -> Result<u64, String> {
     let (num, mult) = match s.chars().last() {
         Some('s') => (&s[..s.len() - 1], 1),
         Some('m') => (&s[..s.len() - 1], 60),
@@ -231,8 +233,11 @@ fn parse_ttl(s: &str) -> anyhow::Result<u64> {
         Some('d') => (&s[..s.len() - 1], 86400),
         _ => (s, 1),
     };
-    let n: u64 = num.parse().with_context(|| format!("bad --ttl {s:?}"))?;
-    Ok(n * mult)
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "give a duration such as 3600, 30m, 24h or 7d".to_string())
 }
 
 /// A new WireGuard key pair, base64 (private, public), as `wg genkey` makes.
@@ -279,14 +284,16 @@ fn print_member(
 }
 
 fn main() -> std::process::ExitCode {
-    flatnet_wire::exit_code("lighthouse", run())
+    match flatnet_wire::cli::parse::<Args>("lighthouse") {
+        Ok(args) => flatnet_wire::cli::exit("lighthouse", run(args)),
+        Err(code) => code,
+    }
 }
 
-fn run() -> anyhow::Result<()> {
+fn run(args: Args) -> anyhow::Result<()> {
     // The state dir, database, key and admin socket are the Lighthouse's
     // alone, from the moment they exist.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let args = Args::parse();
     let admin =
         |req: AdminRequest| admin::call(&args.admin_socket, &req).map_err(anyhow::Error::msg);
     let json = args.json;
@@ -350,8 +357,21 @@ fn run() -> anyhow::Result<()> {
                     endpoints: etcd.clone(),
                     prefix: etcd_prefix.clone(),
                 });
-                let lh =
-                    Lighthouse::open_with(&state_dir, cidr, host_prefix, public_addr, etcd.as_ref())?;
+                // A state dir this start makes goes again if opening it
+                // fails (a full disk): the next start begins from nothing.
+                let made = !state_dir.exists();
+                let lh = Lighthouse::open_with(
+                    &state_dir,
+                    cidr,
+                    host_prefix,
+                    public_addr,
+                    etcd.as_ref(),
+                )
+                .inspect_err(|_| {
+                    if made {
+                        let _ = std::fs::remove_dir_all(&state_dir);
+                    }
+                })?;
                 let _ = lh.log.set(log);
                 let ep = lh.endpoint(listen)?;
                 let admin_path = args.admin_socket.clone();
@@ -463,7 +483,7 @@ fn run() -> anyhow::Result<()> {
         Cmd::Token {
             cmd: TokenCmd::Create { ttl, reusable },
         } => {
-            let ttl_secs = ttl.as_deref().map(parse_ttl).transpose()?;
+            let ttl_secs = ttl;
             let v = admin(AdminRequest::TokenCreate { ttl_secs, reusable })?;
             if json {
                 return print_json(&v);
@@ -617,7 +637,7 @@ fn member_cmd(
             public_key,
             out,
         } => {
-            let expires_in_secs = expires.as_deref().map(parse_ttl).transpose()?;
+            let expires_in_secs = expires;
             let (private, public_key) = key(public_key);
             let v = admin(AdminRequest::Member(MemberRequest::Add {
                 name,
