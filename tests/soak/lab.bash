@@ -65,6 +65,10 @@ soak_containers() {
 import functools, http.server, socketserver, sys
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
+    # socketserver listens with a backlog of 5: a burst (or a busy moment
+    # of this process) drops SYNs that real web servers (511 and more)
+    # would queue; the soak measures Flatnet, not that.
+    request_queue_size = 128
     def server_bind(self):
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = "web", 80

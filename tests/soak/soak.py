@@ -13,6 +13,7 @@ with an office machine in front of it.
 Traffic, every PROBE_EVERY seconds each, from threads that live in the
 namespaces (setns), so a probe costs a socket, not a process:
   gw_http   office -> gateway -> web on h2 (through h1 and the tunnel)
+  web_local h2 -> web on h2 (the same page, no tunnel or gateway)
   tcp_1to2  container h1-a -> h2-b:7000, tcp_2to1 the other way
   relay     h3-c -> h1-a:7000 (symmetric NAT: through the Lighthouse relay)
   dns       h1 asks its Flatnet DNS for "web" (the container on h2)
@@ -149,7 +150,11 @@ def tcp_line(ip, port):
 
 
 def http_gateway(gw_ip, host):
-    with socket.create_connection((gw_ip, 80), timeout=PROBE_TIMEOUT) as s:
+    return http_get(gw_ip, host)
+
+
+def http_get(ip, host):
+    with socket.create_connection((ip, 80), timeout=PROBE_TIMEOUT) as s:
         s.settimeout(PROBE_TIMEOUT)
         s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         buf = b""
@@ -330,6 +335,9 @@ class Soak:
         gw = "192.168.200.1"
         self.threads = [
             self.prober("gw_http", "office", lambda: http_gateway(gw, "web.flatnet.test")),
+            # The same page from its own host, no tunnel and no gateway: a
+            # gw_http failure that web_local shares is the web server's.
+            self.prober("web_local", "h2", lambda: http_get(self.target("b"), "web")),
             self.prober("tcp_1to2", "h1-a", lambda: tcp_line(self.target("b"), 7000)),
             self.prober("tcp_2to1", "h2-b", lambda: tcp_line(self.target("a"), 7000)),
             self.prober("relay", "h3-c", lambda: tcp_line(self.target("a"), 7000)),

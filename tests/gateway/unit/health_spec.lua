@@ -76,6 +76,45 @@ describe("health", function()
         assert.is_false((h:active_result(t, true)))
     end)
 
+    it("takes ngx's connect result 1 as success, and a repeated success is no change", function()
+        local t = "10.87.1.6:80"
+        assert.is_false((h:active_result(t, 1)))
+        assert.is_false((h:active_result(t, 1)))
+        assert.equal(0, h:generation())
+        assert.is_true(h:is_up(t))
+    end)
+
+    it("marks down after two timed-out checks in a row, and at once when refused", function()
+        local t = "10.87.1.6:80"
+        h:active_result(t, 1)
+        -- One lost SYN: the check times out before TCP retransmits. Still up.
+        assert.is_false((h:active_result(t, nil, "timeout")))
+        assert.is_true(h:is_up(t))
+        assert.equal(0, h:generation())
+        -- A success in between starts the count again.
+        h:active_result(t, 1)
+        assert.is_false((h:active_result(t, nil, "timeout")))
+        assert.is_true(h:is_up(t))
+        assert.is_true((h:active_result(t, nil, "timeout")))
+        assert.is_false(h:is_up(t))
+        assert.matches("2 checks in a row", h:state(t).reason)
+        -- Refused: the host answered that nothing listens.
+        local r = "10.87.1.7:80"
+        assert.is_true((h:active_result(r, nil, "connection refused")))
+        assert.is_false(h:is_up(r))
+    end)
+
+    it("keeps its active state alive while timeouts are being counted", function()
+        local t = "10.87.1.6:80"
+        h:active_result(t, nil, "connection refused")
+        assert.is_false(h:is_up(t))
+        store:advance(59)
+        assert.is_false((h:active_result(t, nil, "timeout")))
+        store:advance(59)
+        -- The refusal's entry was renewed by the pending timeout, not dropped.
+        assert.is_false(h:is_up(t))
+    end)
+
     it("lets active results expire if checks stop", function()
         local t = "10.87.1.6:80"
         h.active_ttl = 15
@@ -85,7 +124,7 @@ describe("health", function()
     end)
 
     it("lists the up targets of a route", function()
-        h:active_result("10.87.0.2:1", false, "timeout")
+        h:active_result("10.87.0.2:1", false, "connection refused")
         assert.same({ "10.87.0.1:1", "10.87.0.3:1" }, h:up_targets({ "10.87.0.1:1", "10.87.0.2:1", "10.87.0.3:1" }))
     end)
 end)
@@ -102,6 +141,8 @@ describe("health generation", function()
         assert.is_true(g1 > g0)
         h:active_result("10.87.0.2:80", true)
         assert.equal(g1, h:generation(), "an up target staying up is no change")
+        h:active_result("10.87.0.2:80", false, "timeout")
+        assert.equal(g1, h:generation(), "one timed-out check is no change")
         h:active_result("10.87.0.2:80", false, "timeout")
         assert.is_true(h:generation() > g1)
     end)

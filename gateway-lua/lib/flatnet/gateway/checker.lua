@@ -16,12 +16,12 @@ local function check(target)
     if ok then
         sock:close()
     end
-    local changed = state.health():active_result(target, ok, err)
+    local changed, _, now = state.health():active_result(target, ok, err)
     if changed then
         if ok then
             ngx.log(ngx.NOTICE, LOG, "target ", target, " is up again (TCP connect ok)")
         else
-            ngx.log(ngx.WARN, LOG, "target ", target, " is down: TCP connect: ", err)
+            ngx.log(ngx.WARN, LOG, "target ", target, " is down: TCP connect: ", ((now or ""):gsub("^down: ", "")))
         end
     end
 end

@@ -24,7 +24,8 @@ M.DEFAULTS = {
     refresh_interval = 5,
     catalog_timeout = 3,
     health_interval = 5,
-    health_timeout = 1,
+    health_timeout = 2,
+    health_timeouts = 2,
     fail_threshold = 3,
     fail_window = 10,
     down_time = 10,
@@ -56,7 +57,7 @@ M.DEFAULTS = {
 
 local NUMBERS = {
     refresh_interval = { 1, 86400 }, catalog_timeout = { 1, 300 }, health_interval = { 0, 86400 },
-    health_timeout = { 1, 60 }, fail_threshold = { 1, 1000 }, fail_window = { 1, 86400 },
+    health_timeout = { 1, 60 }, health_timeouts = { 1, 100 }, fail_threshold = { 1, 1000 }, fail_window = { 1, 86400 },
     down_time = { 1, 86400 }, connect_timeout = { 1, 600 }, read_timeout = { 1, 604800 },
     send_timeout = { 1, 604800 }, worker_connections = { 16, 1000000 }, upstream_keepalive = { 0, 10000 },
 }
@@ -208,6 +209,7 @@ function M.runtime_settings(cfg)
         catalog_timeout = cfg.catalog_timeout,
         health_interval = cfg.health_interval,
         health_timeout = cfg.health_timeout,
+        health_timeouts = cfg.health_timeouts,
         fail_threshold = cfg.fail_threshold,
         fail_window = cfg.fail_window,
         down_time = cfg.down_time,

@@ -6,12 +6,24 @@
 -- A target is down while either
 --   * passive: fail_threshold connection failures happened within fail_window seconds;
 --     it stays down for down_time seconds, or until an active check succeeds, or
---   * active: the last TCP connect check failed (the entry expires if checks stop).
+--   * active: the last TCP connect check was refused (nothing listens: down at once), or the
+--     last active_timeouts checks in a row timed out (the entry expires if checks stop).
 -- A target nobody has judged yet is up.
+--
+-- Why a timeout alone does not mark a target down: a connect check whose SYN (or SYN-ACK)
+-- is lost once waits for TCP's retransmission, which comes after 1 s; a check that gives
+-- up before that reports a target that works as dead. With a route's only target that
+-- turned one lost packet into seconds of 503s for everyone (issue 34's soak outage).
+-- A refused connect is an answer, not a loss, so it still counts at once.
 local M = {}
 M.__index = M
 
-local DEFAULTS = { fail_threshold = 3, fail_window = 10, down_time = 10, active_ttl = 60 }
+local DEFAULTS = { fail_threshold = 3, fail_window = 10, down_time = 10, active_ttl = 60, active_timeouts = 2 }
+
+--- Whether a connect error is a timeout (no answer) rather than a refusal or an error.
+function M.is_timeout(err)
+    return type(err) == "string" and err:find("timeout", 1, true) ~= nil
+end
 
 function M.new(store, opts)
     opts = opts or {}
@@ -42,13 +54,29 @@ function M:passive_failure(target, why)
     return true
 end
 
---- Record an active check result. Returns changed (bool), previous state string or nil.
+--- Record an active check result. Returns changed (bool), the previous state string or
+-- nil, and the new one ("up", or "down: why").
 -- A successful check also ends a passive down: the target accepts connections
 -- again (a restarted container, a rebooted host), so it gets traffic at the
 -- next check instead of after the rest of down_time.
 function M:active_result(target, ok, err)
     local store = self.store
+    -- ngx.socket.tcp's connect returns 1 on success, not true.
+    ok = ok and true or false
     local prev = store:get("a:" .. target)
+    if ok then
+        store:delete("at_n:" .. target)
+    elseif M.is_timeout(err) and self.active_timeouts > 1 then
+        local n = store:incr("at_n:" .. target, 1, 0, self.active_ttl) or 1
+        if n < self.active_timeouts then
+            -- Not yet: the state stays as it was (and does not expire meanwhile).
+            if prev then
+                store:set("a:" .. target, prev, self.active_ttl)
+            end
+            return false, prev
+        end
+        err = string.format("%s (%d checks in a row)", tostring(err), n)
+    end
     local new = ok and "up" or ("down: " .. tostring(err or "check failed"))
     store:set("a:" .. target, new, self.active_ttl)
     store:set("at:" .. target, self.now(), self.active_ttl)
@@ -62,7 +90,7 @@ function M:active_result(target, ok, err)
     if changed then
         store:incr("health:gen", 1, 0)
     end
-    return changed, prev
+    return changed, prev, new
 end
 
 --- A counter that moves whenever a target goes down (an up target can only come back

@@ -31,6 +31,7 @@ function M.health()
             fail_window = s.fail_window,
             down_time = s.down_time,
             active_ttl = math.max(3 * s.health_interval, 10),
+            active_timeouts = s.health_timeouts,
             now = ngx.now,
         })
     end
