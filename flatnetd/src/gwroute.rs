@@ -34,6 +34,46 @@ pub struct Facts {
     pub forward_from: Vec<Ipv4Net>,
 }
 
+/// `GET /v1/route` on the catalog listener: the next hop a gateway host
+/// should route the Flatnet through, for the gateway's route keeper
+/// (gateway-lua's routekeep.lua; docs/wsl2.md). A WSL2 VM's address
+/// changes with every restart; the gateway asks through an address that
+/// always reaches the VM (WSL's localhost forwarding) and moves its route.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouteAnswer {
+    pub cidr: Ipv4Net,
+    pub node: String,
+    /// Route the Flatnet through this address (absent when `local`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<Ipv4Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    /// The asker is this host itself (the gateway shares its address, as
+    /// in WSL2's mirrored mode): it needs no route.
+    pub local: bool,
+}
+
+/// The answer for a request from `peer`. A peer on loopback is WSL's
+/// localhost relay (the Windows host), not this host's own gateway, so it
+/// gets a next hop; a peer with one of this host's other addresses is
+/// this host itself.
+pub fn route_answer(f: &Facts, node: &str, peer: std::net::IpAddr) -> RouteAnswer {
+    let local = match peer {
+        std::net::IpAddr::V4(p) => !p.is_loopback() && f.addrs.iter().any(|a| a.ip == p),
+        std::net::IpAddr::V6(_) => false,
+    };
+    let mut addrs = f.addrs.clone();
+    addrs.sort_by_key(|a| !a.default_route);
+    let best = addrs.first().filter(|_| !local);
+    RouteAnswer {
+        cidr: f.cidr,
+        node: node.to_string(),
+        via: best.map(|a| a.ip),
+        iface: best.map(|a| a.iface.clone()),
+        local,
+    }
+}
+
 /// The commands, best address first.
 pub fn render(f: &Facts) -> String {
     let mut out = String::new();
@@ -165,6 +205,52 @@ pub fn gather(cidr: Ipv4Net, forward_from: Vec<Ipv4Net>) -> Facts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn facts_with(addrs: &[(&str, &str, bool)]) -> Facts {
+        Facts {
+            cidr: "10.87.0.0/16".parse().unwrap(),
+            addrs: addrs
+                .iter()
+                .map(|(i, ip, d)| HostAddr {
+                    iface: i.to_string(),
+                    ip: ip.parse().unwrap(),
+                    default_route: *d,
+                })
+                .collect(),
+            wsl: true,
+            forwarding: true,
+            default_gateway: None,
+            forward_from: vec![],
+        }
+    }
+
+    #[test]
+    fn the_route_answer_names_the_default_route_address_unless_the_asker_is_this_host() {
+        let f = facts_with(&[
+            ("docker0", "172.17.0.1", false),
+            ("eth0", "172.22.48.5", true),
+        ]);
+        // Through WSL's localhost relay: the Windows host, which needs a route.
+        let a = route_answer(&f, "wsl", "127.0.0.1".parse().unwrap());
+        assert_eq!(a.via, Some("172.22.48.5".parse().unwrap()));
+        assert_eq!(a.iface.as_deref(), Some("eth0"));
+        assert!(!a.local);
+        let j = serde_json::to_value(&a).unwrap();
+        assert_eq!(j["cidr"], "10.87.0.0/16");
+        assert_eq!(j["via"], "172.22.48.5");
+        // A LAN machine.
+        assert!(!route_answer(&f, "wsl", "172.22.48.1".parse().unwrap()).local);
+        // The host itself, by its own address (mirrored mode): no route.
+        let a = route_answer(&f, "wsl", "172.22.48.5".parse().unwrap());
+        assert!(a.local);
+        assert_eq!(a.via, None);
+        assert!(serde_json::to_value(&a).unwrap().get("via").is_none());
+        // No address outside the Flatnet: nothing to route through.
+        assert_eq!(
+            route_answer(&facts_with(&[]), "x", "127.0.0.1".parse().unwrap()).via,
+            None
+        );
+    }
 
     fn facts(wsl: bool) -> Facts {
         Facts {

@@ -17,6 +17,8 @@
 //! - [`metrics`]: Prometheus counters and the status collector behind `/metrics`.
 //! - [`health`]: what the systemd watchdog checks before each keepalive.
 //! - [`pidfile`]: one flatnetd per state dir (a locked pid file).
+//! - [`detach`]: `--detach`, a start without a supervisor that still
+//!   reports whether it worked.
 //! - [`ping`]: `flatnetctl ping`, ICMP echoes through the tunnel.
 //! - [`netcheck`]: `flatnetctl netcheck`, what the NAT and the path to the
 //!   Lighthouse do.
@@ -24,6 +26,7 @@
 pub mod api;
 pub mod config;
 pub mod dataplane;
+pub mod detach;
 pub mod dns;
 pub mod gwroute;
 pub mod health;

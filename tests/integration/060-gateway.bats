@@ -40,17 +40,6 @@ teardown() {
     fn_teardown
 }
 
-# chromium_plain PROFILE ARGS...: headless Chromium in the office, resolving
-# names the office's way.
-chromium_plain() {
-    in_ns office timeout 60 chromium --headless --no-sandbox --disable-gpu \
-        --disable-background-networking --disable-component-update --disable-sync --no-first-run \
-        --disable-quic --disable-dev-shm-usage --user-data-dir="$FN_TMP/chromium-$1" "${@:2}"
-}
-
-# chromium_office PROFILE ARGS...: the same, every service name mapped to the gateway.
-chromium_office() { chromium_plain "$1" --host-resolver-rules="MAP *.$GW_DOMAIN $GW_IP" "${@:2}"; }
-
 # web_on_h2: a Podman 4.3 container "$FN_PREFIX-web" on h2 publishing port
 # 80; sets $web to its Flatnet IP.
 web_on_h2() {

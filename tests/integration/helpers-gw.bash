@@ -64,6 +64,17 @@ gw_curl() {
     in_ns office curl -sS --max-time 30 --connect-to "::$GW_IP:" "$@"
 }
 
+# chromium_plain PROFILE ARGS...: headless Chromium in the office, resolving
+# names the office's way.
+chromium_plain() {
+    in_ns office timeout 60 chromium --headless --no-sandbox --disable-gpu \
+        --disable-background-networking --disable-component-update --disable-sync --no-first-run \
+        --disable-quic --disable-dev-shm-usage --user-data-dir="$FN_TMP/chromium-$1" "${@:2}"
+}
+
+# chromium_office PROFILE ARGS...: the same, every service name mapped to the gateway.
+chromium_office() { chromium_plain "$1" --host-resolver-rules="MAP *.$GW_DOMAIN $GW_IP" "${@:2}"; }
+
 # gw_wait_route NAME [SECONDS]: until NAME.$GW_DOMAIN answers 2xx through the gateway.
 gw_wait_route() {
     local name="$1" secs="${2:-20}" i

@@ -1,7 +1,9 @@
 //! The service catalog over HTTP: `GET /v1/catalog` returns
 //! [`flatnet_wire::catalog::Catalog`] as JSON, built from the leases of
 //! containers that have a DNS-safe name and publish at least one port;
-//! `GET /v1/catalog/all` adds every peer's (see [`super::federation`]).
+//! `GET /v1/catalog/all` adds every peer's (see [`super::federation`]);
+//! `GET /v1/route` tells the gateway next to this host which address to
+//! route the Flatnet through ([`crate::gwroute::route_answer`]).
 //!
 //! The server is deliberately tiny (HTTP/1.1, one request per connection,
 //! bounded head, timeouts): it serves read-only documents to gateways.
@@ -102,7 +104,7 @@ pub async fn serve(listener: TcpListener, service: SharedService) {
                 };
                 let svc = server.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(IO_TIMEOUT, handle(stream, svc)).await {
+                    match tokio::time::timeout(IO_TIMEOUT, handle(stream, peer, svc)).await {
                         Ok(Err(e)) => debug!(%peer, "catalog request: {e}"),
                         Err(_) => debug!(%peer, "catalog request timed out"),
                         Ok(Ok(())) => {}
@@ -135,7 +137,7 @@ pub fn respond(head: &[u8], catalog: impl FnOnce() -> Result<Catalog, String>) -
         (_, "/v1/catalog" | "/v1/catalog/all") => (405, error_body("only GET is allowed")),
         _ => (
             404,
-            error_body("not found; the catalog is at /v1/catalog (this host) and /v1/catalog/all (the Flatnet)"),
+            error_body("not found; the catalog is at /v1/catalog (this host) and /v1/catalog/all (the Flatnet), the gateway route at /v1/route"),
         ),
     }
 }
@@ -282,7 +284,11 @@ fn error_body(msg: &str) -> String {
     serde_json::json!({ "error": msg }).to_string()
 }
 
-async fn handle(mut stream: TcpStream, server: Arc<Server>) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    server: Arc<Server>,
+) -> std::io::Result<()> {
     let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) | Err(_) => return Ok(()),
@@ -292,11 +298,22 @@ async fn handle(mut stream: TcpStream, server: Arc<Server>) -> std::io::Result<(
         let resp = "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
         return stream.write_all(resp.as_bytes()).await;
     }
+    if request_line(&head) == ("GET".to_string(), "/v1/route".to_string()) {
+        let cfg = server.service.config();
+        let facts = crate::gwroute::gather(cfg.cidr, cfg.forward_from.clone());
+        let answer = crate::gwroute::route_answer(&facts, &cfg.node_name, peer.ip());
+        let body = serde_json::to_string(&answer).unwrap_or_else(|e| error_body(&e.to_string()));
+        return write_response(&mut stream, 200, &body).await;
+    }
     let catalog = match wants_catalog(&head) {
         Some(all) => catalog_for(&server, all).await,
         None => Err(String::new()), // answered 404/405 without it
     };
     let (code, body) = respond(&head, move || catalog);
+    write_response(&mut stream, code, &body).await
+}
+
+async fn write_response(stream: &mut TcpStream, code: u16, body: &str) -> std::io::Result<()> {
     let reason = match code {
         200 => "OK",
         404 => "Not Found",

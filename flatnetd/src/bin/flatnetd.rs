@@ -38,6 +38,15 @@ struct Args {
     /// stderr), as JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Run in the background, for starts without systemd (WSL2's
+    /// `[boot] command=`, a shell): exits 0 once the daemon serves, or 1
+    /// with the reason it could not start. Logs go to --log-file.
+    #[arg(long)]
+    detach: bool,
+    /// Append the log to this file instead of stderr (with --detach:
+    /// default /var/log/flatnet/flatnetd.log).
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -59,6 +68,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()?)
+}
+
+/// `--log-file` without `--detach`: stderr (the log, panics included) is
+/// appended to the file.
+fn redirect_stderr(f: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = f.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(f)
+        .with_context(|| format!("opening log file {}", f.display()))?;
+    nix::unistd::dup2_stderr(&file).with_context(|| format!("logging to {}", f.display()))?;
+    Ok(())
 }
 
 /// The state dir and this host's key pair, made on the first start. When
@@ -226,7 +250,15 @@ fn first_join(config: &Config, identity: &Identity, token: &str) -> anyhow::Resu
 
 fn main() -> std::process::ExitCode {
     match flatnet_wire::cli::parse::<Args>("flatnetd") {
-        Ok(args) => flatnet_wire::cli::exit("flatnetd", run(args)),
+        Ok(args) => {
+            let r = run(args);
+            if let Err(e) = &r {
+                // A detached start: the waiting parent prints it too.
+                let e: &(dyn std::error::Error + 'static) = e.as_ref();
+                flatnetd::detach::failed(&flatnet_wire::cli::line("flatnetd", e));
+            }
+            flatnet_wire::cli::exit("flatnetd", r)
+        }
         Err(code) => code,
     }
 }
@@ -241,6 +273,23 @@ fn run(args: Args) -> anyhow::Result<()> {
     // socket is wider open than meant.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let mut config = Config::load(&path, explicit)?;
+    if (args.detach || args.log_file.is_some()) && args.cmd.is_some() {
+        bail!("--detach and --log-file are for running the daemon, not for `join`");
+    }
+    // The configuration is valid: only now fork or move the log.
+    let log_file = args.log_file.clone().or_else(|| {
+        args.detach
+            .then(|| PathBuf::from(flatnetd::detach::DEFAULT_LOG_FILE))
+    });
+    if args.detach {
+        let f = log_file
+            .as_deref()
+            .unwrap_or(Path::new(flatnetd::detach::DEFAULT_LOG_FILE));
+        flatnetd::detach::detach(f)
+            .with_context(|| format!("starting in the background with log {}", f.display()))?;
+    } else if let Some(f) = &log_file {
+        redirect_stderr(f)?;
+    }
     let log = flatnet_wire::logging::init(config.log_format, &config.log_level)
         .map_err(anyhow::Error::msg)?;
     if let Some(Cmd::Join { token }) = &args.cmd {
@@ -407,6 +456,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             config.subnet,
             config.socket.display()
         ));
+        flatnetd::detach::ready();
         if lhc.is_some() {
             // One netcheck soon after start, so status can name a symmetric
             // NAT as the reason a path is relayed without anyone asking.

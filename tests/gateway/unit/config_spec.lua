@@ -59,6 +59,14 @@ dns_upstream = 10.87.1.1:53
         { "domain = d.test\ncatalog_url = http://x/\ndns_listen = 53\ndns_upstream = 10.87.1.1", "dns_upstream" },
         { "domain = d.test\ncatalog_url = http://x/\ndns_listen = x:53\ndns_upstream = 10.87.1.1:53", "dns_listen" },
         { "domain = d.test\ncatalog_url = http://x/\ndns_upstream = 10.87.1.1:53", "dns_listen" },
+        { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.0/16\nroute_url = http://127.0.0.1:7070/v1/route",
+            "go together" },
+        { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.0/16\nroute_url = http://127.0.0.1:7070/"
+            .. "\nroute_command = ip route replace $cidr", "must use %$via" },
+        { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.0/16\nroute_url = http://127.0.0.1:7070/"
+            .. "\nroute_command = ip route replace $cidr via $via dev $dev", "unknown placeholder %$dev" },
+        { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.0/16\nroute_url = ftp://x/"
+            .. "\nroute_command = ip route replace $cidr via $via", "route_url" },
     }
     for _, case in ipairs(bad) do
         it("rejects " .. case[1]:gsub("\n", "; "), function()

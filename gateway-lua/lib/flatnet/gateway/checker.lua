@@ -52,18 +52,6 @@ function M.run_once()
     end
 end
 
-function M.run(premature)
-    if premature then
-        return
-    end
-    if not state.try_lock("health", state.settings.health_interval * 0.8) then
-        return
-    end
-    local ok, err = pcall(M.run_once)
-    state.unlock("health")
-    if not ok then
-        ngx.log(ngx.ERR, LOG, "health check run failed: ", err)
-    end
-end
+M.run = state.timer_job("health", "health_interval", M, "run_once", "health check run")
 
 return M

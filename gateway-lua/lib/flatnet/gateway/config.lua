@@ -29,6 +29,10 @@ M.DEFAULTS = {
     fail_threshold = 3,
     fail_window = 10,
     down_time = 10,
+    route_url = "",
+    route_command = "",
+    route_interval = 5,
+    route_reapply = 300,
     connect_timeout = 3,
     read_timeout = 3600,
     send_timeout = 3600,
@@ -57,8 +61,9 @@ M.DEFAULTS = {
 
 local NUMBERS = {
     refresh_interval = { 1, 86400 }, catalog_timeout = { 1, 300 }, health_interval = { 0, 86400 },
-    health_timeout = { 1, 60 }, health_timeouts = { 1, 100 }, fail_threshold = { 1, 1000 }, fail_window = { 1, 86400 },
-    down_time = { 1, 86400 }, connect_timeout = { 1, 600 }, read_timeout = { 1, 604800 },
+    health_timeout = { 1, 60 }, health_timeouts = { 1, 100 }, fail_threshold = { 1, 1000 },
+    fail_window = { 1, 86400 }, down_time = { 1, 86400 }, route_interval = { 1, 3600 },
+    route_reapply = { 5, 86400 }, connect_timeout = { 1, 600 }, read_timeout = { 1, 604800 },
     send_timeout = { 1, 604800 }, worker_connections = { 16, 1000000 }, upstream_keepalive = { 0, 10000 },
 }
 
@@ -177,6 +182,25 @@ function M.finish(raw)
     if #cfg.catalog_url == 0 and cfg.static_routes == "" then
         return nil, "no routes: give at least one catalog_url or a static_routes file"
     end
+    if (cfg.route_url == "") ~= (cfg.route_command == "") then
+        return nil, "route_url and route_command go together: the gateway asks route_url for the VM's "
+            .. "address and runs route_command with it (docs/wsl2.md)"
+    end
+    if cfg.route_url ~= "" then
+        local ok, err = httpclient.parse_url(cfg.route_url)
+        if not ok then
+            return nil, "route_url: " .. err
+        end
+        if not cfg.route_command:find("$via", 1, true) then
+            return nil, "route_command: the template must use $via (and $cidr, or $network and $mask), "
+                .. "e.g. route_command = ip route replace $cidr via $via"
+        end
+        for name in cfg.route_command:gmatch("%$(%a+)") do
+            if name ~= "cidr" and name ~= "network" and name ~= "mask" and name ~= "via" then
+                return nil, "route_command: unknown placeholder $" .. name .. "; use $cidr, $network, $mask, $via"
+            end
+        end
+    end
     if not cfg.client_max_body_size:match("^%d+[kKmMgG]?$") then
         return nil, "client_max_body_size: expected e.g. 0 (no limit), 500m, 2g"
     end
@@ -210,6 +234,10 @@ function M.runtime_settings(cfg)
         health_interval = cfg.health_interval,
         health_timeout = cfg.health_timeout,
         health_timeouts = cfg.health_timeouts,
+        route_url = cfg.route_url,
+        route_command = cfg.route_command,
+        route_interval = cfg.route_interval,
+        route_reapply = cfg.route_reapply,
         fail_threshold = cfg.fail_threshold,
         fail_window = cfg.fail_window,
         down_time = cfg.down_time,

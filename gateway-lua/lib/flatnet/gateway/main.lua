@@ -29,6 +29,13 @@ function M.init_worker()
     if ok and s.health_interval > 0 then
         ok, err = ngx.timer.every(s.health_interval, checker.run)
     end
+    if ok and s.route_url ~= "" then
+        local keeper = require("flatnet.gateway.routekeeper")
+        ok, err = ngx.timer.at(0, keeper.run)
+        if ok then
+            ok, err = ngx.timer.every(s.route_interval, keeper.run)
+        end
+    end
     if not ok then
         ngx.log(ngx.ERR, "flatnet gateway: cannot start timers: ", err)
     end

@@ -83,8 +83,9 @@ local function num(v)
 end
 
 --- The exposition (Prometheus text format 0.0.4). `keys`: every key of the store;
--- `routes`: the route list ({service=, targets={}}); `is_up(target)`: health.
-function M.render(store, keys, routes, is_up)
+-- `routes`: the route list ({service=, targets={}}); `is_up(target)`: health;
+-- `keeper`: the route keeper's status (routekeeper.status()), or nil when it is off.
+function M.render(store, keys, routes, is_up, keeper)
     local req, hist = {}, {}
     for _, k in ipairs(keys) do
         local kind, a, b = k:match("^(%a)\t([^\t]*)\t?(.*)$")
@@ -149,6 +150,19 @@ function M.render(store, keys, routes, is_up)
     add("# HELP flatnet_gateway_routes Routes in the gateway's table now.")
     add("# TYPE flatnet_gateway_routes gauge")
     add("flatnet_gateway_routes " .. #routes)
+    if keeper then
+        add("# HELP flatnet_gateway_route_updates_total The route keeper's rounds that ran the route command "
+            .. "(ok, failed) or refused route_url's answer (refused: wrong range or next hop, garbage, no answer).")
+        add("# TYPE flatnet_gateway_route_updates_total counter")
+        for _, r in ipairs({ "ok", "failed", "refused" }) do
+            add(string.format('flatnet_gateway_route_updates_total{result="%s"} %s', r, num(keeper[r] or 0)))
+        end
+        add("# HELP flatnet_gateway_route_via 1 for the next hop the Flatnet route was last set to.")
+        add("# TYPE flatnet_gateway_route_via gauge")
+        if keeper.via then
+            add(string.format('flatnet_gateway_route_via{via="%s"} 1', M.escape(keeper.via)))
+        end
+    end
     return table.concat(out, "\n") .. "\n"
 end
 
@@ -169,9 +183,10 @@ function M.serve()
     local state = require("flatnet.gateway.state")
     local dict = ngx.shared.flatnet_metrics
     local h = state.health()
+    local keeper = state.settings.route_url ~= "" and require("flatnet.gateway.routekeeper").status() or nil
     local body = M.render(dict, dict:get_keys(0), state.routes().list, function(t)
         return h:is_up(t)
-    end)
+    end, keeper)
     ngx.header["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
     ngx.print(body)
 end

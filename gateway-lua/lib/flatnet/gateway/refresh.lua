@@ -123,18 +123,6 @@ function M.run_once()
 end
 
 --- Timer callback.
-function M.run(premature)
-    if premature then
-        return
-    end
-    if not state.try_lock("refresh", state.settings.refresh_interval * 0.8) then
-        return
-    end
-    local ok, err = pcall(M.run_once)
-    state.unlock("refresh")
-    if not ok then
-        ngx.log(ngx.ERR, LOG, "refresh failed: ", err, "; previous routes stay")
-    end
-end
+M.run = state.timer_job("refresh", "refresh_interval", M, "run_once", "refresh", "; previous routes stay")
 
 return M

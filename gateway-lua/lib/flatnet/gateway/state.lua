@@ -103,4 +103,20 @@ function M.unlock(name)
     M.dict:delete("lock:" .. name .. ":busy")
 end
 
+--- A periodic job's timer callback: `mod[fn]` runs in one worker at most once per
+-- 0.8 x settings[interval_key] seconds (try_lock); an error it raises is logged as
+-- `what` failed, with `after`.
+function M.timer_job(name, interval_key, mod, fn, what, after)
+    return function(premature)
+        if premature or not M.try_lock(name, M.settings[interval_key] * 0.8) then
+            return
+        end
+        local ok, err = pcall(mod[fn])
+        M.unlock(name)
+        if not ok then
+            ngx.log(ngx.ERR, "flatnet gateway: ", what, " failed: ", err, after or "")
+        end
+    end
+end
+
 return M

@@ -30,6 +30,9 @@ function M.collect()
     for _, url in ipairs(state.settings.catalog_urls) do
         data.sources[#data.sources + 1] = state.get_json("src:" .. url) or { url = url }
     end
+    if state.settings.route_url ~= "" then
+        data.route = require("flatnet.gateway.routekeeper").status()
+    end
     return data
 end
 
