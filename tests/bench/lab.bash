@@ -45,3 +45,21 @@ uapi_pair() {
     done
     wg_wait_ping h1 "$net.2" >/dev/null
 }
+
+# base_build REPO REV: the release binaries of git revision REV (flatnetd and
+# the plugin), built once into the cache from a worktree; prints their dir.
+base_build() {
+    local repo="$1" rev cache
+    rev="$(git -C "$repo" rev-parse --short "$2")"
+    cache="${FLATNET_CACHE:-/var/cache/flatnet}/bench-base/$rev"
+    if [ ! -x "$cache/target/release/flatnetd" ]; then
+        echo "building baseline $rev into $cache (once)" >&2
+        rm -rf "$cache/src"
+        mkdir -p "$cache"
+        git -C "$repo" worktree add --detach -f "$cache/src" "$rev" >/dev/null
+        (cd "$cache/src" && CARGO_TARGET_DIR="$cache/target" \
+            cargo build --release --locked -p flatnetd -p flatnet-cni >&2)
+        git -C "$repo" worktree remove --force "$cache/src"
+    fi
+    echo "$cache/target/release"
+}

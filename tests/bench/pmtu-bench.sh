@@ -19,28 +19,18 @@ REPO="$(cd "$HERE/../.." && pwd)"
 BASE="${BASE:-d9a5a28}"
 ROUNDS="${ROUNDS:-5}"
 SECS="${SECS:-5}"
-CACHE="${FLATNET_CACHE:-/var/cache/flatnet}/bench-base"
 CURRENT="${FLATNET_TARGET:-$REPO/target/release}"
 command -v iperf3 >/dev/null || { echo "iperf3 is missing: apt-get install iperf3" >&2; exit 1; }
-
-# The baseline's binaries, built once per revision from a git worktree.
-rev="$(git -C "$REPO" rev-parse --short "$BASE")"
-BASEBIN="$CACHE/$rev/target/release"
-if [ ! -x "$BASEBIN/flatnetd" ]; then
-    echo "building baseline $rev into $CACHE/$rev (once)" >&2
-    rm -rf "$CACHE/$rev/src"
-    mkdir -p "$CACHE/$rev"
-    git -C "$REPO" worktree add --detach -f "$CACHE/$rev/src" "$rev" >/dev/null
-    (cd "$CACHE/$rev/src" && CARGO_TARGET_DIR="$CACHE/$rev/target" \
-        cargo build --release --locked -p flatnetd -p flatnet-cni >&2)
-    git -C "$REPO" worktree remove --force "$CACHE/$rev/src"
-fi
 
 BATS_SUITE_TEST_NUMBER=pmtu
 # shellcheck source=../integration/helpers.bash
 source "$HERE/../integration/helpers.bash"
 # shellcheck source=../integration/helpers-wg.bash
 source "$HERE/../integration/helpers-wg.bash"
+# shellcheck source=lab.bash
+source "$HERE/lab.bash"
+rev="$(git -C "$REPO" rev-parse --short "$BASE")"
+BASEBIN="$(base_build "$REPO" "$BASE")"
 
 cleanup() { set +e; fn_teardown 2>/dev/null; rm -f "${OUTF:-}"; }
 trap cleanup EXIT
