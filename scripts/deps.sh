@@ -24,6 +24,8 @@ PACKAGES=(
     etcd-server etcd-client
     # remote members: stock wg-quick, over wireguard-go without kernel WireGuard
     wireguard-tools wireguard-go
+    # WSL2 hosts (suite 170): a flatnetd whose wall clock is behind or ahead
+    faketime
 )
 
 apt-get update -qq

@@ -45,8 +45,12 @@ pub enum PeerError {
 /// Something a peer wants done with a buffer it filled.
 #[derive(Debug)]
 pub enum Output<'a> {
-    /// Send this datagram to the peer's endpoint.
+    /// Send this datagram back to where the one being handled came from.
     Network(&'a [u8]),
+    /// Send this handshake initiation of ours to the peer's current
+    /// destination ([`Peer::dest`]), never to the handled datagram's
+    /// source: that may be a replay's sender.
+    Initiate(&'a [u8]),
     /// Write this decrypted IPv4 packet to the TUN device.
     Tunnel(&'a [u8]),
 }
@@ -317,6 +321,12 @@ impl Peer {
         let mut replies = false;
         let result = match res {
             TunnResult::Done => Ok(()),
+            TunnResult::Err(WireGuardError::WrongTai64nTimestamp)
+                if kind == WgKind::HandshakeInit =>
+            {
+                self.answer_stale_initiation(out, &mut emit);
+                Err(PeerError::Wg(WireGuardError::WrongTai64nTimestamp))
+            }
             TunnResult::Err(e) => Err(PeerError::Wg(e)),
             TunnResult::WriteToNetwork(d) => {
                 let n = d.len();
@@ -363,6 +373,30 @@ impl Peer {
             }
         }
         result
+    }
+
+    /// An authenticated initiation whose TAI64N timestamp is not newer than
+    /// the last one this peer sent: a replay, or the peer restarted with its
+    /// wall clock behind (a WSL2 VM's clock lags after a long sleep until it
+    /// is synced; a backward NTP step). WireGuard must refuse it, and the
+    /// peer would then be locked out until its clock passes the old stamp:
+    /// minutes, or hours after a forward jump was corrected. So we start a
+    /// handshake ourselves, toward the peer's current destination: a
+    /// restarted peer accepts ours (its new session has no old stamp), and
+    /// a replay gets its sender nothing (we send nothing to it, and at most
+    /// one initiation per REKEY_TIMEOUT goes to the real peer). The current
+    /// session, if any, stays until the new one replaces it.
+    fn answer_stale_initiation(
+        &mut self,
+        out: &mut [u8],
+        emit: &mut impl FnMut(&Peer, Output<'_>),
+    ) {
+        if let TunnResult::WriteToNetwork(d) = self.tunn.format_handshake_initiation(out, false) {
+            let n = d.len();
+            self.count_tx(n);
+            tracing::info!(peer = %self.name, "refused an initiation with an old timestamp (the peer restarted with its clock behind, or a replay); starting a handshake from this side");
+            emit(self, Output::Initiate(&out[..n]));
+        }
     }
 
     /// Time since the current session's handshake.
@@ -468,7 +502,7 @@ mod tests {
             d,
             &mut out,
             |_, o| match o {
-                Output::Network(x) => net.push(x.to_vec()),
+                Output::Network(x) | Output::Initiate(x) => net.push(x.to_vec()),
                 Output::Tunnel(x) => tun.push(x.to_vec()),
             },
         );
@@ -533,12 +567,78 @@ mod tests {
         assert!(p.a.rx_bytes > 0 && p.a.tx_bytes > 0);
     }
 
+    #[test]
+    fn an_initiation_with_an_old_timestamp_is_refused_and_answered_with_ours_toward_the_peer() {
+        let mut p = pair(0);
+        let mut out = vec![0u8; 2048];
+        let pkt = ipv4("10.87.1.2", "10.87.2.2", b"first");
+        let n = p.a.encapsulate(&pkt, &mut out).unwrap();
+        let init = out[..n].to_vec();
+        let (r, net, _) = deliver(&mut p.b, A_ADDR, &init);
+        r.unwrap();
+        let (r, net, _) = deliver(&mut p.a, B_ADDR, &net[0]);
+        r.unwrap();
+        let data = net[1].clone();
+        // The same initiation again (a replay, or A restarted with its clock
+        // behind): refused, and B starts a handshake of its own, emitted
+        // for B's idea of A's destination, not for the sender.
+        let mut initiations = vec![];
+        let mut replies = vec![];
+        let r = p.b.decapsulate(
+            "203.0.113.99:4444".parse().unwrap(),
+            WgKind::HandshakeInit,
+            &init,
+            &mut out,
+            |_, o| match o {
+                Output::Initiate(x) => initiations.push(x.to_vec()),
+                Output::Network(x) => replies.push(x.to_vec()),
+                Output::Tunnel(_) => {}
+            },
+        );
+        assert!(
+            matches!(r, Err(PeerError::Wg(WireGuardError::WrongTai64nTimestamp))),
+            "{r:?}"
+        );
+        assert!(replies.is_empty(), "nothing goes back to the sender");
+        assert_eq!(initiations.len(), 1);
+        assert_eq!(kind(&initiations[0]), WgKind::HandshakeInit);
+        assert_eq!(
+            p.b.endpoint,
+            A_ADDR.parse().unwrap(),
+            "the endpoint stays put"
+        );
+        // A accepts B's initiation (a restarted A has no stamp of B's).
+        let (r, net, _) = deliver(&mut p.a, B_ADDR, &initiations[0]);
+        r.unwrap();
+        assert_eq!(kind(&net[0]), WgKind::HandshakeResponse);
+        // The session in use still carries A's data meanwhile.
+        let (r, _, tun) = deliver(&mut p.b, A_ADDR, &data);
+        r.unwrap();
+        assert_eq!(tun, vec![pkt]);
+        // Another replay right away: refused, and no second initiation
+        // (ours is in progress), so replays cannot make B flood A.
+        let mut again = 0;
+        let r = p.b.decapsulate(
+            A_ADDR.parse().unwrap(),
+            WgKind::HandshakeInit,
+            &init,
+            &mut out,
+            |_, o| {
+                if let Output::Initiate(_) = o {
+                    again += 1;
+                }
+            },
+        );
+        assert!(r.is_err());
+        assert_eq!(again, 0);
+    }
+
     /// Deliver a relayed datagram from node `src` to `to`.
     fn deliver_relayed(to: &mut Peer, src: u32, d: &[u8]) -> Delivered {
         let mut out = vec![0u8; 2048];
         let (mut net, mut tun) = (vec![], vec![]);
         let r = to.decapsulate_relayed(src, kind(d), d, &mut out, |_, o| match o {
-            Output::Network(x) => net.push(x.to_vec()),
+            Output::Network(x) | Output::Initiate(x) => net.push(x.to_vec()),
             Output::Tunnel(x) => tun.push(x.to_vec()),
         });
         (r, net, tun)

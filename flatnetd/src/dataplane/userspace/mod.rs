@@ -326,8 +326,9 @@ impl Userspace {
         OUT.with_borrow_mut(|out| {
             // Written after the peer's lock is released, as in `datagram`.
             let mut tunnel = 0;
-            let r = g.decapsulate_relayed(src, kind, d, out, |_, o| match o {
+            let r = g.decapsulate_relayed(src, kind, d, out, |p, o| match o {
                 Output::Network(x) => relay_send(sh, src, x),
+                Output::Initiate(x) => send_dest(sh, x, p.dest()),
                 Output::Tunnel(x) => tunnel = x.len(),
             });
             if let Err(e) = r {
@@ -675,8 +676,9 @@ fn datagram(
         // path (forwarding, the container's stack), and an answer queued
         // meanwhile must not find its sender waiting for this lock.
         let mut tunnel = 0;
-        let r = g.decapsulate(from, kind, d, out, |_, o| match o {
+        let r = g.decapsulate(from, kind, d, out, |p, o| match o {
             Output::Network(x) => send(&sh.udp, x, from),
+            Output::Initiate(x) => send_dest(sh, x, p.dest()),
             Output::Tunnel(x) => tunnel = x.len(),
         });
         if let Err(e) = r {
