@@ -163,7 +163,8 @@ def http_get(ip, host):
             if not b:
                 break
             buf += b
-    if buf.startswith(b"HTTP/1.1 200") and b"soak web page" in buf:
+    # The gateway answers HTTP/1.1; the page server itself, HTTP/1.0.
+    if re.match(rb"HTTP/1\.[01] 200 ", buf) and b"soak web page" in buf:
         return True
     first = buf.split(b"\r\n", 1)[0].decode("latin-1") if buf else "closed without an answer"
     raise ValueError(f"answer: {first[:80]}")
