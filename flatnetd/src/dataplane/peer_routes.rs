@@ -25,11 +25,8 @@ use tracing::{info, warn};
 use super::pmtu::OVERHEAD;
 use crate::service::SharedService;
 
-/// How often the routes are brought in line with the probed path MTUs: a
-/// look at every peer's numbers, and a netlink call only for a change. A
-/// path that narrowed (a VPN under a WSL2 VM) should cost its TCP flows
-/// as little as possible before their route says so.
-const EVERY: Duration = Duration::from_millis(200);
+/// How often the routes are brought in line with the probed path MTUs.
+const EVERY: Duration = Duration::from_secs(1);
 
 /// The inner MTU for a peer whose path carries `path_mtu`-byte packets,
 /// never above the tunnel's own.

@@ -224,20 +224,6 @@ fn send_batch(sh: &Shared, d: &[u8], seg: usize, to: Dest, fits: usize) {
     if sh.gso.load(Ordering::Relaxed) && d.len() > seg && seg <= fits {
         match udp::send_gso(&sh.udp, d, seg as u16, to) {
             Ok(_) => return,
-            // The local link narrowed under a known path MTU (a VPN came
-            // up under a WSL2 VM): the kernel refuses GSO segments larger
-            // than the route. Not a missing offload: these go out one by
-            // one now (fragmented here, nothing lost), and the path MTU
-            // is re-read at the next tick, after which GSO fits again.
-            Err(e)
-                if e.raw_os_error() == Some(libc::EINVAL)
-                    && udp::route_mtu(to)
-                        .is_ok_and(|m| seg + usize::from(pmtu::IP_UDP) > usize::from(m)) =>
-            {
-                if !sh.pmtu_recheck.swap(true, Ordering::Relaxed) {
-                    debug!(%to, seg, "the local route is narrower than the path MTU in use; re-reading it");
-                }
-            }
             Err(e)
                 if matches!(
                     e.raw_os_error(),

@@ -69,10 +69,6 @@ struct Shared {
     /// floods with cookies; shared by every peer's `Tunn`.
     limiter: Arc<RateLimiter>,
     gso: std::sync::atomic::AtomicBool,
-    /// Set by a sender that found the local route narrower than a batch
-    /// (egress.rs): the timer thread re-reads every peer's route MTU at
-    /// its next tick instead of within 5 s.
-    pmtu_recheck: std::sync::atomic::AtomicBool,
     gro: bool,
     /// Held by whichever thread reads the TUN device ([`egress`]).
     tun_reader: Mutex<()>,
@@ -186,7 +182,6 @@ impl Userspace {
             netcheck: Mutex::new(None),
             gate: Gate::default(),
             gso: wg.offloads.into(),
-            pmtu_recheck: std::sync::atomic::AtomicBool::new(false),
             gro,
             tun_reader: Mutex::new(()),
             relay: RwLock::new(None),
@@ -738,10 +733,9 @@ fn timer_loop(sh: Arc<Shared>) {
                 }
             }
         }
-        // The local route toward each peer is looked at again every 5 s,
-        // and at once after a send found it narrower (egress.rs).
+        // The local route toward each peer is looked at again every 5 s.
         pmtu_ticks += 1;
-        let recheck = pmtu_ticks >= 50 || sh.pmtu_recheck.swap(false, Ordering::Relaxed);
+        let recheck = pmtu_ticks >= 50;
         if recheck {
             pmtu_ticks = 0;
         }
