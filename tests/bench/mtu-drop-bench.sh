@@ -14,7 +14,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-BASE="${BASE:-7236177}"
+BASE="${BASE:-a5ac2ac}"
 ROUNDS="${ROUNDS:-3}"
 MTUS="${MTUS:-1400 1280}"
 CURRENT="${FLATNET_TARGET:-$REPO/target/release}"
