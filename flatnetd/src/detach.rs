@@ -35,13 +35,7 @@ const READY: &[u8] = b"ready\n";
 ///
 /// Must run before any thread is started (no tokio runtime yet).
 pub fn detach(log_file: &Path) -> std::io::Result<()> {
-    if let Some(dir) = log_file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_file)?;
+    let log = open_log(log_file)?;
     let (r, w): (OwnedFd, OwnedFd) = nix::unistd::pipe()?;
     // SAFETY: no other thread exists yet; the child only continues this
     // single-threaded program.
@@ -82,6 +76,17 @@ pub fn detach(log_file: &Path) -> std::io::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The log file, for appending (its directory made if missing).
+pub fn open_log(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 /// The daemon is serving: let a waiting parent exit 0.

@@ -45,9 +45,35 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// Run `f` on a directory that may not exist yet; when `f` fails and the
+/// directory did not exist before, remove it again, so a failed first start
+/// or join (a full disk) leaves nothing behind.
+pub fn or_remove_new_dir<T, E>(dir: &Path, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    let made = !dir.exists();
+    let r = f();
+    if r.is_err() && made {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_dir_goes_again_when_the_work_in_it_fails_an_old_one_stays() {
+        let d = std::env::temp_dir().join(format!("flatnet-fs-new-{}", std::process::id()));
+        let r: Result<(), &str> = or_remove_new_dir(&d, || {
+            create_private_dir(&d).unwrap();
+            Err("full")
+        });
+        assert!(r.is_err() && !d.exists());
+        create_private_dir(&d).unwrap();
+        let r: Result<(), &str> = or_remove_new_dir(&d, || Err("full"));
+        assert!(r.is_err() && d.exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn atomic_writes_replace_whole_files_with_the_mode_asked() {

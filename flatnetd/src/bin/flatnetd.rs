@@ -73,13 +73,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// `--log-file` without `--detach`: stderr (the log, panics included) is
 /// appended to the file.
 fn redirect_stderr(f: &Path) -> anyhow::Result<()> {
-    if let Some(dir) = f.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(f)
+    let file = flatnetd::detach::open_log(f)
         .with_context(|| format!("opening log file {}", f.display()))?;
     nix::unistd::dup2_stderr(&file).with_context(|| format!("logging to {}", f.display()))?;
     Ok(())
@@ -89,14 +83,11 @@ fn redirect_stderr(f: &Path) -> anyhow::Result<()> {
 /// that fails (a full disk, a read-only file system), a state dir this call
 /// made goes again, so the next start begins from nothing, not from half.
 fn first_state(dir: &Path) -> anyhow::Result<Identity> {
-    let made = !dir.exists();
-    let r = flatnet_wire::fs::create_private_dir(dir)
-        .with_context(|| format!("creating state dir {}", dir.display()))
-        .and_then(|()| Ok(Identity::load_or_create(dir)?));
-    if r.is_err() && made {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    r
+    flatnet_wire::fs::or_remove_new_dir(dir, || {
+        flatnet_wire::fs::create_private_dir(dir)
+            .with_context(|| format!("creating state dir {}", dir.display()))?;
+        Ok(Identity::load_or_create(dir)?)
+    })
 }
 
 /// `flatnetd join TOKEN`: one attempt; refusals and TLS errors are final.
@@ -124,13 +115,7 @@ fn join_cmd(config: &Config, token: &str, json: bool) -> anyhow::Result<()> {
             true,
         ),
     };
-    let local = lh::local_addrs(config.wireguard.listen_port, config.cidr);
-    let st = runtime()?.block_on(lh::join_with_token(
-        token,
-        &identity,
-        &config.node_name,
-        local,
-    ))?;
+    let st = join_remote(&runtime()?, config, &identity, token)?;
     store_join(dir, &identity, new_key, &st)?;
     if json {
         let v = serde_json::json!({
@@ -155,49 +140,50 @@ fn join_cmd(config: &Config, token: &str, json: bool) -> anyhow::Result<()> {
 /// Save a successful join: the state dir (if new), the key (if new), the
 /// state file, all or none of them.
 fn store_join(dir: &Path, identity: &Identity, new_key: bool, st: &LhState) -> anyhow::Result<()> {
-    let made_dir = !dir.exists();
-    let undo = || {
-        if new_key {
+    flatnet_wire::fs::or_remove_new_dir(dir, || {
+        let saved = flatnet_wire::fs::create_private_dir(dir)
+            .with_context(|| format!("creating state dir {}", dir.display()))
+            .and_then(|()| {
+                if new_key {
+                    identity.save(dir)?;
+                }
+                Ok(())
+            })
+            .and_then(|()| Ok(state::save(dir, st)?));
+        if saved.is_err() && new_key {
             let _ = std::fs::remove_file(dir.join(dataplane::keys::PRIVATE_KEY_FILE));
         }
-        if made_dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    };
-    let saved = flatnet_wire::fs::create_private_dir(dir)
-        .with_context(|| format!("creating state dir {}", dir.display()))
-        .and_then(|()| {
-            if new_key {
-                identity.save(dir)?;
-            }
-            Ok(())
-        })
-        .and_then(|()| Ok(state::save(dir, st)?));
-    if let Err(e) = saved {
-        undo();
-        return Err(e.context(
+        saved.context(
             "the Lighthouse admitted this host, but its state could not be stored; \
              the token is used up: create a new one and join again once the disk is fixed",
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
-/// One join attempt with this host's current addresses; the state is saved
-/// when it succeeds.
-fn join_once(
+/// One join attempt with this host's current addresses; nothing is stored.
+fn join_remote(
     rt: &tokio::runtime::Runtime,
     config: &Config,
     identity: &Identity,
     token: &str,
 ) -> Result<LhState, LhError> {
     let local = lh::local_addrs(config.wireguard.listen_port, config.cidr);
-    let st = rt.block_on(lh::join_with_token(
+    rt.block_on(lh::join_with_token(
         token,
         identity,
         &config.node_name,
         local,
-    ))?;
+    ))
+}
+
+/// [`join_remote`], then the state saved (the daemon's first start).
+fn join_once(
+    rt: &tokio::runtime::Runtime,
+    config: &Config,
+    identity: &Identity,
+    token: &str,
+) -> Result<LhState, LhError> {
+    let st = join_remote(rt, config, identity, token)?;
     state::save(&config.state_dir, &st)?;
     Ok(st)
 }

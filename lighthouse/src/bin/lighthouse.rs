@@ -359,18 +359,14 @@ fn run(args: Args) -> anyhow::Result<()> {
                 });
                 // A state dir this start makes goes again if opening it
                 // fails (a full disk): the next start begins from nothing.
-                let made = !state_dir.exists();
-                let lh = Lighthouse::open_with(
-                    &state_dir,
-                    cidr,
-                    host_prefix,
-                    public_addr,
-                    etcd.as_ref(),
-                )
-                .inspect_err(|_| {
-                    if made {
-                        let _ = std::fs::remove_dir_all(&state_dir);
-                    }
+                let lh = flatnet_wire::fs::or_remove_new_dir(&state_dir, || {
+                    Lighthouse::open_with(
+                        &state_dir,
+                        cidr,
+                        host_prefix,
+                        public_addr,
+                        etcd.as_ref(),
+                    )
                 })?;
                 let _ = lh.log.set(log);
                 let ep = lh.endpoint(listen)?;
