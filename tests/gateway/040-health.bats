@@ -56,7 +56,11 @@ target_up() {
     echo "$output"
     [ "$output" = "b2=6" ]
     fgw_eventually 10 target_down 10.87.1.5:8080
-    grep -q "10.87.1.5:8080 is down" "$FGW_TMP/gw/logs/error.log"
+    # The active check sees it too. It fails either at once ("no route to host",
+    # once the neighbour entry is gone) or by timing out, which counts only after
+    # health_timeouts (2) checks in a row, one health_interval (5 s) apart: ~14 s.
+    fgw_eventually 20 grep -qE "10.87.1.5:8080 is down: TCP connect: (no route to host|timeout \(2 checks in a row\))" \
+        "$FGW_TMP/gw/logs/error.log"
 }
 
 @test "all targets down: a clear 503 page naming them" {
