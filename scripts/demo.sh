@@ -124,7 +124,7 @@ echo "r1 plays the Windows host: it routes the Flatnet to h1 (what 'flatnetctl g
 gw_route_hint h1 | sed -n '1,4p'
 gw1="$(ctl h1 status --json | jq -r .network.gateway)"
 GW_EXTRA="dns_listen = $GW_IP:53
-dns_upstream = $gw1:53" gw_start 1 "http://$gw1:7070/v1/catalog/all"
+dns_upstream = $gw1:5300" gw_start 1 "http://$gw1:7070/v1/catalog/all"
 gw_wait_route demo-web 20
 # The office machine's only DNS server is the gateway: no hosts-file entries.
 mkdir -p "/etc/netns/$(ns office)"

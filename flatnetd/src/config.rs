@@ -41,6 +41,7 @@
 //! domain = "flatnet.example"         # the gateway's domain (gateway.conf `domain`)
 //! address = "192.168.10.5"           # the gateway's LAN address: every answer
 //! names = ["wiki"]                   # extra names (the gateway's static routes)
+//! port = 5300                        # the zone's own listener, for the gateway's relay
 //!
 //! [lighthouse]                       # optional: join a Lighthouse at first start
 //! token = "flatnet1_…"               # used until the first successful join
@@ -158,7 +159,12 @@ struct RawLan {
     address: Ipv4Addr,
     #[serde(default)]
     names: Vec<String>,
+    port: Option<u16>,
 }
+
+/// Where `[dns.lan]` has a listener of its own on the gateway address: the
+/// port the gateway's DNS relay (`dns_upstream`) points at.
+pub const DEFAULT_LAN_DNS_PORT: u16 = 5300;
 
 /// `[dns.lan]`: names under the gateway's domain, answered with the
 /// gateway's LAN address to anyone (see `dns::lan`).
@@ -169,6 +175,11 @@ pub struct LanSettings {
     pub address: Ipv4Addr,
     /// Lowercase labels.
     pub names: Vec<String>,
+    /// The LAN zone's own listener on the gateway address (UDP and TCP). It
+    /// answers the LAN zone and nothing else, whoever asks: through the
+    /// gateway's relay every office machine looks like the gateway, which
+    /// port 53 may trust.
+    pub port: u16,
 }
 
 /// The `[dns]` table with defaults applied.
@@ -226,10 +237,18 @@ impl LanSettings {
                 ConfigError::Invalid(format!("[dns.lan] name {n:?} is not a DNS label"))
             })?);
         }
+        let port = raw.port.unwrap_or(DEFAULT_LAN_DNS_PORT);
+        if port == 0 || port == 53 {
+            return Err(ConfigError::Invalid(format!(
+                "[dns.lan] port {port}: the LAN zone needs a port of its own (not 53, which \
+                 answers the Flatnet); leave it out for {DEFAULT_LAN_DNS_PORT}"
+            )));
+        }
         Ok(Self {
             domain,
             address: raw.address,
             names,
+            port,
         })
     }
 }
@@ -775,7 +794,10 @@ mod tests {
         let lan = lan.dns.lan.unwrap();
         assert_eq!(lan.domain, "flatnet.example");
         assert_eq!(lan.names, ["wiki"]);
+        assert_eq!(lan.port, DEFAULT_LAN_DNS_PORT);
         for bad in [
+            "domain = \"gw.example\"\naddress = \"192.168.10.5\"\nport = 53",
+            "domain = \"gw.example\"\naddress = \"192.168.10.5\"\nport = 0",
             "domain = \"flatnet\"\naddress = \"192.168.10.5\"",
             "domain = \"x.flatnet\"\naddress = \"192.168.10.5\"",
             "domain = \"a..b\"\naddress = \"192.168.10.5\"",

@@ -22,8 +22,12 @@ setup() {
     nat_router_create 2 ""
     # h1's Flatnet DNS also answers the gateway's zone for the office LAN.
     # r1 (the gateway) may route into the Flatnet through h1; nobody else.
+    # r1 is also in [dns] allow, the documented way to let the gateway's own
+    # machine use Flatnet DNS: its relay must still give the LAN nothing more.
     nat_host_create 1 "catalog_listen = \"0.0.0.0:7070\"
 forward_from = [\"192.168.1.254/32\"]
+[dns]
+allow = [\"192.168.1.254/32\"]
 [dns.lan]
 domain = \"$GW_DOMAIN\"
 address = \"$GW_IP\"
@@ -91,10 +95,21 @@ office_dns() {
         "$(awk '/^;; ANSWER SECTION/{a=1;next} /^$/{a=0} a && $4 == "A" {print $5}' <<<"$out" | tr '\n' ' ')"
 }
 
+# lan_zone_only: through the gateway's relay the office gets the LAN zone
+# and nothing else: no recursion, no Flatnet address, no PTR.
+lan_zone_only() {
+    [ "$(office_dns "gateway.$GW_DOMAIN")" = "NOERROR $GW_IP " ]
+    [ "$(office_dns example.com)" = "REFUSED " ]
+    [ "$(office_dns "$FN_PREFIX-web.flatnet")" = "REFUSED " ]
+    [ "$(office_dns "$FN_PREFIX-web")" = "REFUSED " ]
+    [ "$(office_dns "$(echo "$web" | awk -F. '{print $4"."$3"."$2"."$1}').in-addr.arpa" PTR)" = "REFUSED " ]
+    [ "$(office_dns "$FN_PREFIX-web.flatnet" A +tcp)" = "REFUSED " ]
+}
+
 @test "an office machine whose only DNS server is the gateway opens services by name, no hosts file" {
     web_on_h2
     GW_EXTRA="dns_listen = $GW_IP:53
-dns_upstream = $GW1:53" gw_start 1 "http://$GW1:7070/v1/catalog/all"
+dns_upstream = $GW1:5300" gw_start 1 "http://$GW1:7070/v1/catalog/all"
     gw_wait_route "$FN_PREFIX-web" 20
     # The office's resolver is the gateway, and nothing else: no hosts entry,
     # no --host-resolver-rules, no curl --connect-to.
@@ -114,10 +129,11 @@ dns_upstream = $GW1:53" gw_start 1 "http://$GW1:7070/v1/catalog/all"
     run chromium_plain dns --dump-dom "http://$name/"
     [ "$status" -eq 0 ]
     [[ "$output" == *"flatnet test page"* ]]
-    # Never an open resolver, and nothing of the Flatnet leaks to the LAN.
-    [ "$(office_dns example.com)" = "REFUSED " ]
-    [ "$(office_dns "$FN_PREFIX-web.flatnet")" = "REFUSED " ]
-    [ "$(office_dns "$(echo "$web" | awk -F. '{print $4"."$3"."$2"."$1}').in-addr.arpa" PTR)" = "REFUSED " ]
+    # Never an open resolver, and nothing of the Flatnet leaks to the LAN,
+    # though r1, the relay's source, is in h1's [dns] allow: asked itself on
+    # port 53, r1 gets the Flatnet name.
+    [ "$(in_ns r1 dig +short +time=2 +tries=1 "@$GW1" "$FN_PREFIX-web.flatnet")" = "$web" ]
+    lan_zone_only
     # A new container is found from the office within 2 s; a removed one is gone.
     pm h2 run -d --name "$FN_PREFIX-new" --network flatnet-h2 "$PODMAN_IMAGE" sleep 600 >/dev/null
     t0=$(date +%s%N)
@@ -127,6 +143,25 @@ dns_upstream = $GW1:53" gw_start 1 "http://$GW1:7070/v1/catalog/all"
     pm h2 rm -f -t 0 "$FN_PREFIX-new" >/dev/null
     for i in $(seq 40); do [ "$(office_dns "$FN_PREFIX-new.$GW_DOMAIN")" = "NXDOMAIN " ] && break; sleep 0.05; done
     [ "$(office_dns "$FN_PREFIX-new.$GW_DOMAIN")" = "NXDOMAIN " ]
+}
+
+@test "with the gateway on the Flatnet host itself, its DNS relay still gives the office only the LAN zone" {
+    web_on_h2
+    # The relay's source is then one of h1's own addresses, which port 53
+    # trusts with everything; the LAN zone's listener trusts nobody.
+    GW_ON_HOST=1 GW_EXTRA="dns_listen = $GW_IP:53
+dns_upstream = $GW1:5300" gw_start 1 "http://$GW1:7070/v1/catalog/all"
+    for i in $(seq 50); do [ "$(office_dns "$FN_PREFIX-web.$GW_DOMAIN")" = "NOERROR $GW_IP " ] && break; sleep 0.1; done
+    [ "$(office_dns "$FN_PREFIX-web.$GW_DOMAIN")" = "NOERROR $GW_IP " ]
+    [ "$(in_ns h1 dig +short +time=2 +tries=1 "@$GW1" "$FN_PREFIX-web.flatnet")" = "$web" ]
+    lan_zone_only
+    # A relay pointed at port 53 is refused when the gateway config is rendered.
+    sed -i "s/^dns_upstream = .*/dns_upstream = $GW1:53/" "$FN_TMP/gw/gateway.conf"
+    run lua5.1 "$GW_RENDER" "$FN_TMP/gw/gateway.conf" -o "$FN_TMP/gw/bad.conf"
+    echo "$output"
+    [ "$status" -ne 0 ]
+    [[ "$output" == *"port 53 is Flatnet DNS"* ]]
+    [ ! -e "$FN_TMP/gw/bad.conf" ]
 }
 
 @test "a container on another host with the same name gets none of the name's requests: it is at <name>.<node>" {

@@ -23,23 +23,29 @@ gw_route_hint() {
 
 # gw_start N CATALOG_URL...: route rN to the Flatnet through hN, add the
 # office namespace, render and start the gateway on rN. GW_EXTRA: more
-# gateway.conf lines.
+# gateway.conf lines. GW_ON_HOST=1: the gateway runs on hN itself (the
+# other documented setup, a Linux Flatnet host with the gateway next to
+# flatnetd), with the office on hN's other side and no route step.
 gw_start() {
-    local n="$1" route u
+    local n="$1" route u where="r$1"
     shift
-    route="$(gw_route_hint "h$n" | grep -m1 -E '^ +ip route add ' | sed -E 's/^ +//')"
-    [ -n "$route" ] || { echo "flatnetctl gateway-route printed no ip route command" >&2; return 1; }
-    # shellcheck disable=SC2086
-    in_ns "r$n" $route
+    if [ "${GW_ON_HOST:-}" = 1 ]; then
+        where="h$n"
+    else
+        route="$(gw_route_hint "h$n" | grep -m1 -E '^ +ip route add ' | sed -E 's/^ +//')"
+        [ -n "$route" ] || { echo "flatnetctl gateway-route printed no ip route command" >&2; return 1; }
+        # shellcheck disable=SC2086
+        in_ns "r$n" $route
+    fi
     ip netns add "$(ns office)"
     in_ns office ip link set lo up
-    in_ns "r$n" ip link add office0 type veth peer name eth0 netns "$(ns office)"
-    in_ns "r$n" ip addr add "$GW_IP/24" dev office0
-    in_ns "r$n" ip link set office0 up
+    in_ns "$where" ip link add office0 type veth peer name eth0 netns "$(ns office)"
+    in_ns "$where" ip addr add "$GW_IP/24" dev office0
+    in_ns "$where" ip link set office0 up
     in_ns office ip addr add "$OFFICE_IP/24" dev eth0
     in_ns office ip link set eth0 up
     mkdir -p "$FN_TMP/gw/logs" "$FN_TMP/gw/temp"
-    echo "r$n" > "$FN_TMP/gw/router"
+    echo "$where" > "$FN_TMP/gw/router"
     {
         printf 'domain = %s\nflatnet_cidr = 10.87.0.0/16\nuser = root\nlisten = 80\nrefresh_interval = 1\n' \
             "$GW_DOMAIN"
@@ -49,7 +55,7 @@ gw_start() {
         [ -z "${GW_EXTRA:-}" ] || printf '%s\n' "$GW_EXTRA"
     } > "$FN_TMP/gw/gateway.conf"
     (cd "$FN_TMP/gw" && lua5.1 "$GW_RENDER" gateway.conf -o nginx.conf) || return 1
-    in_ns "r$n" nginx -p "$FN_TMP/gw" -c nginx.conf || return 1
+    in_ns "$where" nginx -p "$FN_TMP/gw" -c nginx.conf || return 1
 }
 
 # gw_stop: stop the gateway, if it runs.

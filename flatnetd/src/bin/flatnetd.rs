@@ -508,6 +508,18 @@ fn start_dns(config: &Config, service: &Arc<Service>) -> anyhow::Result<()> {
         allow: config.dns.allow.clone(),
     };
     info!(%addr, domain = %config.dns.domain, "serving Flatnet DNS");
+    if let Some(lan) = &config.dns.lan {
+        let lan_addr = std::net::SocketAddrV4::new(config.gateway(), lan.port);
+        let (lu, lt) = server::bind(lan_addr).with_context(|| {
+            format!(
+                "binding the LAN zone's DNS listener on {lan_addr} (UDP and TCP): another \
+                 program holds that port; pick a free one with [dns.lan] port and point the \
+                 gateway's dns_upstream at it"
+            )
+        })?;
+        info!(addr = %lan_addr, domain = %lan.domain, "serving the LAN zone for the gateway's DNS relay");
+        tokio::spawn(Server::lan_only(dns.clone(), upstream.clone()).serve(lu, lt));
+    }
     tokio::spawn(Server::new(dns.clone(), upstream, acl).serve(udp, tcp));
     tokio::spawn(flatnetd::dns::sync::run(dns, service.clone()));
     Ok(())

@@ -66,6 +66,16 @@ impl Acl {
     }
 }
 
+/// What `src` may ask: everything if `acl` (port 53's) trusts it, else the
+/// LAN zone only. Without an ACL (the LAN zone's listener) nobody is trusted.
+fn scope_of(acl: Option<&Acl>, src: IpAddr, local: impl Fn(Ipv4Addr) -> bool) -> Scope {
+    if acl.is_some_and(|a| a.allows(src, local)) {
+        Scope::All
+    } else {
+        Scope::Lan
+    }
+}
+
 /// This host's own IPv4 addresses, re-read at most every few seconds.
 struct LocalAddrs {
     at: std::sync::Mutex<(Instant, Vec<Ipv4Addr>)>,
@@ -154,14 +164,21 @@ pub fn bind(addr: SocketAddrV4) -> std::io::Result<(Vec<std::net::UdpSocket>, Tc
 pub struct Server {
     dns: Arc<Dns>,
     upstream: Arc<Upstream>,
-    acl: Acl,
+    /// Who gets [`Scope::All`]; `None` on the LAN zone's own listener,
+    /// where everyone gets [`Scope::Lan`].
+    acl: Option<Acl>,
     local: LocalAddrs,
     forwards: Arc<Semaphore>,
     tcp: Arc<Semaphore>,
 }
 
 impl Server {
+    /// Port 53: everything for the Flatnet, this host and `acl.allow`.
     pub fn new(dns: Arc<Dns>, upstream: Arc<Upstream>, acl: Acl) -> Arc<Self> {
+        Self::build(dns, upstream, Some(acl))
+    }
+
+    fn build(dns: Arc<Dns>, upstream: Arc<Upstream>, acl: Option<Acl>) -> Arc<Self> {
         Arc::new(Self {
             dns,
             upstream,
@@ -172,14 +189,18 @@ impl Server {
         })
     }
 
+    /// The `[dns.lan]` listener: the LAN zone and REFUSED for everything
+    /// else, to every source, trusted or not. The gateway's DNS relay points
+    /// here, since through it every office machine has the gateway's address,
+    /// which port 53 trusts when the gateway is on this host or in `[dns] allow`.
+    pub fn lan_only(dns: Arc<Dns>, upstream: Arc<Upstream>) -> Arc<Self> {
+        Self::build(dns, upstream, None)
+    }
+
     /// Everything for the Flatnet, this host and the allow list; the LAN
-    /// zone only for anyone else.
+    /// zone only for anyone else, and for everyone on the LAN listener.
     fn scope(&self, src: IpAddr) -> Scope {
-        if self.acl.allows(src, |ip| self.local.contains(ip)) {
-            Scope::All
-        } else {
-            Scope::Lan
-        }
+        scope_of(self.acl.as_ref(), src, |ip| self.local.contains(ip))
     }
 
     /// Serve until the process ends: the TCP listener on the runtime, and
@@ -374,6 +395,27 @@ mod tests {
         }
         assert!(acl.allows("192.168.1.11".parse().unwrap(), |ip| ip
             == Ipv4Addr::new(192, 168, 1, 11)));
+    }
+
+    #[test]
+    fn the_lan_listener_trusts_nobody() {
+        let acl = Acl {
+            cidr: "10.87.0.0/16".parse().unwrap(),
+            allow: vec!["192.168.1.254/32".parse().unwrap()],
+        };
+        let local = |ip| ip == Ipv4Addr::new(192, 168, 1, 20);
+        // The gateway's relay on this host (a local source), or in the allow
+        // list, or a container: everything on port 53 ...
+        for src in ["192.168.1.20", "192.168.1.254", "10.87.1.1", "127.0.0.1"] {
+            let src = src.parse().unwrap();
+            assert_eq!(scope_of(Some(&acl), src, local), Scope::All);
+            // ... and the LAN zone only on the LAN listener.
+            assert_eq!(scope_of(None, src, local), Scope::Lan);
+        }
+        assert_eq!(
+            scope_of(Some(&acl), "192.168.1.30".parse().unwrap(), local),
+            Scope::Lan
+        );
     }
 
     #[test]

@@ -33,10 +33,10 @@ catalog_url = http://10.87.0.1:7070/v1/catalog
 domain = d.test
 catalog_url = http://10.87.1.1:7870/v1/catalog/all
 dns_listen = 192.168.10.5:53
-dns_upstream = 10.87.1.1:53
+dns_upstream = 10.87.1.1:5300
 ]]))
         assert.same({ "192.168.10.5:53" }, cfg.dns_listen)
-        assert.equal("10.87.1.1:53", cfg.dns_upstream)
+        assert.equal("10.87.1.1:5300", cfg.dns_upstream)
         local none = assert(load("domain = d.test\ncatalog_url = http://x/\n"))
         assert.same({}, none.dns_listen)
     end)
@@ -57,8 +57,9 @@ dns_upstream = 10.87.1.1:53
         { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.1", "flatnet_cidr" },
         { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.0/16\nreplicas = a.b", "replicas" },
         { "domain = d.test\ncatalog_url = http://x/\ndns_listen = 53\ndns_upstream = 10.87.1.1", "dns_upstream" },
-        { "domain = d.test\ncatalog_url = http://x/\ndns_listen = x:53\ndns_upstream = 10.87.1.1:53", "dns_listen" },
-        { "domain = d.test\ncatalog_url = http://x/\ndns_upstream = 10.87.1.1:53", "dns_listen" },
+        { "domain = d.test\ncatalog_url = http://x/\ndns_listen = x:53\ndns_upstream = 10.87.1.1:5300", "dns_listen" },
+        { "domain = d.test\ncatalog_url = http://x/\ndns_upstream = 10.87.1.1:5300", "dns_listen" },
+        { "domain = d.test\ncatalog_url = http://x/\ndns_listen = 53\ndns_upstream = 10.87.1.1:53", "port 53 is Flatnet DNS" },
         { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.0/16\nroute_url = http://127.0.0.1:7070/v1/route",
             "go together" },
         { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.0/16\nroute_url = http://127.0.0.1:7070/"

@@ -158,9 +158,16 @@ function M.finish(raw)
     if #cfg.dns_listen > 0 then
         local addr, port = cfg.dns_upstream:match("^([%d.]+):(%d+)$")
         if not (addr and ipv4.is_ipv4(addr) and ipv4.is_port(tonumber(port))) then
-            return nil, "dns_upstream: expected the Flatnet DNS address as ipv4:port "
-                .. "(the gateway address flatnetctl status shows, port 53), got "
+            return nil, "dns_upstream: expected the LAN zone's DNS listener as ipv4:port "
+                .. "(the gateway address flatnetctl status shows, port 5300), got "
                 .. (cfg.dns_upstream == "" and "nothing" or cfg.dns_upstream)
+        end
+        if tonumber(port) == 53 then
+            -- Port 53 answers whoever it trusts with everything, and through
+            -- this relay every LAN machine has the gateway's address.
+            return nil, "dns_upstream " .. cfg.dns_upstream .. ": port 53 is Flatnet DNS itself, "
+                .. "which would answer the LAN with Flatnet addresses and outside names; "
+                .. "use the LAN zone's own listener, port 5300 ([dns.lan] port on that host)"
         end
     elseif cfg.dns_upstream ~= "" then
         return nil, "dns_upstream is set but dns_listen is not: give dns_listen = 53 to answer the LAN"
