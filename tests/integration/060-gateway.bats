@@ -164,6 +164,23 @@ dns_upstream = $GW1:5300" gw_start 1 "http://$GW1:7070/v1/catalog/all"
     [ ! -e "$FN_TMP/gw/bad.conf" ]
 }
 
+@test "a static route to a Flatnet host's own address is dropped, unless host_targets names it" {
+    # h1's catalog port on its gateway address: the host itself, not a container.
+    echo "route hostcat / $GW1:7070" >"$FN_TMP/static.conf"
+    GW_EXTRA="static_routes = $FN_TMP/static.conf" gw_start 1 "http://$GW1:7070/v1/catalog/all"
+    status_json() { gw_curl "http://gateway.$GW_DOMAIN/_flatnet/status?format=json"; }
+    for i in $(seq 50); do status_json | grep -q "own address" && break; sleep 0.2; done
+    status_json | grep -q "static route hostcat.$GW_DOMAIN.*: $GW1:7070 is a Flatnet host.s own address"
+    run gw_curl -o /dev/null -w '%{http_code}' "http://hostcat.$GW_DOMAIN/v1/catalog"
+    [ "$output" = 404 ]
+    # Named on purpose, it is proxied.
+    echo "host_targets = $GW1:7070" >>"$FN_TMP/gw/gateway.conf"
+    (cd "$FN_TMP/gw" && lua5.1 "$GW_RENDER" gateway.conf -o nginx.conf)
+    in_ns r1 nginx -p "$FN_TMP/gw" -c nginx.conf -s reload
+    for i in $(seq 50); do gw_curl -f "http://hostcat.$GW_DOMAIN/v1/catalog" 2>/dev/null | grep -q '"node":"h1"' && break; sleep 0.2; done
+    gw_curl -f "http://hostcat.$GW_DOMAIN/v1/catalog" | grep -q '"node":"h1"'
+}
+
 @test "a container on another host with the same name gets none of the name's requests: it is at <name>.<node>" {
     podman_setup
     podman_conflist h1 flatnet-h1

@@ -18,6 +18,23 @@ pub struct Catalog {
     /// peer's part came from. Gateways ignore it; people debugging read it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerSource>,
+    /// The gateway addresses of this host and of its peers (the first
+    /// address of each host's subnet), where the hosts themselves listen
+    /// (DNS, catalog, metrics). A gateway never proxies to them unless its
+    /// admin names them (gateway.conf `host_targets`), and no service is
+    /// ever at one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<Ipv4Addr>,
+}
+
+/// Whether `ip` is an address a container can have in `subnet`: inside it,
+/// and neither its network, its gateway (first) nor its broadcast address.
+pub fn is_container_address(subnet: ipnet::Ipv4Net, ip: Ipv4Addr) -> bool {
+    let gateway = u32::from(subnet.network()).saturating_add(1);
+    subnet.contains(&ip)
+        && ip != subnet.network()
+        && ip != subnet.broadcast()
+        && u32::from(ip) != gateway
 }
 
 /// How a peer's services got into the Flatnet-wide catalog.
@@ -72,6 +89,20 @@ pub fn is_dns_label(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_addresses_exclude_the_host_itself() {
+        let net: ipnet::Ipv4Net = "10.87.2.0/24".parse().unwrap();
+        let ok = |s: &str| is_container_address(net, s.parse().unwrap());
+        assert!(ok("10.87.2.2") && ok("10.87.2.254"));
+        for no in ["10.87.2.0", "10.87.2.1", "10.87.2.255", "10.87.3.5"] {
+            assert!(!ok(no), "{no}");
+        }
+        // Older catalogs without `gateways` still parse.
+        let c: Catalog =
+            serde_json::from_str(r#"{"version":1,"node":"h1","services":[]}"#).unwrap();
+        assert!(c.gateways.is_empty());
+    }
 
     #[test]
     fn dns_labels() {

@@ -70,6 +70,7 @@ pub fn build(node: &str, leases: &[Lease]) -> Catalog {
         node: node.to_string(),
         services,
         peers: vec![],
+        gateways: vec![],
     }
 }
 
@@ -183,7 +184,15 @@ async fn catalog_for(server: &Arc<Server>, all: bool) -> Result<Catalog, String>
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.message)?;
-    let own = build(&st.node, &st.leases);
+    let mut own = build(&st.node, &st.leases);
+    // Where this host and its peers listen themselves: never gateway targets.
+    own.gateways = std::iter::once(st.network.gateway)
+        .chain(
+            st.peers
+                .iter()
+                .map(|p| Ipv4Addr::from(u32::from(p.subnet.network()).saturating_add(1))),
+        )
+        .collect();
     let dns = server.service.dns();
     let owned = |mut c: Catalog| {
         if let Some(d) = &dns {

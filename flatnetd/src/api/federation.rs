@@ -20,7 +20,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flatnet_wire::catalog::{is_dns_label, Catalog, PeerSource, Service, CATALOG_VERSION};
+use flatnet_wire::catalog::{
+    is_container_address, is_dns_label, Catalog, PeerSource, Service, CATALOG_VERSION,
+};
 use ipnet::Ipv4Net;
 
 /// How long a peer's last good catalog stands in when fetching fails.
@@ -55,7 +57,9 @@ pub fn accept(peer: &Peer, c: Catalog) -> Result<Vec<Service>, String> {
         if out.len() >= MAX_PEER_SERVICES {
             break;
         }
-        if !peer.subnet.contains(&s.ip) || !is_dns_label(&s.name) {
+        // Its own subnet only, and never its gateway address: that is the
+        // host itself (DNS, catalog, metrics), not a container.
+        if !is_container_address(peer.subnet, s.ip) || !is_dns_label(&s.name) {
             continue;
         }
         s.ports
@@ -188,6 +192,7 @@ impl PeerCatalogs {
             node: own.node,
             services,
             peers: sources,
+            gateways: own.gateways,
         }
     }
 }
@@ -217,6 +222,7 @@ mod tests {
             node: node.into(),
             services,
             peers: vec![],
+            gateways: vec![],
         }
     }
 
@@ -242,6 +248,9 @@ mod tests {
                 vec![
                     claims,
                     svc("forgejo", "h2", "10.87.1.5"), // h1's subnet: hijack attempt
+                    svc("dns", "h2", "10.87.2.1"),     // its gateway: the host itself
+                    svc("net", "h2", "10.87.2.0"),
+                    svc("bcast", "h2", "10.87.2.255"),
                     svc("Bad_Name", "h2", "10.87.2.6"),
                     zero,
                 ],

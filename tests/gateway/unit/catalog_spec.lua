@@ -24,6 +24,9 @@ describe("catalog", function()
         assert.is_nil(c.services[1].owner)
         c = assert(catalog.decode(with(function(d) d.services[1].owner = false end)))
         assert.is_false(c.services[1].owner)
+        assert.same({}, c.gateways)
+        c = assert(catalog.decode(with(function(d) d.gateways = { "10.87.1.1", "10.87.2.1" } end)))
+        assert.same({ "10.87.1.1", "10.87.2.1" }, c.gateways)
     end)
 
     it("accepts an empty service list", function()
@@ -57,6 +60,9 @@ describe("catalog", function()
         { "ports missing", with(function(d) d.services[1].ports = nil end), "ports: expected an array" },
         { "owner as string", with(function(d) d.services[1].owner = "yes" end),
             'services%[0%]%.owner: expected true or false, got "yes"' },
+        { "gateways as string", with(function(d) d.gateways = "10.87.1.1" end), "gateways: expected an array" },
+        { "gateway not IPv4", with(function(d) d.gateways = { "10.87.1.1", "x" } end),
+            'gateways%[1%]: expected an IPv4 dotted quad, got "x"' },
         { "deep nesting", '{"version":1,"node":"h","services":' .. string.rep("[", 100) .. string.rep("]", 100) .. "}",
             "invalid JSON" },
         { "NaN port", '{"version":1,"node":"h","services":[{"name":"a","node":"h","ip":"10.0.0.1",' ..

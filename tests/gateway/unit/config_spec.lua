@@ -60,6 +60,8 @@ dns_upstream = 10.87.1.1:5300
         { "domain = d.test\ncatalog_url = http://x/\ndns_listen = x:53\ndns_upstream = 10.87.1.1:5300", "dns_listen" },
         { "domain = d.test\ncatalog_url = http://x/\ndns_upstream = 10.87.1.1:5300", "dns_listen" },
         { "domain = d.test\ncatalog_url = http://x/\ndns_listen = 53\ndns_upstream = 10.87.1.1:53", "port 53 is Flatnet DNS" },
+        { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.0/16\nhost_targets = 10.87.1.1", "host_targets" },
+        { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.0/16\nhost_targets = 127.0.0.1:53", "host_targets" },
         { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.0/16\nroute_url = http://127.0.0.1:7070/v1/route",
             "go together" },
         { "domain = d.test\ncatalog_url = http://x/\nflatnet_cidr = 10.87.0.0/16\nroute_url = http://127.0.0.1:7070/"

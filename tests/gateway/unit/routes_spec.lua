@@ -130,6 +130,25 @@ describe("route table", function()
         assert.matches("192.168.1.5:80 is outside the Flatnet", table.concat(warnings, "\n"))
     end)
 
+    it("never routes to a Flatnet host's own address unless host_targets names it", function()
+        local static = { ports = {}, routes = {
+            { host = "dns.flatnet.test", prefix = "/", targets = { "10.87.1.1:53" } },
+            { host = "metrics.flatnet.test", prefix = "/", targets = { "10.87.2.1:9587", "10.87.2.7:80" } },
+            { host = "grafana.flatnet.test", prefix = "/", targets = { "10.87.1.1:3000" } },
+        } }
+        local cat = { services = { svc("sneaky", "10.87.2.1", 7070, "host2"), svc("web", "10.87.1.2", 80) },
+            gateways = { "10.87.1.1", "10.87.2.1" } }
+        local list, warnings = routes.build({ cat }, static, domain, { host_targets = { ["10.87.1.1:3000"] = true } })
+        assert.same({ "grafana.flatnet.test/", "metrics.flatnet.test/", "web.flatnet.test/",
+            "web.host1.flatnet.test/" }, hosts(list))
+        assert.same({ "10.87.1.1:3000" }, list[1].targets)
+        assert.same({ "10.87.2.7:80" }, list[2].targets)
+        local all = table.concat(warnings, "\n")
+        assert.matches("service sneaky on node host2: 10.87.2.1 is a Flatnet host's own address", all, 1, true)
+        assert.matches("static route dns.flatnet.test/: 10.87.1.1:53 is a Flatnet host's own address", all, 1, true)
+        assert.matches("10.87.2.1:9587 is a Flatnet host's own address", all, 1, true)
+    end)
+
     it("skips services without a tcp port, with a warning", function()
         local s = { name = "dns", node = "h", ip = "10.87.1.1", ports = { { port = 53, protocol = "udp" } } }
         local list, warnings = routes.build({ { services = { s } } }, nil, domain)

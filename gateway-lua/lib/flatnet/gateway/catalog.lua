@@ -5,6 +5,8 @@
 --                  "ports": [{"port": 3000, "protocol": "tcp"}], "owner": true}]}
 --
 -- `owner` (optional) says whether the service owns the bare name (owners.lua).
+-- `gateways` (optional) lists the hosts' own addresses (each subnet's first): routes.lua
+-- never proxies to them unless gateway.conf names them in `host_targets`.
 --
 -- Any error anywhere rejects the whole document: a half-understood catalog never
 -- becomes routes. Unknown extra fields are ignored so flatnetd can add some later.
@@ -19,6 +21,7 @@ M.VERSION = 1
 M.MAX_BYTES = 4 * 1024 * 1024
 M.MAX_SERVICES = 10000
 M.MAX_PORTS = 64
+M.MAX_GATEWAYS = 4096
 
 local json = cjson_safe.new()
 json.decode_max_depth(16)
@@ -119,7 +122,20 @@ function M.validate(doc)
         end
         services[i] = svc
     end
-    return { node = doc.node, services = services }
+    local gateways = {}
+    if doc.gateways ~= nil then
+        if not is_array(doc.gateways) or #doc.gateways > M.MAX_GATEWAYS then
+            return nil, "gateways: expected an array of at most " .. M.MAX_GATEWAYS .. " IPv4 addresses, got "
+                .. show(doc.gateways)
+        end
+        for i, g in ipairs(doc.gateways) do
+            if not ipv4.is_ipv4(g) then
+                return nil, string.format("gateways[%d]: expected an IPv4 dotted quad, got %s", i - 1, show(g))
+            end
+            gateways[i] = g
+        end
+    end
+    return { node = doc.node, services = services, gateways = gateways }
 end
 
 --- Decode and validate catalog JSON text.

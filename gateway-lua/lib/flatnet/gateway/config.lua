@@ -8,12 +8,14 @@ local M = {}
 
 local LISTS = {
     listen = true, listen_tls = true, allow = true, catalog_url = true, dns_listen = true, replicas = true,
+    host_targets = true,
 }
 
 M.DEFAULTS = {
     domain = nil,
     flatnet_cidr = "",
     replicas = {},
+    host_targets = {},
     listen = nil, -- default {"80"} unless listen_tls given
     listen_tls = {},
     tls_certificate = "",
@@ -221,6 +223,13 @@ function M.finish(raw)
             return nil, "replicas: expected service names (DNS labels), got " .. r
         end
     end
+    for _, t in ipairs(cfg.host_targets) do
+        local ip = ipv4.parse_target(t)
+        if not ip or not ipv4.in_cidr(cidr, ip) then
+            return nil, "host_targets: expected ip:port inside flatnet_cidr (a Flatnet host's own address "
+                .. "the gateway may proxy to on purpose), got " .. t
+        end
+    end
     cfg.status_host = names.qualify(cfg.status_host, cfg.domain)
     if not names.is_hostname(cfg.status_host) then
         return nil, "status_host: expected a DNS label or host name"
@@ -234,6 +243,7 @@ function M.runtime_settings(cfg)
         domain = cfg.domain,
         flatnet_cidr = cfg.flatnet_cidr,
         replicas = cfg.replicas,
+        host_targets = cfg.host_targets,
         catalog_urls = cfg.catalog_url,
         static_routes = cfg.static_routes,
         refresh_interval = cfg.refresh_interval,

@@ -91,8 +91,13 @@ function M.rebuild()
     for _, r in ipairs(s.replicas or {}) do
         replicas[r:lower()] = true
     end
+    local host_targets = {}
+    for _, t in ipairs(s.host_targets or {}) do
+        host_targets[t] = true
+    end
     local list, warnings, seen = routes.build(cats, state.get_json("static:data"), s.domain, {
         cidr = cidr, seen = state.get_json("routes:seen") or {}, now = ngx.now(), replicas = replicas,
+        host_targets = host_targets,
     })
     state.set_json("routes:seen", seen)
     local old = state.get_json("routes:warnings") or {}

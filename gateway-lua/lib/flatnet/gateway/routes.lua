@@ -28,9 +28,20 @@ local function sorted_keys(t)
 end
 M.sorted_keys = sorted_keys
 
+--- The Flatnet hosts' own addresses the catalogs name ({[ip] = true}).
+local function host_addresses(catalogs)
+    local set = {}
+    for _, cat in ipairs(catalogs) do
+        for _, g in ipairs(cat.gateways or {}) do
+            set[g] = true
+        end
+    end
+    return set
+end
+
 --- Group catalog services by name and node, keeping only routable targets.
 -- Returns {[name] = {[node] = {owner=, targets={}}}}, present ({[name]={[node]=true}}).
-local function collect(catalogs, static, cidr, warnings)
+local function collect(catalogs, static, cidr, hosts, warnings)
     local by_name, present = {}, {}
     for _, cat in ipairs(catalogs) do
         for _, svc in ipairs(cat.services) do
@@ -42,6 +53,10 @@ local function collect(catalogs, static, cidr, warnings)
                 warnings[#warnings + 1] = string.format(
                     "service %s on node %s: %s is outside the Flatnet %s: not routed",
                     svc.name, svc.node, svc.ip, cidr.text)
+            elseif hosts[svc.ip] then
+                warnings[#warnings + 1] = string.format(
+                    "service %s on node %s: %s is a Flatnet host's own address, not a container's: not routed",
+                    svc.name, svc.node, svc.ip)
             else
                 local nodes = by_name[svc.name] or {}
                 by_name[svc.name] = nodes
@@ -67,6 +82,7 @@ end
 -- catalogs: list of validated catalogs (catalog.validate results), in source order.
 -- static:   static.parse result or nil.
 -- opts:     cidr (ipv4.parse_cidr result plus .text: targets outside are dropped),
+--           host_targets ({["ip:port"] = true}: hosts' own addresses a static route may name),
 --           seen (owners.observe state, updated in place), now (seconds),
 --           replicas ({[name] = true}: balanced across nodes when no catalog says who owns it).
 -- Returns routes (sorted by host, then prefix), warnings (list of strings).
@@ -74,7 +90,9 @@ function M.build(catalogs, static, domain, opts)
     opts = opts or {}
     static = static or { routes = {}, ports = {} }
     local warnings = {}
-    local by_name, present = collect(catalogs, static, opts.cidr, warnings)
+    local hosts = host_addresses(catalogs)
+    local allowed = opts.host_targets or {}
+    local by_name, present = collect(catalogs, static, opts.cidr, hosts, warnings)
     local seen = owners.observe(opts.seen or {}, present, opts.now or 0)
     local list, index = {}, {}
     local function add(r)
@@ -108,9 +126,15 @@ function M.build(catalogs, static, domain, opts)
     for _, s in ipairs(static.routes) do
         local targets = {}
         for _, t in ipairs(s.targets) do
-            if opts.cidr and not ipv4.in_cidr(opts.cidr, (t:match("^([%d.]+):"))) then
+            local ip = t:match("^([%d.]+):")
+            if opts.cidr and not ipv4.in_cidr(opts.cidr, ip) then
                 warnings[#warnings + 1] = string.format(
                     "static route %s%s: %s is outside the Flatnet %s: dropped", s.host, s.prefix, t, opts.cidr.text)
+            elseif hosts[ip] and not allowed[t] then
+                warnings[#warnings + 1] = string.format(
+                    "static route %s%s: %s is a Flatnet host's own address (its DNS, catalog and metrics "
+                        .. "listen there): dropped; name it in gateway.conf host_targets to proxy to it on purpose",
+                    s.host, s.prefix, t)
             else
                 targets[#targets + 1] = t
             end
@@ -118,7 +142,7 @@ function M.build(catalogs, static, domain, opts)
         local r = { host = s.host, prefix = s.prefix, origin = "static", targets = targets, nodes = {} }
         local i = index[s.host .. s.prefix]
         if #targets == 0 then -- luacheck: ignore 542
-            -- every target was outside the Flatnet: the route is dropped (warned above)
+            -- every target was dropped (warned above): so is the route
         elseif i then
             warnings[#warnings + 1] = "static route overrides catalog route " .. s.host .. s.prefix
             r.service = list[i].service
