@@ -249,6 +249,32 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
     [ "$probes" -le 800 ]
 }
 
+@test "a member claiming a private bystander's address gets it at most 24 probes a minute from each host" {
+    nat_inet_create
+    lh_start
+    nat_router_create 1 ""
+    nat_host_create 1
+    # A LAN machine next to h1 that is no member: 192.168.1.50 (on r1's LAN
+    # side, so it answers ARP and the probes reach the wire).
+    in_ns r1 ip addr add 192.168.1.50/24 dev lan0
+    wg_capture_start r1 lan0 "$FN_TMP/pb.pcap" "udp and dst host 192.168.1.50"
+    token="$(lh token create --ttl 1h)"
+    # The member claims 8 ports at the bystander, keeps changing them, and
+    # asks the Lighthouse to make h1 punch toward it 50 times a second.
+    in_ns inet "$HOSTILE" aim "$token" evil h1 192.168.1.50 60 > "$FN_TMP/hostile.out"
+    wg_capture_stop "$FN_TMP/pb.pcap"
+    cat "$FN_TMP/hostile.out"
+    at_bystander="$(wg_udp_payloads "$FN_TMP/pb.pcap" | wc -l)"
+    ports="$(tcpdump -nr "$FN_TMP/pb.pcap" 2>/dev/null | awk '{print $5}' | sort -u | wc -l)"
+    echo "# packets at the private bystander in 60 s: $at_bystander (to $ports ports)" >&3
+    # The claim was kept (a private LAN address is a plausible candidate)
+    # and probed: the limit, not a refusal, is what protects the bystander.
+    [ "$at_bystander" -ge 1 ]
+    # 12 (one punch's probe window) + 12 a minute, whatever the ports (one
+    # more for the capture running a moment past the member's minute).
+    [ "$at_bystander" -le 25 ]
+}
+
 @test "state is private from the start, and the join token does not stay in the config file" {
     nat_inet_create
     lh_start

@@ -14,6 +14,7 @@
 //! See `docs/lighthouse.md` ("The node side").
 
 pub mod members;
+pub mod probe_limit;
 pub mod punch;
 pub mod reconnect;
 pub mod relay;
@@ -615,7 +616,7 @@ impl LhClient {
             let actions = {
                 let mut p = lock(&self.punch);
                 for s in &samples {
-                    p.sample(s.node_id, s.direct_rx, now);
+                    p.sample(s.node_id, s.direct_rx, s.endpoint, now);
                 }
                 p.tick(now)
             };

@@ -30,6 +30,7 @@ use flatnet_lighthouse::budget::Bucket;
 use flatnet_wire::lighthouse::{candidate_ok, PeerInfo};
 use ipnet::Ipv4Net;
 
+use super::probe_limit::ProbeLimit;
 use crate::dataplane::peer::PathState;
 
 /// The timing knobs; [`Timing::default`] is what flatnetd runs with.
@@ -81,6 +82,9 @@ pub enum Action {
 #[derive(Debug, Clone)]
 struct Entry {
     candidates: Vec<SocketAddr>,
+    /// Where the Lighthouse saw the peer: the peer itself, not limited by
+    /// [`ProbeLimit`] as its claimed addresses are.
+    observed: Option<SocketAddr>,
     state: PathState,
     /// When the current state was entered.
     since: Instant,
@@ -104,6 +108,8 @@ pub struct Punch {
     cidr: Ipv4Net,
     /// Probe datagrams we may still send (all peers together).
     probes: Bucket,
+    /// What each claimed address that never answered may still get.
+    limit: ProbeLimit,
 }
 
 /// Candidates probed per peer, at most.
@@ -156,6 +162,7 @@ impl Punch {
             my_public_ip: None,
             cidr,
             probes: Bucket::new(PROBES_PER_SEC.0, PROBES_PER_SEC.1, Instant::now()),
+            limit: ProbeLimit::default(),
         }
     }
 
@@ -237,6 +244,7 @@ impl Punch {
         let cands = candidates(self.my_public_ip, info, self.cidr);
         match self.peers.get_mut(&info.node_id) {
             Some(e) => {
+                e.observed = info.observed;
                 if e.candidates != cands {
                     e.candidates = cands;
                     e.next_punch = Some(now);
@@ -247,6 +255,7 @@ impl Punch {
                     info.node_id,
                     Entry {
                         candidates: cands,
+                        observed: info.observed,
                         state: PathState::Connecting,
                         since: now,
                         last_direct: None,
@@ -290,11 +299,12 @@ impl Punch {
     }
 
     /// The data plane's count of authenticated datagrams that came from
-    /// this peer straight over UDP.
-    pub fn sample(&mut self, peer: u32, direct_rx: u64, now: Instant) {
+    /// this peer straight over UDP, and where the last one came from.
+    pub fn sample(&mut self, peer: u32, direct_rx: u64, endpoint: SocketAddr, now: Instant) {
         if let Some(e) = self.peers.get_mut(&peer) {
             if direct_rx > e.direct_count {
                 e.last_direct = Some(now);
+                self.limit.answered(endpoint.ip(), now);
             }
             e.direct_count = direct_rx;
         }
@@ -367,7 +377,16 @@ impl Punch {
                     && !e.candidates.is_empty()
                     && self.probes.take(e.candidates.len() as f64, now)
                 {
-                    out.push(Action::Probe(id, e.candidates.clone()));
+                    let limit = &mut self.limit;
+                    let to: Vec<SocketAddr> = e
+                        .candidates
+                        .iter()
+                        .filter(|a| Some(**a) == e.observed || limit.allow(a.ip(), now))
+                        .copied()
+                        .collect();
+                    if !to.is_empty() {
+                        out.push(Action::Probe(id, to));
+                    }
                     e.next_probe = now + t.probe_every;
                 }
             }
@@ -396,6 +415,11 @@ mod tests {
 
     fn cidr() -> Ipv4Net {
         "10.87.0.0/16".parse().unwrap()
+    }
+
+    /// Where peer 2's authenticated datagrams come from in these tests.
+    fn ep() -> SocketAddr {
+        "198.51.100.7:40000".parse().unwrap()
     }
 
     fn ms(n: u64) -> Duration {
@@ -438,7 +462,7 @@ mod tests {
         p.punch_soon(2, later);
         assert_eq!(punches(&p.tick(later)), 1);
         // Direct again: no note, and punch_soon does nothing.
-        p.sample(2, 1, later + ms(100));
+        p.sample(2, 1, ep(), later + ms(100));
         p.tick(later + ms(100));
         assert_eq!(p.state(2), Some(PathState::Direct));
         assert_eq!(p.why_not_direct(2, later + ms(200)), None);
@@ -469,7 +493,7 @@ mod tests {
         let mut p = Punch::new(Timing::default(), cidr());
         p.upsert(&info(2, "203.0.113.7:40000", &[]), t0);
         p.tick(t0);
-        p.sample(2, 1, t0 + ms(100));
+        p.sample(2, 1, ep(), t0 + ms(100));
         p.tick(t0 + ms(100));
         (t0, p)
     }
@@ -542,15 +566,91 @@ mod tests {
             p.upsert(&info(id, &format!("198.51.100.{id}:40000"), &lan), t0);
         }
         let mut sent = 0;
+        let mut to_lan = HashMap::<IpAddr, usize>::new();
         for step in 0..40u64 {
             let now = t0 + ms(step * 50);
-            sent += probes(&p.tick(now)).iter().map(Vec::len).sum::<usize>();
+            for a in probes(&p.tick(now)).into_iter().flatten() {
+                sent += 1;
+                if a.port() == 51820 {
+                    *to_lan.entry(a.ip()).or_default() += 1;
+                }
+            }
         }
         // Two seconds: the burst plus two seconds' worth, not 58 peers x 8
         // candidates x 4 probes per second.
         let cap = (PROBES_PER_SEC.1 + 2.0 * PROBES_PER_SEC.0) as usize;
         assert!(sent <= cap, "{sent} > {cap}");
-        assert!(sent >= PROBES_PER_SEC.1 as usize);
+        // Each claimed LAN address, named by all 58 peers, had its own burst.
+        assert_eq!(to_lan.len(), 7);
+        assert!(to_lan
+            .values()
+            .all(|n| *n <= super::super::probe_limit::UNPROVEN_BURST as usize));
+        // The peers' observed addresses got probes too.
+        assert!(sent > to_lan.values().sum::<usize>());
+    }
+
+    #[test]
+    fn a_private_address_many_peers_claim_gets_a_small_budget_per_minute() {
+        let t0 = Instant::now();
+        let mut p = Punch::new(Timing::default(), cidr());
+        // Ten hostile members claim the same bystander, on seven ports each.
+        let claims: Vec<String> = (1..=7)
+            .map(|i| format!("192.168.77.7:{}", 1000 + i))
+            .collect();
+        let claims: Vec<&str> = claims.iter().map(String::as_str).collect();
+        let bystander: IpAddr = "192.168.77.7".parse().unwrap();
+        for id in 2..12 {
+            p.upsert(&info(id, &format!("198.51.100.{id}:40000"), &claims), t0);
+        }
+        // Each asks the Lighthouse to have us punch, every 100 ms, for a minute.
+        let mut at_bystander = 0;
+        for step in 0..600u64 {
+            let now = t0 + ms(step * 100);
+            for id in 2..12 {
+                let eps: Vec<SocketAddr> = claims.iter().map(|c| c.parse().unwrap()).collect();
+                p.punch_now(id, &eps, now);
+            }
+            at_bystander += probes(&p.tick(now))
+                .into_iter()
+                .flatten()
+                .filter(|a| a.ip() == bystander)
+                .count();
+        }
+        let most = (super::super::probe_limit::UNPROVEN_BURST
+            + super::super::probe_limit::UNPROVEN_PER_MIN) as usize;
+        assert!(
+            at_bystander <= most,
+            "{at_bystander} probes at the bystander in a minute"
+        );
+        assert!(at_bystander >= 12, "the first punch still probes it");
+    }
+
+    #[test]
+    fn a_lan_candidate_that_answers_is_probed_freely() {
+        let t0 = Instant::now();
+        let mut p = Punch::new(Timing::default(), cidr());
+        p.upsert(&info(2, "198.51.100.7:40000", &["192.168.1.7:51820"]), t0);
+        let lan: SocketAddr = "192.168.1.7:51820".parse().unwrap();
+        let count = |p: &mut Punch, from: Instant, secs: u64| -> usize {
+            (0..secs * 20)
+                .map(|i| {
+                    let now = from + ms(i * 50);
+                    p.punch_now(2, &[lan], now);
+                    probes(&p.tick(now))
+                        .into_iter()
+                        .flatten()
+                        .filter(|a| *a == lan)
+                        .count()
+                })
+                .sum()
+        };
+        // Its burst, and the trickle of 12 a minute.
+        let silent = count(&mut p, t0, 10);
+        assert!((12..=14).contains(&silent), "{silent}");
+        // It answers: an authenticated datagram straight from it.
+        p.sample(2, 1, lan, t0 + Duration::from_secs(10));
+        let answered = count(&mut p, t0 + Duration::from_secs(10), 10);
+        assert!(answered >= 38, "{answered}: one probe per 250 ms round");
     }
 
     #[test]
@@ -567,13 +667,13 @@ mod tests {
         p.punch_now(2, &["203.0.113.7:40000".parse().unwrap()], t0 + ms(300));
         assert_eq!(probes(&p.tick(t0 + ms(300))).len(), 1);
         // An authenticated datagram arrives directly: direct.
-        p.sample(2, 1, t0 + ms(400));
+        p.sample(2, 1, ep(), t0 + ms(400));
         let a = p.tick(t0 + ms(400));
         assert_eq!(paths(&a), [(PathState::Direct, false)]);
         assert_eq!(p.state(2), Some(PathState::Direct));
         // Keepalives keep it direct; no more punches.
         for i in 1..10u64 {
-            p.sample(2, 1 + i, t0 + Duration::from_secs(5 * i));
+            p.sample(2, 1 + i, ep(), t0 + Duration::from_secs(5 * i));
             let a = p.tick(t0 + Duration::from_secs(5 * i));
             assert!(paths(&a).is_empty() && punches(&a) == 0, "{a:?}");
         }
@@ -595,9 +695,9 @@ mod tests {
         assert_eq!(punches(&a), 1);
         assert_eq!(probes(&a).len(), 1);
         // Relayed traffic does not count as direct; a direct probe answer does.
-        p.sample(2, 0, t0 + Duration::from_secs(34));
+        p.sample(2, 0, ep(), t0 + Duration::from_secs(34));
         assert!(paths(&p.tick(t0 + Duration::from_secs(34))).is_empty());
-        p.sample(2, 1, t0 + Duration::from_secs(35));
+        p.sample(2, 1, ep(), t0 + Duration::from_secs(35));
         let a = p.tick(t0 + Duration::from_secs(35));
         assert_eq!(paths(&a), [(PathState::Direct, false)]);
     }
@@ -620,7 +720,7 @@ mod tests {
         p.upsert(&info(2, "203.0.113.7:40000", &[]), t0 + ms(2000));
         assert_eq!(punches(&p.tick(t0 + ms(2000))), 0);
         // Its NAT mapping moved: punch towards the new one.
-        p.sample(2, 2, t0 + ms(3000));
+        p.sample(2, 2, ep(), t0 + ms(3000));
         p.upsert(&info(2, "203.0.113.7:20005", &[]), t0 + ms(3000));
         let a = p.tick(t0 + ms(3000));
         assert_eq!(punches(&a), 1);
