@@ -275,6 +275,40 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
     [ "$at_bystander" -le 25 ]
 }
 
+@test "a member host serving poisoned names through _names gets only its own containers' names in" {
+    nat_inet_create
+    lh_start
+    nat_router_create 1 ""
+    nat_router_create 2 ""
+    nat_host_create 1
+    # h2 is hostile: its own flatnetd serves no DNS; a fake one on its
+    # gateway address serves the name-sync zone instead.
+    nat_host_create 2 "[dns]
+enabled = false"
+    container_add h1 a
+    container_add h2 b
+    nat_wait_path h1 h2 direct 15
+    a="$(container_ip h1 a)"
+    in_ns h2 "$HOSTILE" names 10.87.2.1:53 _names.flatnet 8 \
+        ok=10.87.2.77 a="$a" gw=10.87.2.1 bcast=10.87.2.255 web.h1=10.87.2.8 lan=192.168.1.5 \
+        >"$FN_TMP/hostile.out" &
+    for i in $(seq 60); do
+        ctl h1 names --json | jq -e '.names[] | select(.node == "h2" and .name == "ok")' >/dev/null && break
+        sleep 0.1
+    done
+    wait
+    cat "$FN_TMP/hostile.out"
+    got="$(ctl h1 names --json | jq -c '[.names[] | select(.node == "h2") | [.name, .ip]]')"
+    echo "# h1 kept from h2: $got" >&3
+    # The sync did run (a real name of h2's subnet arrived), and it is all
+    # that arrived: no name for h1's container address, h2's gateway or
+    # broadcast address, a LAN address, or a label with a dot.
+    [ "$got" = '[["ok","10.87.2.77"]]' ]
+    [ "$(in_ns h1 dig +short "@10.87.1.1" a.flatnet)" = "$a" ]
+    [ -z "$(in_ns h1 dig +short "@10.87.1.1" gw.h2.flatnet)" ]
+    [ -z "$(in_ns h1 dig +short "@10.87.1.1" web.h1.flatnet)" ]
+}
+
 @test "state is private from the start, and the join token does not stay in the config file" {
     nat_inet_create
     lh_start

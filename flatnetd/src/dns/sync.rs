@@ -11,6 +11,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
+use flatnet_wire::catalog::is_container_address;
 use hickory_proto::{
     op::{Message, Query},
     rr::{Name, RData, RecordType},
@@ -41,16 +42,23 @@ pub fn entries_from_axfr(m: &Message, zone: &Name, subnet: Ipv4Net) -> Vec<Entry
         if !zone.zone_of(&name) || name.num_labels() != zone.num_labels() + 1 {
             continue;
         }
-        if !subnet.contains(&a.0) || out.len() >= MAX_PEER_NAMES {
+        // Its own containers only: not another subnet, and not its network,
+        // gateway (the host itself) or broadcast address.
+        if !is_container_address(subnet, a.0) || out.len() >= MAX_PEER_NAMES {
             continue;
         }
         let Some(label) = name.iter().next() else {
             continue;
         };
+        // A DNS label only: one raw label may hold dots ("web.h1") or
+        // anything else; the name table would drop it too.
+        let Some(label) = super::table::label(&String::from_utf8_lossy(label)) else {
+            continue;
+        };
         // The peer lists each container's own name first.
         let primary = !out.iter().any(|e: &Entry| e.ip == a.0);
         out.push(Entry {
-            name: String::from_utf8_lossy(label).into_owned(),
+            name: label,
             ip: a.0,
             primary,
         });
@@ -189,9 +197,22 @@ mod tests {
             rec("web._names.flatnet.", [10, 87, 2, 2]),
             rec("DB._names.flatnet.", [10, 87, 2, 3]),
             rec("evil._names.flatnet.", [10, 87, 1, 9]), // someone else's subnet
+            rec("host._names.flatnet.", [10, 87, 2, 1]), // its gateway: the host itself
             rec("a.b._names.flatnet.", [10, 87, 2, 4]),  // not one label
             rec("web.example.com.", [10, 87, 2, 5]),     // not the zone
         ];
+        // One label that holds a dot ("web.h1"): it would read as <name>.<node>.
+        let dotted = Name::from_labels(
+            [&b"web.h1"[..], b"_names", b"flatnet"]
+                .into_iter()
+                .map(|l| hickory_proto::rr::Label::from_raw_bytes(l).unwrap()),
+        )
+        .unwrap();
+        m.answers.push(Record::from_rdata(
+            dotted,
+            1,
+            RData::A(A([10, 87, 2, 6].into())),
+        ));
         let got = entries_from_axfr(&m, &zone, "10.87.2.0/24".parse().unwrap());
         let names: Vec<&str> = got.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["web", "db"]);

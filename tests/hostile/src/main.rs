@@ -8,6 +8,7 @@
 //! flatnet-hostile relay-frags TOKEN NAME TARGET RATE SECS
 //! flatnet-hostile relay-handshakes TOKEN NAME TARGET RATE SECS
 //! flatnet-hostile aim TOKEN NAME TARGET BYSTANDER_IP SECS
+//! flatnet-hostile names ADDR ZONE SECS LABEL=IP...
 //! ```
 //! - `quic-idle`: open CONNS QUIC connections to the Lighthouse of TOKEN
 //!   that finish the TLS handshake but never say Hello, each sending
@@ -23,6 +24,13 @@
 //!   second (new ports each time, on the bystander and on its own address)
 //!   and 50 `Punch` requests a second for TARGET: trying to aim TARGET's
 //!   probes at the bystander and to make it probe and rebuild nonstop.
+//! - `names`: be a member host's Flatnet DNS on ADDR (its gateway
+//!   address, port 53) and serve the name-sync zone ZONE (`_names.flatnet`)
+//!   with the given records for SECS seconds: labels may hold dots
+//!   (`web.h1` is one label), addresses may be anywhere. Peers sync it over
+//!   the tunnel; the suite checks what they kept.
+
+mod names;
 
 use std::{net::ToSocketAddrs, time::Duration};
 
@@ -76,11 +84,18 @@ async fn main() -> Result<()> {
             let j = member(t, name, claims).await?;
             aim(j, target, by, secs).await
         }
+        Some("names") => {
+            let addr: SocketAddr = arg(&args, 2, "ADDR")?;
+            let zone = args.get(3).ok_or_else(|| anyhow!("ZONE missing"))?;
+            let secs: u64 = arg(&args, 4, "SECS")?;
+            names::serve(addr, zone, secs, &args[5..]).await
+        }
         _ => bail!(
             "usage: flatnet-hostile quic-idle TOKEN CONNS DATAGRAMS HOLD_SECS\n       \
              flatnet-hostile relay-frags TOKEN NAME TARGET RATE SECS\n       \
              flatnet-hostile relay-handshakes TOKEN NAME TARGET RATE SECS\n       \
-             flatnet-hostile aim TOKEN NAME TARGET BYSTANDER_IP SECS"
+             flatnet-hostile aim TOKEN NAME TARGET BYSTANDER_IP SECS\n       \
+             flatnet-hostile names ADDR ZONE SECS LABEL=IP..."
         ),
     }
 }
