@@ -226,3 +226,41 @@ socket.create_connection((sys.argv[1], 80), timeout=1.5).recv(10)' "$FORGEJO" ||
     # Output is never Rust's debug form.
     ! grep -q 'Some(' "$FN_TMP/k.json" || false
 }
+
+@test "a member cannot reach a denied port with IPv4 fragments: tiny, overlapping or later ones" {
+    members_lab
+    member_conf alice --hub h1 --access web --endpoint "203.0.113.11:$WG_PORT"
+    wgq home up "$FN_TMP/alice.conf"
+    wait_tcp home "$FORGEJO" 80 30
+    # What reaches the containers, fragment by fragment (before reassembly).
+    wg_capture_start h2-forgejo eth0 "$FN_TMP/fj.pcap" "host 10.87.255.1"
+    wg_capture_start h2-forgejo-db eth0 "$FN_TMP/db.pcap" "host 10.87.255.1"
+    frag() { in_ns home python3 "$BATS_TEST_DIRNAME/py/frag_attack.py" 10.87.255.1 "$@"; }
+    before="$(drops h1 policy)"
+    # The control: an allowed port, fragmented honestly, is answered.
+    frag "$FORGEJO" 80 split
+    # forgejo:8080 and the database are denied, however it is cut.
+    for c in tiny overlap later split; do
+        frag "$FORGEJO" 8080 "$c"
+        frag "$DB" 5432 "$c"
+    done
+    sleep 2
+    wg_capture_stop "$FN_TMP/fj.pcap"
+    wg_capture_stop "$FN_TMP/db.pcap"
+    count() { tcpdump -nr "$1" "$2" 2>/dev/null | wc -l; }
+    first='ip[6:2] & 0x1fff = 0'
+    echo "# at forgejo: $(count "$FN_TMP/fj.pcap" "src host 10.87.255.1") fragments from alice," \
+        "$(count "$FN_TMP/fj.pcap" "src host $FORGEJO and tcp src port 80") answers from :80," \
+        "$(count "$FN_TMP/fj.pcap" "src host $FORGEJO and tcp src port 8080") from :8080;" \
+        "at the database: $(count "$FN_TMP/db.pcap" "src host 10.87.255.1"); hub policy drops $before -> $(drops h1 policy)" >&3
+    # The control reassembled and got its SYN-ACKs: fragments do get through.
+    [ "$(count "$FN_TMP/fj.pcap" "src host $FORGEJO and tcp src port 80 and tcp[13] & 0x12 = 0x12")" -ge 1 ]
+    # No first fragment naming 8080 arrived, nor one too short to name a
+    # port, and 8080 never answered (no SYN-ACK, no reset).
+    [ "$(count "$FN_TMP/fj.pcap" "src host 10.87.255.1 and $first and tcp dst port 8080")" = 0 ]
+    [ "$(count "$FN_TMP/fj.pcap" "src host 10.87.255.1 and $first and ip[2:2] < 28")" = 0 ]
+    [ "$(count "$FN_TMP/fj.pcap" "src host $FORGEJO and tcp src port 8080")" = 0 ]
+    # Nothing at all reached the database: no rule names it.
+    [ "$(count "$FN_TMP/db.pcap" "src host 10.87.255.1")" = 0 ]
+    [ "$(drops h1 policy)" -gt "$before" ]
+}
