@@ -10,6 +10,7 @@
 //! unix socket used by the `lighthouse` CLI), [`metrics`] (Prometheus), [`netcheck`] (what a node learns about its NAT).
 
 pub mod admin;
+pub mod admission;
 pub mod backend;
 pub mod backup;
 pub mod budget;

@@ -9,7 +9,7 @@ use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
     metrics::{
-        counter::Counter,
+        counter::{ConstCounter, Counter},
         family::Family,
         gauge::ConstGauge,
         histogram::{exponential_buckets, Histogram},
@@ -185,6 +185,21 @@ impl Collector for RegistryCollector {
             let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
             ConstGauge::new(v).encode(m)?;
         }
+        let (unproven, evicted) = lh.unproven();
+        let m = enc.encode_descriptor(
+            "flatnet_lighthouse_unproven_connections",
+            "Connections that have not proven their key yet (at most 64)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(unproven as i64).encode(m)?;
+        let m = enc.encode_descriptor(
+            "flatnet_lighthouse_unproven_evicted",
+            "Unproven connections closed to make room for a newcomer (the oldest of the address holding the most)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(evicted).encode(m)?;
         let (quic, tcp) = lh.transports();
         let mut m = enc.encode_descriptor(
             "flatnet_lighthouse_sessions",

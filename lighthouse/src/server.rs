@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::Path,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, error, info, warn};
 
 use crate::{
+    admission::{Slot, Unproven},
     backend::Backend,
     budget::Bucket,
     cert::{server_tls, CertError, Identity},
@@ -38,12 +39,7 @@ use crate::{
 
 /// How long a node has to say Hello and prove its key.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections that have not proven their key yet, at once; beyond this new
-/// ones are refused (they retry with backoff, as after any refusal).
-pub const MAX_UNPROVEN: usize = 64;
-/// The same, per source address: one flooding address cannot keep honest
-/// nodes elsewhere from joining.
-pub const MAX_UNPROVEN_PER_IP: usize = 8;
+pub use crate::admission::{MAX_UNPROVEN, MAX_UNPROVEN_PER_IP};
 /// With this many unproven connections, new clients must first prove their
 /// address with a QUIC Retry (one more round trip), which spoofed sources
 /// cannot.
@@ -202,7 +198,7 @@ impl Lighthouse {
             public_addr,
             stats: crate::metrics::Stats::default(),
             log: std::sync::OnceLock::new(),
-            unproven: Unproven::new(),
+            unproven: Unproven::default(),
             feed,
         }))
     }
@@ -364,6 +360,12 @@ impl Lighthouse {
         Ok(())
     }
 
+    /// Connections that have not proven their key yet, and how many of
+    /// them newcomers evicted so far (crate::admission).
+    pub fn unproven(&self) -> (usize, u64) {
+        (self.unproven.busy(), self.unproven.evicted())
+    }
+
     /// Live sessions over (QUIC, TCP).
     pub fn transports(&self) -> (usize, usize) {
         let s = self.lock();
@@ -490,13 +492,21 @@ impl Lighthouse {
     }
 
     /// `unproven` is held until the node's key proof verified (or failed).
-    async fn session(self: Arc<Self>, conn: Link, unproven: UnprovenSlot) {
+    async fn session(self: Arc<Self>, conn: Link, unproven: Slot) {
         let remote = conn.remote_address();
         // Datagrams (relay traffic) are for proven nodes only: until then
         // they are read and dropped, so none pile up in quinn's buffer.
         let hs = tokio::select! {
             hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&conn)) => hs,
             () = discard_datagrams(&conn) => return,
+            () = unproven.evicted() => {
+                // A newcomer took its place (crate::admission): the oldest
+                // connection of the address holding the most slots.
+                self.stats.join_refused(None);
+                debug!(%remote, "unproven connection evicted for a newcomer");
+                conn.close(2, b"busy: too many joins in progress; try again");
+                return;
+            }
         };
         drop(unproven);
         let (id, serial, send, recv, rx) = match hs {
@@ -842,58 +852,6 @@ pub fn grow_buffers(socket: &std::net::UdpSocket) {
     debug!(receive_buffer = got, "UDP socket buffers");
 }
 
-/// Connections between their first packet and a verified key proof, in all
-/// and per source address.
-#[derive(Clone)]
-struct Unproven(Arc<Mutex<HashMap<IpAddr, usize>>>);
-
-/// One connection's place in [`Unproven`], given back on drop.
-struct UnprovenSlot {
-    set: Unproven,
-    ip: IpAddr,
-}
-
-impl Unproven {
-    fn new() -> Self {
-        Self(Arc::new(Mutex::new(HashMap::new())))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn busy(&self) -> usize {
-        self.lock().values().sum()
-    }
-
-    /// A place for a connection from `ip`, if the caps allow.
-    fn enter(&self, ip: IpAddr) -> Option<UnprovenSlot> {
-        let mut m = self.lock();
-        let total: usize = m.values().sum();
-        let mine = m.get(&ip).copied().unwrap_or(0);
-        if total >= MAX_UNPROVEN || mine >= MAX_UNPROVEN_PER_IP {
-            return None;
-        }
-        m.insert(ip, mine + 1);
-        Some(UnprovenSlot {
-            set: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for UnprovenSlot {
-    fn drop(&mut self) {
-        let mut m = self.set.lock();
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Read and drop datagrams until the connection ends.
 async fn discard_datagrams(conn: &Link) {
     while conn.read_datagram().await.is_ok() {}
@@ -1206,28 +1164,4 @@ pub async fn read_frame<T: serde::de::DeserializeOwned, R: AsyncRead + Unpin + ?
         .await
         .map_err(|e| e.to_string())?;
     decode_body(&body).map_err(|e: proto::FrameError| e.to_string())
-}
-
-#[cfg(test)]
-mod unproven_tests {
-    use super::*;
-
-    #[test]
-    fn unproven_connections_are_capped_in_all_and_per_address() {
-        let u = Unproven::new();
-        let a: IpAddr = "203.0.113.5".parse().unwrap();
-        let mine: Vec<_> = (0..MAX_UNPROVEN_PER_IP).map_while(|_| u.enter(a)).collect();
-        assert_eq!(mine.len(), MAX_UNPROVEN_PER_IP);
-        assert!(u.enter(a).is_none(), "one address is capped");
-        let others: Vec<_> = (0..MAX_UNPROVEN)
-            .map_while(|i| u.enter(IpAddr::from([198, 51, 100, i as u8])))
-            .collect();
-        assert_eq!(others.len(), MAX_UNPROVEN - MAX_UNPROVEN_PER_IP);
-        assert_eq!(u.busy(), MAX_UNPROVEN);
-        drop(mine);
-        assert_eq!(u.busy(), MAX_UNPROVEN - MAX_UNPROVEN_PER_IP);
-        assert!(u.enter(a).is_some(), "places come back");
-        drop(others);
-        assert_eq!(u.lock().len(), 0, "no entries left behind");
-    }
 }

@@ -172,6 +172,46 @@ rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
     wait
 }
 
+# inet_ns NAME ADDRESS...: a namespace on the internet bridge with these addresses.
+inet_ns() {
+    local n="$1" a
+    shift
+    ip netns add "$(ns "$n")"
+    in_ns inet ip link add "w-$n" type veth peer name eth0 netns "$(ns "$n")"
+    in_ns inet ip link set "w-$n" master br0 up
+    for a in "$@"; do in_ns "$n" ip addr add "$a/24" dev eth0; done
+    in_ns "$n" ip link set eth0 up
+    in_ns "$n" ip link set lo up
+}
+
+# lh_metric NAME: one value from the Lighthouse's /metrics.
+lh_metric() {
+    in_ns inet curl -sf "http://203.0.113.1:9464/metrics" | awk -v n="$1" '$1 == n {print $2}'
+}
+
+@test "honest joins get through while 100 addresses flood the Lighthouse's unproven slots" {
+    nat_inet_create
+    LH_ARGS="--metrics-listen 203.0.113.1:9464" lh_start
+    token="$(lh token create --ttl 1h --reusable)"
+    inet_ns flood $(seq -f '203.0.113.%g' 100 199)
+    inet_ns honest 203.0.113.50
+    # Every flooding address keeps 8 connections that never say Hello, and
+    # reopens each the moment it closes.
+    in_ns flood "$HOSTILE" join-flood "$token" 203.0.113.100-199 8 45 >"$FN_TMP/flood.out" &
+    for i in $(seq 100); do
+        [ "$(lh_metric flatnet_lighthouse_unproven_connections)" = 64 ] && break
+        sleep 0.1
+    done
+    [ "$(lh_metric flatnet_lighthouse_unproven_connections)" = 64 ]
+    sleep 3
+    in_ns honest "$HOSTILE" joins "$token" 20 5 >"$FN_TMP/joins.out"
+    wait
+    cat "$FN_TMP/flood.out" "$FN_TMP/joins.out"
+    echo "# $(tail -1 "$FN_TMP/joins.out"); $(cat "$FN_TMP/flood.out"); evicted: $(lh_metric flatnet_lighthouse_unproven_evicted_total)" >&3
+    ok="$(sed -nE 's/^honest joins ([0-9]+) of 20 .*/\1/p' "$FN_TMP/joins.out")"
+    [ "$ok" -ge 18 ]
+}
+
 @test "a member flooding fresh relay fragments does not starve another peer's large relayed packets" {
     nat_lab random random
     nat_wait_path h1 h2 relay 20

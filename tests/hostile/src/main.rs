@@ -9,6 +9,8 @@
 //! flatnet-hostile relay-handshakes TOKEN NAME TARGET RATE SECS
 //! flatnet-hostile aim TOKEN NAME TARGET BYSTANDER_IP SECS
 //! flatnet-hostile names ADDR ZONE SECS LABEL=IP...
+//! flatnet-hostile join-flood TOKEN a.b.c.X-Y PER SECS
+//! flatnet-hostile joins TOKEN N WITHIN_SECS
 //! ```
 //! - `quic-idle`: open CONNS QUIC connections to the Lighthouse of TOKEN
 //!   that finish the TLS handshake but never say Hello, each sending
@@ -29,7 +31,13 @@
 //!   with the given records for SECS seconds: labels may hold dots
 //!   (`web.h1` is one label), addresses may be anywhere. Peers sync it over
 //!   the tunnel; the suite checks what they kept.
+//! - `join-flood`: from every address a.b.c.X to a.b.c.Y, keep PER QUIC
+//!   connections to the Lighthouse that never say Hello, reopening each
+//!   the moment it closes, for SECS seconds: the join lockout.
+//! - `joins`: N honest joins (reusable TOKEN) one after another, each
+//!   retrying for up to WITHIN_SECS; prints how many got in.
 
+mod flood;
 mod names;
 
 use std::{net::ToSocketAddrs, time::Duration};
@@ -90,12 +98,21 @@ async fn main() -> Result<()> {
             let secs: u64 = arg(&args, 4, "SECS")?;
             names::serve(addr, zone, secs, &args[5..]).await
         }
+        Some("join-flood") => {
+            let (t, addrs) = (&args[2], &args[3]);
+            flood::join_flood(t, addrs, arg(&args, 4, "PER")?, arg(&args, 5, "SECS")?).await
+        }
+        Some("joins") => {
+            flood::joins(&args[2], arg(&args, 3, "N")?, arg(&args, 4, "WITHIN_SECS")?).await
+        }
         _ => bail!(
             "usage: flatnet-hostile quic-idle TOKEN CONNS DATAGRAMS HOLD_SECS\n       \
              flatnet-hostile relay-frags TOKEN NAME TARGET RATE SECS\n       \
              flatnet-hostile relay-handshakes TOKEN NAME TARGET RATE SECS\n       \
              flatnet-hostile aim TOKEN NAME TARGET BYSTANDER_IP SECS\n       \
-             flatnet-hostile names ADDR ZONE SECS LABEL=IP..."
+             flatnet-hostile names ADDR ZONE SECS LABEL=IP...\n       \
+             flatnet-hostile join-flood TOKEN a.b.c.X-Y PER SECS\n       \
+             flatnet-hostile joins TOKEN N WITHIN_SECS"
         ),
     }
 }
