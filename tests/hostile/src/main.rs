@@ -7,6 +7,7 @@
 //! flatnet-hostile quic-idle TOKEN CONNS DATAGRAMS HOLD_SECS
 //! flatnet-hostile relay-frags TOKEN NAME TARGET RATE SECS
 //! flatnet-hostile relay-handshakes TOKEN NAME TARGET RATE SECS
+//! flatnet-hostile relay-flood TOKEN NAME TARGET RATE SECS
 //! flatnet-hostile aim TOKEN NAME TARGET BYSTANDER_IP SECS
 //! flatnet-hostile names ADDR ZONE SECS LABEL=IP...
 //! flatnet-hostile join-flood TOKEN a.b.c.X-Y PER SECS
@@ -21,6 +22,9 @@
 //! - `relay-handshakes`: the same, with WireGuard handshake initiations
 //!   that carry a valid MAC1 for TARGET's key (from made-up static keys):
 //!   each costs the target an X25519 if it looks before it limits.
+//! - `relay-flood`: the same with RATE full-size (1200-byte) datagrams a
+//!   second: the relay hog, trying to starve other members' relayed traffic
+//!   to TARGET.
 //! - `aim`: join claiming local addresses at BYSTANDER_IP (not a member),
 //!   loopback and the Flatnet, then for SECS seconds send 50 `Update`s a
 //!   second (new ports each time, on the bystander and on its own address)
@@ -77,6 +81,32 @@ async fn main() -> Result<()> {
             let j = member(t, name, vec![]).await?;
             relay_frags(&j, target, arg(&args, 5, "RATE")?, arg(&args, 6, "SECS")?).await
         }
+        Some("relay-flood") => {
+            let (t, name, victim) = (&args[2], &args[3], &args[4]);
+            let j = member(t, name, vec![]).await?;
+            let (to, _) = target(&j, victim)?;
+            // Full-size datagrams that look like WireGuard data (type 4):
+            // the target's data plane drops them after a lookup, the relay
+            // carries every byte.
+            let junk: Vec<Vec<u8>> = (0..256u32)
+                .map(|i| {
+                    let mut p = vec![0x5a; 1200];
+                    p[..4].copy_from_slice(&[4, 0, 0, 0]);
+                    p[4..8].copy_from_slice(&i.to_le_bytes());
+                    p
+                })
+                .collect();
+            let sent = relay_flood(
+                &j,
+                to,
+                &junk,
+                arg(&args, 5, "RATE")?,
+                arg(&args, 6, "SECS")?,
+            )
+            .await;
+            println!("relay datagrams sent {sent}");
+            Ok(())
+        }
         Some("relay-handshakes") => {
             let (t, name, target) = (&args[2], &args[3], &args[4]);
             let j = member(t, name, vec![]).await?;
@@ -109,6 +139,7 @@ async fn main() -> Result<()> {
             "usage: flatnet-hostile quic-idle TOKEN CONNS DATAGRAMS HOLD_SECS\n       \
              flatnet-hostile relay-frags TOKEN NAME TARGET RATE SECS\n       \
              flatnet-hostile relay-handshakes TOKEN NAME TARGET RATE SECS\n       \
+             flatnet-hostile relay-flood TOKEN NAME TARGET RATE SECS\n       \
              flatnet-hostile aim TOKEN NAME TARGET BYSTANDER_IP SECS\n       \
              flatnet-hostile names ADDR ZONE SECS LABEL=IP...\n       \
              flatnet-hostile join-flood TOKEN a.b.c.X-Y PER SECS\n       \
