@@ -11,18 +11,22 @@
 //!
 //! Now a newcomer, when the slots are full, takes the place of the **oldest
 //! connection of the address holding the most slots**, unless its own
-//! address already holds as many. An honest node proves its key within a
-//! few round trips of getting its slot; to push it out, a flood must open
-//! [`MAX_UNPROVEN`] fresh connections within those round trips, each one a
-//! full QUIC handshake (with a Retry round trip once busy), where holding
-//! the slots used to cost it [`MAX_UNPROVEN`] connections per timeout.
-//! Flooding from few addresses evicts only itself.
+//! address already holds as many, among connections that have held their
+//! slot for [`EVICTABLE_AFTER`] at least. An honest node proves its key
+//! within a few round trips of getting its slot, before it can be evicted,
+//! so a restart storm of honest nodes never evicts itself (it is served
+//! [`MAX_UNPROVEN`] at a time, as before). A flood that never proves
+//! anything loses each slot a quarter second after taking it: to keep
+//! newcomers out it must win every freed slot against them, with a full
+//! QUIC handshake (and a Retry round trip once busy) each time, where
+//! holding all slots used to cost it [`MAX_UNPROVEN`] connections per
+//! handshake timeout. Flooding from few addresses evicts only itself.
 
 use std::{
     collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex, MutexGuard},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::Notify;
@@ -31,6 +35,10 @@ use tokio::sync::Notify;
 pub const MAX_UNPROVEN: usize = 64;
 /// The same, per source address.
 pub const MAX_UNPROVEN_PER_IP: usize = 8;
+/// A connection may be evicted for a newcomer once it held its slot this
+/// long: longer than an honest join takes to prove its key (a few round
+/// trips), far shorter than the handshake timeout a flood used to hold.
+pub const EVICTABLE_AFTER: Duration = Duration::from_millis(250);
 
 /// What [`Admission::enter`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +79,7 @@ impl Admission {
         }
         let mut evict = None;
         if self.held.len() >= MAX_UNPROVEN {
-            let Some(victim) = self.victim(mine) else {
+            let Some(victim) = self.victim(mine, now) else {
                 return Admit::No;
             };
             self.leave(victim);
@@ -97,16 +105,22 @@ impl Admission {
         }
     }
 
-    /// The oldest slot of the address holding the most, if that address
-    /// holds more than `mine` (the newcomer's own count).
-    fn victim(&self, mine: usize) -> Option<u64> {
-        let most = self.per_ip.values().copied().max()?;
+    /// The oldest evictable slot of the address holding the most, if that
+    /// address holds more than `mine` (the newcomer's own count).
+    fn victim(&self, mine: usize, now: Instant) -> Option<u64> {
+        let old_enough = |h: &Held| now.saturating_duration_since(h.since) >= EVICTABLE_AFTER;
+        let most = self
+            .held
+            .values()
+            .filter(|h| old_enough(h))
+            .filter_map(|h| self.per_ip.get(&h.ip).copied())
+            .max()?;
         if most <= mine {
             return None;
         }
         self.held
             .iter()
-            .filter(|(_, h)| self.per_ip.get(&h.ip) == Some(&most))
+            .filter(|(_, h)| old_enough(h) && self.per_ip.get(&h.ip) == Some(&most))
             .min_by_key(|(id, h)| (h.since, **id))
             .map(|(id, _)| *id)
     }
@@ -229,6 +243,8 @@ mod tests {
         }
         assert_eq!(a.busy(), MAX_UNPROVEN);
         let first_of_1 = 1 + MAX_UNPROVEN_PER_IP as u64; // ids start at 1; ip(3) took 1..=8
+                                                         // Nobody has held a slot for EVICTABLE_AFTER yet: no room.
+        assert_eq!(a.enter(ip(100), t0 + Duration::from_millis(200)), Admit::No);
         match a.enter(ip(100), t0 + Duration::from_secs(1)) {
             Admit::Yes { evict, .. } => assert_eq!(evict, Some(first_of_1)),
             Admit::No => panic!("an honest newcomer was refused"),
@@ -239,32 +255,60 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_from_many_addresses_cannot_keep_a_newcomer_out() {
+    fn a_newcomer_is_safe_until_it_could_have_proven_its_key() {
         let t0 = Instant::now();
         let mut a = Admission::default();
-        // 100 flooding addresses, one slot each, reopening all the time.
+        // 100 flooding addresses, one slot each, reopening every 10 ms.
         let mut now = t0;
-        for _round in 0..5 {
-            for n in 0..100 {
-                now += Duration::from_millis(1);
-                let _ = a.enter(ip(1000 + n), now);
-            }
+        for n in 0..1000u32 {
+            now += Duration::from_millis(10);
+            let _ = a.enter(ip(1000 + n % 100), now);
         }
         assert_eq!(a.busy(), MAX_UNPROVEN);
-        // The honest node gets a slot, and loses it only after MAX_UNPROVEN
-        // newer connections.
+        // The honest node gets a slot: the flood's oldest is old enough to go.
+        let admitted = now;
         let mine = id(a.enter(ip(7), now));
-        let mut evicted_after = None;
-        for k in 1..=200u32 {
+        // The flood goes on, ten times faster; the honest slot stays at
+        // least EVICTABLE_AFTER, time enough to prove a key.
+        let mut evicted_at = None;
+        for n in 0..2000u32 {
             now += Duration::from_millis(1);
-            if let Admit::Yes { evict: Some(v), .. } = a.enter(ip(2000 + k), now) {
+            if let Admit::Yes { evict: Some(v), .. } = a.enter(ip(3000 + n), now) {
                 if v == mine {
-                    evicted_after = Some(k);
+                    evicted_at = Some(now);
                     break;
                 }
             }
         }
-        assert_eq!(evicted_after, Some(MAX_UNPROVEN as u32));
+        let evicted_at =
+            evicted_at.expect("a connection that never proves anything goes eventually");
+        assert!(evicted_at >= admitted + EVICTABLE_AFTER);
+    }
+
+    #[test]
+    fn a_restart_storm_of_honest_nodes_never_evicts_itself() {
+        let t0 = Instant::now();
+        let mut a = Admission::default();
+        // 5000 nodes arrive within 100 ms; each proves its key in 20 ms.
+        let mut live: Vec<(u64, Instant)> = Vec::new();
+        let (mut evictions, mut proven) = (0, 0);
+        for n in 0..5000u32 {
+            let now = t0 + Duration::from_micros(u64::from(n) * 20);
+            live.retain(|(i, at)| {
+                let done = now.saturating_duration_since(*at) >= Duration::from_millis(20);
+                if done {
+                    a.leave(*i);
+                    proven += 1;
+                }
+                !done
+            });
+            if let Admit::Yes { id, evict } = a.enter(ip(10_000 + n), now) {
+                evictions += usize::from(evict.is_some());
+                live.push((id, now));
+            }
+        }
+        assert_eq!(evictions, 0);
+        assert!(proven > 0);
     }
 
     #[tokio::test]
@@ -275,6 +319,9 @@ mod tests {
             .map(|n| u.enter(ip(n)).unwrap())
             .collect();
         assert_eq!(u.busy(), MAX_UNPROVEN);
+        // Nobody is evictable yet.
+        assert!(u.enter(ip(499)).is_none());
+        std::thread::sleep(EVICTABLE_AFTER + std::time::Duration::from_millis(10));
         // Everyone holds one: a newcomer evicts the oldest, `first`.
         let newcomer = u.enter(ip(500)).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(1), first.evicted())

@@ -25,6 +25,7 @@ pub mod netcheck;
 pub mod presence;
 pub mod proof;
 pub mod registry;
+pub mod relay_queue;
 pub mod server;
 pub mod store;
 pub mod sync;

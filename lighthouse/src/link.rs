@@ -54,6 +54,23 @@ impl Link {
         }
     }
 
+    /// Send a relay datagram, waiting while the connection's buffer is
+    /// full (QUIC) instead of dropping the oldest; TCP queues it.
+    pub async fn send_datagram_wait(&self, d: Bytes) -> Result<(), String> {
+        match self {
+            Link::Quic(c) => c.send_datagram_wait(d).await.map_err(|e| e.to_string()),
+            Link::Tcp(t) => t.send_datagram(d),
+        }
+    }
+
+    /// Whether the link has ended.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Link::Quic(c) => c.close_reason().is_some(),
+            Link::Tcp(t) => t.is_closed(),
+        }
+    }
+
     /// The next relay datagram; an error when the link is gone.
     pub async fn read_datagram(&self) -> Result<Bytes, String> {
         match self {

@@ -34,6 +34,7 @@ use crate::{
     presence::RECONNECT_GRACE,
     proof::{parse_key, Challenge},
     registry::{Change, Registry},
+    relay_queue::RelayQueue,
     store::{Store, StoreError},
 };
 
@@ -44,6 +45,9 @@ pub use crate::admission::{MAX_UNPROVEN, MAX_UNPROVEN_PER_IP};
 /// address with a QUIC Retry (one more round trip), which spoofed sources
 /// cannot.
 const RETRY_ABOVE: usize = 16;
+/// QUIC's own buffer of datagrams to send, per connection: small, so that
+/// relayed traffic queues in the fair [`RelayQueue`] instead.
+const RELAY_SEND_BUFFER: usize = 64 << 10;
 /// Idle connections are dropped after this (nodes ping every few seconds).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a session checks whether the node's NAT mapping moved.
@@ -77,6 +81,9 @@ pub enum ServerError {
 struct Session {
     conn: Link,
     out: Outbox,
+    /// Relayed datagrams waiting for this node, a fair share per source
+    /// (crate::relay_queue); its sending task runs with the session.
+    relay: Arc<RelayQueue>,
     serial: u64,
     /// `Update`s (each one is fanned out to every member) and `Punch`es
     /// (each one makes another member probe) this node may still send.
@@ -398,6 +405,8 @@ impl Lighthouse {
         tc.stream_receive_window((256u32 << 10).into());
         tc.receive_window((512u32 << 10).into());
         tc.datagram_receive_buffer_size(Some(4 << 20));
+        // Relayed datagrams wait in crate::relay_queue, fairly, not here.
+        tc.datagram_send_buffer_size(RELAY_SEND_BUFFER);
         sc.transport_config(Arc::new(tc));
         sc.migration(true);
         let socket = std::net::UdpSocket::bind(listen).map_err(|e| ServerError::Bind(listen, e))?;
@@ -657,6 +666,7 @@ impl Lighthouse {
             Session {
                 conn: conn.clone(),
                 out: out.clone(),
+                relay: Arc::new(RelayQueue::default()),
                 serial,
                 updates: Bucket::new(UPDATES.0, UPDATES.1, Instant::now()),
                 punches: Bucket::new(PUNCHES.0, PUNCHES.1, Instant::now()),
@@ -714,6 +724,8 @@ impl Lighthouse {
     ) -> Result<(), String> {
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
         let (reader, mut frx) = spawn_frame_reader::<NodeMsg, _>(recv);
+        let relay_q = self.lock().sessions.get(&id).map(|s| s.relay.clone());
+        let sender = relay_q.map(|q| tokio::spawn(send_relayed(conn.clone(), q)));
         let result = loop {
             tokio::select! {
                 f = frx.recv() => match f {
@@ -749,6 +761,9 @@ impl Lighthouse {
             }
         };
         reader.abort();
+        if let Some(t) = sender {
+            t.abort();
+        }
         let _ = send.shutdown().await;
         if let Err(e) = &result {
             linger_then_close(conn, e.as_bytes()).await;
@@ -814,20 +829,18 @@ impl Lighthouse {
             self.stats.relay_drop("malformed");
             return;
         };
-        let target = self.lock().sessions.get(&to).map(|s| s.conn.clone());
-        let Some(c) = target else {
+        let target = self.lock().sessions.get(&to).map(|s| s.relay.clone());
+        let Some(q) = target else {
             self.stats.relay_drop("target_offline");
             return;
         };
-        match c.send_datagram(relay_encode(from, packet).into()) {
-            Ok(()) => {
-                self.stats.relay_datagrams.inc();
-                self.stats.relay_bytes.inc_by(packet.len() as u64);
-            }
-            Err(e) => {
-                self.stats.relay_drop("send_failed");
-                debug!(from, to, "relay drop: {e}");
-            }
+        if q.push(from, relay_encode(from, packet).into()) {
+            self.stats.relay_datagrams.inc();
+            self.stats.relay_bytes.inc_by(packet.len() as u64);
+        } else {
+            // This source's share of the target's queue is full: the hog
+            // loses its own excess, nobody else's.
+            self.stats.relay_drop("fair_share");
         }
     }
 }
@@ -850,6 +863,20 @@ pub fn grow_buffers(socket: &std::net::UdpSocket) {
     }
     let got = nix::sys::socket::getsockopt(socket, sockopt::RcvBuf).unwrap_or(0);
     debug!(receive_buffer = got, "UDP socket buffers");
+}
+
+/// Send one node's relayed datagrams, round robin over their sources,
+/// as fast as its connection takes them.
+async fn send_relayed(conn: Link, q: Arc<RelayQueue>) {
+    loop {
+        let d = q.next().await;
+        if let Err(e) = conn.send_datagram_wait(d).await {
+            debug!("relay: sending to a node: {e}");
+            if conn.is_closed() {
+                return;
+            }
+        }
+    }
 }
 
 /// Read and drop datagrams until the connection ends.

@@ -149,6 +149,10 @@ impl TcpLink {
         self.0.closed.send_replace(true);
     }
 
+    pub fn is_closed(&self) -> bool {
+        *self.0.closed.borrow()
+    }
+
     pub async fn closed(&self) {
         let mut rx = self.0.closed.subscribe();
         let _ = rx.wait_for(|c| *c).await;

@@ -232,6 +232,35 @@ lh_metric() {
 # cpu_ticks PID: user + system clock ticks a process has used.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# ping_avg NS DST COUNT: "received avg_ms" of COUNT small pings, 0.2 s apart.
+ping_avg() {
+    in_ns "$1" ping -c "$3" -i 0.2 -W 2 "$2" | awk '
+        / received/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^received/) r = $i }
+        /^rtt/ { split($4, v, "/"); a = v[2] }
+        END { printf "%s %s\n", r + 0, (a == "" ? 9999 : a) }'
+}
+
+@test "a member hogging the relay does not starve another member's relayed traffic to the same host" {
+    LH_ARGS="--metrics-listen 203.0.113.1:9464" nat_lab random random
+    nat_wait_path h1 h2 relay 20
+    nat_wait_path h2 h1 relay 20
+    in_ns h1-a ping -c 2 -W 2 "$IPB" >/dev/null
+    read -r base_n base_ms < <(ping_avg h1-a "$IPB" 20)
+    token="$(lh token create --ttl 1h)"
+    # "evil", a real member, sends h2 all it can through the relay.
+    in_ns inet "$HOSTILE" relay-flood "$token" evil h2 400000 10 >"$FN_TMP/hostile.out" &
+    for i in $(seq 50); do grep -q joined "$FN_TMP/hostile.out" && break; sleep 0.1; done
+    sleep 1
+    read -r got ms < <(ping_avg h1-a "$IPB" 20)
+    wait
+    shed="$(in_ns inet curl -sf http://203.0.113.1:9464/metrics | awk '/^flatnet_lighthouse_relay_drops_total\{reason="fair_share"\}/ {print $2}')"
+    echo "# relayed pings h1 -> h2: $base_n/20 at $base_ms ms before, $got/20 at $ms ms during the flood; $(tail -1 "$FN_TMP/hostile.out"); the hog's own excess dropped: ${shed:-0}" >&3
+    [ "$got" = 20 ]
+    # Under twice the baseline (and 1 ms of slack for a busy test machine).
+    awk -v m="$ms" -v b="$base_ms" 'BEGIN { exit !(m < 2 * b + 1) }'
+    [ "${shed:-0}" -gt 0 ]
+}
+
 @test "a member's forged-handshake flood through the relay neither blocks a relayed peer nor burns the victim's CPU" {
     nat_lab random random
     nat_wait_path h1 h2 relay 20
