@@ -10,6 +10,9 @@
 #
 #   cargo build --release && sudo tests/bench/relay-bench.sh
 #   ROUNDS=3 SECS=5 sudo tests/bench/relay-bench.sh
+#   LH_BEFORE=aabd973 sudo tests/bench/relay-bench.sh   # + relay/QUIC through
+#       that older Lighthouse (built once into /var/cache/flatnet, as
+#       tests/bench/lighthouse-bench.sh does), interleaved with the rest
 #
 # All traffic stays inside the namespaces this script creates.
 set -euo pipefail
@@ -36,13 +39,15 @@ trap cleanup EXIT
 
 # round PATH: one lab; prints "a_to_b b_to_a".
 round() {
-    local path="$1" want=relay
+    local path="$1" want=relay lh="$LIGHTHOUSE"
     fn_setup
     nat_inet_create
+    [ "$path" = quic-before ] && LIGHTHOUSE="$BEFORE"
     lh_start
+    LIGHTHOUSE="$lh"
     case "$path" in
         direct) nat_router_create 1 ""; nat_router_create 2 ""; want=direct ;;
-        quic) nat_router_create 1 random; nat_router_create 2 random ;;
+        quic | quic-before) nat_router_create 1 random; nat_router_create 2 random ;;
         tcp)
             nat_router_create 1 random
             in_ns r1 nft add table inet udpblock
@@ -71,10 +76,24 @@ round() {
     fn_teardown
 }
 
+PATHS="direct quic tcp"
+if [ -n "${LH_BEFORE:-}" ]; then
+    commit="$(git -C "$HERE/../.." rev-parse --short "$LH_BEFORE")"
+    dir="/var/cache/flatnet/lh-before-$commit"
+    if [ ! -x "$dir/target/release/lighthouse" ]; then
+        rm -rf "$dir/src"
+        mkdir -p "$dir/src"
+        git -C "$HERE/../.." archive "$commit" | tar -x -C "$dir/src"
+        (cd "$dir/src" && CARGO_TARGET_DIR="$dir/target" cargo build --release --locked -p lighthouse >&2)
+    fi
+    BEFORE="$dir/target/release/lighthouse"
+    PATHS="direct quic quic-before tcp"
+fi
+
 declare -A S
 OUTF="$(mktemp)"
 for r in $(seq "$ROUNDS"); do
-    for p in direct quic tcp; do
+    for p in $PATHS; do
         round "$p" > "$OUTF"
         read -r ab ba < "$OUTF"
         S[$p-ab]+="$ab "
@@ -88,8 +107,9 @@ source "$HERE/stats.bash"
 echo "| path | h1-a -> h2-b (Gbit/s) | h2-b -> h1-a (Gbit/s) | / direct |"
 echo "| --- | --- | --- | --- |"
 dm="$(median <<<"${S[direct-ab]} ${S[direct-ba]}")"
-for p in direct quic tcp; do
+for p in $PATHS; do
     name="direct (punched)"; [ "$p" = quic ] && name="relay over QUIC"; [ "$p" = tcp ] && name="relay over TCP (h1 without UDP)"
+    [ "$p" = quic-before ] && name="relay over QUIC, Lighthouse $commit"
     m="$(median <<<"${S[$p-ab]} ${S[$p-ba]}")"
     echo "| $name | $(stat <<<"${S[$p-ab]}") | $(stat <<<"${S[$p-ba]}") | $(awk -v a="$m" -v b="$dm" 'BEGIN { printf "%.2f", a / b }') |"
 done
