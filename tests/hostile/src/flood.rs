@@ -92,6 +92,7 @@ pub async fn joins(token: &str, n: usize, within: u64) -> Result<()> {
         let start = Instant::now();
         let deadline = start + Duration::from_secs(within);
         let mut tries = 0;
+        let mut took = None;
         while Instant::now() < deadline {
             tries += 1;
             let ep = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
@@ -110,15 +111,20 @@ pub async fn joins(token: &str, n: usize, within: u64) -> Result<()> {
             if let Ok(Ok(_)) = tokio::time::timeout(left, attempt).await {
                 ok += 1;
                 times.push(start.elapsed().as_millis());
+                took = Some(start.elapsed().as_millis());
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        println!("join {i}: tries {tries}");
+        match took {
+            Some(ms) => println!("join {i}: in after {ms} ms, {tries} tries"),
+            None => println!("join {i}: not in after {within} s, {tries} tries"),
+        }
     }
     times.sort_unstable();
+    let fast = times.iter().filter(|t| **t < 1000).count();
     println!(
-        "honest joins {ok} of {n} within {within} s; median {} ms, slowest {} ms",
+        "honest joins {ok} of {n} within {within} s, {fast} within 1 s; median {} ms, slowest {} ms",
         times.get(times.len() / 2).copied().unwrap_or(0),
         times.last().copied().unwrap_or(0)
     );
