@@ -725,7 +725,7 @@ impl Lighthouse {
         let mut tick = tokio::time::interval(OBSERVE_EVERY);
         let (reader, mut frx) = spawn_frame_reader::<NodeMsg, _>(recv);
         let relay_q = self.lock().sessions.get(&id).map(|s| s.relay.clone());
-        let sender = relay_q.map(|q| tokio::spawn(send_relayed(conn.clone(), q)));
+        let sender = relay_q.map(|q| tokio::spawn(self.clone().send_relayed(conn.clone(), q)));
         let result = loop {
             tokio::select! {
                 f = frx.recv() => match f {
@@ -823,6 +823,21 @@ impl Lighthouse {
         }
     }
 
+    /// Send one node's relayed datagrams, round robin over their sources,
+    /// as fast as its connection takes them.
+    async fn send_relayed(self: Arc<Self>, conn: Link, q: Arc<RelayQueue>) {
+        loop {
+            let d = q.next().await;
+            if let Err(e) = conn.send_datagram_wait(d).await {
+                self.stats.relay_drop("send_failed");
+                debug!("relay: sending to a node: {e}");
+                if conn.is_closed() {
+                    return;
+                }
+            }
+        }
+    }
+
     /// Forward an opaque (still encrypted) WireGuard packet to another node.
     fn relay(&self, from: u32, datagram: &[u8]) {
         let Some((to, packet)) = relay_decode(datagram) else {
@@ -863,20 +878,6 @@ pub fn grow_buffers(socket: &std::net::UdpSocket) {
     }
     let got = nix::sys::socket::getsockopt(socket, sockopt::RcvBuf).unwrap_or(0);
     debug!(receive_buffer = got, "UDP socket buffers");
-}
-
-/// Send one node's relayed datagrams, round robin over their sources,
-/// as fast as its connection takes them.
-async fn send_relayed(conn: Link, q: Arc<RelayQueue>) {
-    loop {
-        let d = q.next().await;
-        if let Err(e) = conn.send_datagram_wait(d).await {
-            debug!("relay: sending to a node: {e}");
-            if conn.is_closed() {
-                return;
-            }
-        }
-    }
 }
 
 /// Read and drop datagrams until the connection ends.
