@@ -248,7 +248,7 @@ ping_avg() {
     read -r base_n base_ms < <(ping_avg h1-a "$IPB" 20)
     token="$(lh token create --ttl 1h)"
     # "evil", a real member, sends h2 all it can through the relay.
-    in_ns inet "$HOSTILE" relay-flood "$token" evil h2 400000 10 >"$FN_TMP/hostile.out" &
+    in_ns inet "$HOSTILE" relay-flood "$token" evil h2 100000 10 >"$FN_TMP/hostile.out" &
     for i in $(seq 50); do grep -q joined "$FN_TMP/hostile.out" && break; sleep 0.1; done
     sleep 1
     read -r got ms < <(ping_avg h1-a "$IPB" 20)
