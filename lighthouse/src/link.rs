@@ -63,6 +63,15 @@ impl Link {
         }
     }
 
+    /// Room left in the connection's own buffer of datagrams to send
+    /// (TCP queues on its own: always room).
+    pub fn datagram_send_buffer_space(&self) -> usize {
+        match self {
+            Link::Quic(c) => c.datagram_send_buffer_space(),
+            Link::Tcp(_) => usize::MAX,
+        }
+    }
+
     /// Whether the link has ended.
     pub fn is_closed(&self) -> bool {
         match self {

@@ -10,6 +10,9 @@
 //! queue (its excess is dropped, counted as `fair_share`); every other
 //! source's next datagram goes out after at most one of the hog's.
 //!
+//! While nothing waits and the connection has room, the relay sends at
+//! once, without the queue: the queue is for sharing a backlog.
+//!
 //! [`FairQueue`] is sans I/O; [`RelayQueue`] adds the wake-up the
 //! destination's sending task waits on.
 
@@ -111,6 +114,11 @@ impl RelayQueue {
             self.ready.notify_one();
         }
         ok
+    }
+
+    /// Whether nothing waits (the relay may then send straight away).
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     /// The next datagram, waiting for one.

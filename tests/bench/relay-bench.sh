@@ -76,7 +76,7 @@ round() {
     fn_teardown
 }
 
-PATHS="direct quic tcp"
+PATHS="${PATHS:-direct quic tcp}"
 if [ -n "${LH_BEFORE:-}" ]; then
     commit="$(git -C "$HERE/../.." rev-parse --short "$LH_BEFORE")"
     dir="/var/cache/flatnet/lh-before-$commit"
@@ -87,7 +87,7 @@ if [ -n "${LH_BEFORE:-}" ]; then
         (cd "$dir/src" && CARGO_TARGET_DIR="$dir/target" cargo build --release --locked -p lighthouse >&2)
     fi
     BEFORE="$dir/target/release/lighthouse"
-    PATHS="direct quic quic-before tcp"
+    PATHS="${PATHS_BEFORE:-direct quic quic-before tcp}"
 fi
 
 declare -A S
