@@ -20,7 +20,10 @@
 //! newcomers out it must win every freed slot against them, with a full
 //! QUIC handshake (and a Retry round trip once busy) each time, where
 //! holding all slots used to cost it [`MAX_UNPROVEN`] connections per
-//! handshake timeout. Flooding from few addresses evicts only itself.
+//! handshake timeout. An address that lost a place this way waits
+//! [`EVICTED_COOLDOWN`] before it may take another, so a flood cannot
+//! simply come back for the next freed place. Flooding from few addresses
+//! evicts only itself.
 
 use std::{
     collections::HashMap,
@@ -35,6 +38,13 @@ use tokio::sync::Notify;
 pub const MAX_UNPROVEN: usize = 64;
 /// The same, per source address.
 pub const MAX_UNPROVEN_PER_IP: usize = 8;
+/// An address whose connection was evicted (it held a place without
+/// proving a key) may not take a new one for this long. Honest nodes prove
+/// their key before they can be evicted, so they never wait; a flood loses
+/// each address for this long every time it loses a place.
+pub const EVICTED_COOLDOWN: Duration = Duration::from_secs(2);
+/// Addresses remembered in cooldown, at most.
+const MAX_COOLING: usize = 4096;
 /// A connection may be evicted for a newcomer once it held its slot this
 /// long: longer than an honest join takes to prove its key (a few round
 /// trips), far shorter than the handshake timeout a flood used to hold.
@@ -61,6 +71,8 @@ struct Held {
 pub struct Admission {
     held: HashMap<u64, Held>,
     per_ip: HashMap<IpAddr, usize>,
+    /// Addresses that lost a place to eviction, until when they wait.
+    cooling: HashMap<IpAddr, Instant>,
     next: u64,
 }
 
@@ -77,11 +89,17 @@ impl Admission {
         if mine >= MAX_UNPROVEN_PER_IP {
             return Admit::No;
         }
+        if self.cooling.get(&ip).is_some_and(|until| now < *until) {
+            return Admit::No;
+        }
         let mut evict = None;
         if self.held.len() >= MAX_UNPROVEN {
             let Some(victim) = self.victim(mine, now) else {
                 return Admit::No;
             };
+            if let Some(h) = self.held.get(&victim) {
+                self.cool(h.ip, now);
+            }
             self.leave(victim);
             evict = Some(victim);
         }
@@ -90,6 +108,17 @@ impl Admission {
         self.held.insert(id, Held { ip, since: now });
         *self.per_ip.entry(ip).or_default() += 1;
         Admit::Yes { id, evict }
+    }
+
+    /// `ip` lost a place without proving a key: it waits
+    /// [`EVICTED_COOLDOWN`] before it may take another.
+    fn cool(&mut self, ip: IpAddr, now: Instant) {
+        if self.cooling.len() >= MAX_COOLING {
+            self.cooling.retain(|_, until| now < *until);
+        }
+        if self.cooling.len() < MAX_COOLING || self.cooling.contains_key(&ip) {
+            self.cooling.insert(ip, now + EVICTED_COOLDOWN);
+        }
     }
 
     /// The connection `id` proved its key, failed, or ended.
@@ -283,6 +312,26 @@ mod tests {
         let evicted_at =
             evicted_at.expect("a connection that never proves anything goes eventually");
         assert!(evicted_at >= admitted + EVICTABLE_AFTER);
+    }
+
+    #[test]
+    fn an_address_that_lost_a_place_waits_before_the_next() {
+        let t0 = Instant::now();
+        let mut a = Admission::default();
+        for n in 0..MAX_UNPROVEN as u32 {
+            id(a.enter(ip(n), t0));
+        }
+        let later = t0 + EVICTABLE_AFTER;
+        // A newcomer evicts ip(0)'s place (the oldest; ids break the tie).
+        assert!(matches!(
+            a.enter(ip(500), later),
+            Admit::Yes { evict: Some(1), .. }
+        ));
+        // ip(0) may not come straight back, even to evict someone else ...
+        assert_eq!(a.enter(ip(0), later), Admit::No);
+        // ... until its cooldown is over.
+        let after = later + EVICTED_COOLDOWN;
+        assert!(matches!(a.enter(ip(0), after), Admit::Yes { .. }));
     }
 
     #[test]

@@ -195,16 +195,18 @@ lh_metric() {
     token="$(lh token create --ttl 1h --reusable)"
     inet_ns flood $(seq -f '203.0.113.%g' 100 199)
     inet_ns honest 203.0.113.50
-    # Every flooding address keeps 8 connections that never say Hello, and
-    # reopens each the moment it closes.
-    in_ns flood "$HOSTILE" join-flood "$token" 203.0.113.100-199 8 45 >"$FN_TMP/flood.out" &
+    # Every flooding address keeps a connection that never says Hello, and
+    # reopens it the moment it closes: more than the 64 places.
+    in_ns flood "$HOSTILE" join-flood "$token" 203.0.113.100-199 1 45 >"$FN_TMP/flood.out" &
     for i in $(seq 100); do
         [ "$(lh_metric flatnet_lighthouse_unproven_connections)" = 64 ] && break
         sleep 0.1
     done
     [ "$(lh_metric flatnet_lighthouse_unproven_connections)" = 64 ]
     sleep 3
-    in_ns honest "$HOSTILE" joins "$token" 20 5 >"$FN_TMP/joins.out"
+    # 20 honest joins, one attempt each (the audit's: "server refused to
+    # accept a new connection" for every one of them).
+    in_ns honest "$HOSTILE" joins "$token" 20 5 1 >"$FN_TMP/joins.out"
     wait
     cat "$FN_TMP/flood.out" "$FN_TMP/joins.out"
     echo "# $(tail -1 "$FN_TMP/joins.out"); $(cat "$FN_TMP/flood.out"); evicted: $(lh_metric flatnet_lighthouse_unproven_evicted_total)" >&3

@@ -83,9 +83,9 @@ pub async fn join_flood(token: &str, addrs: &str, per: usize, secs: u64) -> Resu
 }
 
 /// N honest joins one after another with a reusable TOKEN, each retrying
-/// every 250 ms (as a node would, faster) for up to WITHIN seconds; prints
-/// how many got in and how long they took.
-pub async fn joins(token: &str, n: usize, within: u64) -> Result<()> {
+/// every 250 ms (as a node would, faster) for up to WITHIN seconds and at
+/// most MAX_TRIES times; prints how many got in and how long they took.
+pub async fn joins(token: &str, n: usize, within: u64, max_tries: usize) -> Result<()> {
     let (t, lh) = lighthouse_of(token)?;
     let (mut ok, mut times) = (0usize, Vec::new());
     for i in 0..n {
@@ -93,7 +93,7 @@ pub async fn joins(token: &str, n: usize, within: u64) -> Result<()> {
         let deadline = start + Duration::from_secs(within);
         let mut tries = 0;
         let mut took = None;
-        while Instant::now() < deadline {
+        while Instant::now() < deadline && tries < max_tries {
             tries += 1;
             let ep = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
             let secret = x25519_dalek::StaticSecret::random_from_rng(rand_core::OsRng);

@@ -11,7 +11,7 @@
 //! flatnet-hostile aim TOKEN NAME TARGET BYSTANDER_IP SECS
 //! flatnet-hostile names ADDR ZONE SECS LABEL=IP...
 //! flatnet-hostile join-flood TOKEN a.b.c.X-Y PER SECS
-//! flatnet-hostile joins TOKEN N WITHIN_SECS
+//! flatnet-hostile joins TOKEN N WITHIN_SECS [TRIES]
 //! ```
 //! - `quic-idle`: open CONNS QUIC connections to the Lighthouse of TOKEN
 //!   that finish the TLS handshake but never say Hello, each sending
@@ -39,7 +39,8 @@
 //!   connections to the Lighthouse that never say Hello, reopening each
 //!   the moment it closes, for SECS seconds: the join lockout.
 //! - `joins`: N honest joins (reusable TOKEN) one after another, each
-//!   retrying for up to WITHIN_SECS; prints how many got in.
+//!   retrying for up to WITHIN_SECS (and at most TRIES times); prints how
+//!   many got in.
 
 mod flood;
 mod names;
@@ -133,7 +134,18 @@ async fn main() -> Result<()> {
             flood::join_flood(t, addrs, arg(&args, 4, "PER")?, arg(&args, 5, "SECS")?).await
         }
         Some("joins") => {
-            flood::joins(&args[2], arg(&args, 3, "N")?, arg(&args, 4, "WITHIN_SECS")?).await
+            let tries = if args.len() > 5 {
+                arg(&args, 5, "TRIES")?
+            } else {
+                usize::MAX
+            };
+            flood::joins(
+                &args[2],
+                arg(&args, 3, "N")?,
+                arg(&args, 4, "WITHIN_SECS")?,
+                tries,
+            )
+            .await
         }
         _ => bail!(
             "usage: flatnet-hostile quic-idle TOKEN CONNS DATAGRAMS HOLD_SECS\n       \
@@ -143,7 +155,7 @@ async fn main() -> Result<()> {
              flatnet-hostile aim TOKEN NAME TARGET BYSTANDER_IP SECS\n       \
              flatnet-hostile names ADDR ZONE SECS LABEL=IP...\n       \
              flatnet-hostile join-flood TOKEN a.b.c.X-Y PER SECS\n       \
-             flatnet-hostile joins TOKEN N WITHIN_SECS"
+             flatnet-hostile joins TOKEN N WITHIN_SECS [TRIES]"
         ),
     }
 }
