@@ -20,9 +20,9 @@
 //! newcomers out it must win every freed slot against them, with a full
 //! QUIC handshake (and a Retry round trip once busy) each time, where
 //! holding all slots used to cost it [`MAX_UNPROVEN`] connections per
-//! handshake timeout. An address that lost a place this way waits
-//! [`EVICTED_COOLDOWN`] before it may take another, so a flood cannot
-//! simply come back for the next freed place. Flooding from few addresses
+//! handshake timeout. An address that lost a place this way may not evict
+//! anyone for [`EVICTED_COOLDOWN`], so a flood cannot simply win back the
+//! next place that becomes evictable. Flooding from few addresses
 //! evicts only itself.
 
 use std::{
@@ -39,9 +39,10 @@ pub const MAX_UNPROVEN: usize = 64;
 /// The same, per source address.
 pub const MAX_UNPROVEN_PER_IP: usize = 8;
 /// An address whose connection was evicted (it held a place without
-/// proving a key) may not take a new one for this long. Honest nodes prove
-/// their key before they can be evicted, so they never wait; a flood loses
-/// each address for this long every time it loses a place.
+/// proving a key) may not evict anyone for this long; it may still take a
+/// free place. A flood cannot win back the place it just lost, while
+/// honest nodes behind that address (a restart storm through one NAT) are
+/// held back only while every place is taken.
 pub const EVICTED_COOLDOWN: Duration = Duration::from_secs(2);
 /// Addresses remembered in cooldown, at most.
 const MAX_COOLING: usize = 4096;
@@ -89,11 +90,13 @@ impl Admission {
         if mine >= MAX_UNPROVEN_PER_IP {
             return Admit::No;
         }
-        if self.cooling.get(&ip).is_some_and(|until| now < *until) {
-            return Admit::No;
-        }
         let mut evict = None;
         if self.held.len() >= MAX_UNPROVEN {
+            // A free place it may take; someone else's only if it did not
+            // just lose one itself.
+            if self.cooling.get(&ip).is_some_and(|until| now < *until) {
+                return Admit::No;
+            }
             let Some(victim) = self.victim(mine, now) else {
                 return Admit::No;
             };
@@ -327,11 +330,22 @@ mod tests {
             a.enter(ip(500), later),
             Admit::Yes { evict: Some(1), .. }
         ));
-        // ip(0) may not come straight back, even to evict someone else ...
+        // ip(0) may not come straight back by evicting someone else ...
         assert_eq!(a.enter(ip(0), later), Admit::No);
-        // ... until its cooldown is over.
+        // ... but it may take a free place ...
+        a.leave(2);
+        let free = id(a.enter(ip(0), later));
+        a.leave(free);
+        a.leave(3);
+        id(a.enter(ip(501), later));
+        id(a.enter(ip(502), later));
+        assert_eq!(a.busy(), MAX_UNPROVEN);
+        // ... and evict again once its cooldown is over.
         let after = later + EVICTED_COOLDOWN;
-        assert!(matches!(a.enter(ip(0), after), Admit::Yes { .. }));
+        assert!(matches!(
+            a.enter(ip(0), after),
+            Admit::Yes { evict: Some(_), .. }
+        ));
     }
 
     #[test]
