@@ -46,20 +46,27 @@ uapi_pair() {
     wg_wait_ping h1 "$net.2" >/dev/null
 }
 
-# base_build REPO REV: the release binaries of git revision REV (flatnetd and
-# the plugin), built once into the cache from a worktree; prints their dir.
+# base_build REPO REV [PACKAGE...]: the release binaries of git revision REV
+# (by default flatnetd and the plugin), each package built once into the
+# cache from a worktree; prints their dir.
 base_build() {
-    local repo="$1" rev cache
+    local repo="$1" rev cache p todo=()
     rev="$(git -C "$repo" rev-parse --short "$2")"
+    shift 2
+    [ "$#" -gt 0 ] || set -- flatnetd flatnet-cni
     cache="${FLATNET_CACHE:-/var/cache/flatnet}/bench-base/$rev"
-    if [ ! -x "$cache/target/release/flatnetd" ]; then
-        echo "building baseline $rev into $cache (once)" >&2
+    for p in "$@"; do
+        [ -e "$cache/built-$p" ] || todo+=(-p "$p")
+    done
+    if [ "${#todo[@]}" -gt 0 ]; then
+        echo "building baseline $rev (${todo[*]}) into $cache (once)" >&2
         rm -rf "$cache/src"
         mkdir -p "$cache"
         git -C "$repo" worktree add --detach -f "$cache/src" "$rev" >/dev/null
         (cd "$cache/src" && CARGO_TARGET_DIR="$cache/target" \
-            cargo build --release --locked -p flatnetd -p flatnet-cni >&2)
+            cargo build --release --locked "${todo[@]}" >&2)
         git -C "$repo" worktree remove --force "$cache/src"
+        for p in "$@"; do touch "$cache/built-$p"; done
     fi
     echo "$cache/target/release"
 }

@@ -21,15 +21,9 @@ ROUNDS="${2:-20}"
 cargo build --release --locked -p lighthouse
 args=()
 if [ -n "${LH_BEFORE:-}" ]; then
-    commit="$(git rev-parse --short "$LH_BEFORE")"
-    dir="/var/cache/flatnet/lh-before-$commit"
-    if [ ! -x "$dir/target/release/lighthouse" ]; then
-        rm -rf "$dir/src"
-        mkdir -p "$dir/src"
-        git archive "$commit" | tar -x -C "$dir/src"
-        (cd "$dir/src" && CARGO_TARGET_DIR="$dir/target" cargo build --release --locked -p lighthouse)
-    fi
-    args+=(--before "$dir/target/release/lighthouse")
+    # shellcheck source=lab.bash
+    source tests/bench/lab.bash
+    args+=(--before "$(base_build "$PWD" "$LH_BEFORE" lighthouse)/lighthouse")
 fi
 # A Lighthouse with 10,000 sessions holds as many descriptors as it likes.
 ulimit -n 65536 2>/dev/null || true

@@ -11,8 +11,8 @@
 #   cargo build --release && sudo tests/bench/relay-bench.sh
 #   ROUNDS=3 SECS=5 sudo tests/bench/relay-bench.sh
 #   LH_BEFORE=aabd973 sudo tests/bench/relay-bench.sh   # + relay/QUIC through
-#       that older Lighthouse (built once into /var/cache/flatnet, as
-#       tests/bench/lighthouse-bench.sh does), interleaved with the rest
+#       that older Lighthouse (built once into /var/cache/flatnet by
+#       lab.bash's base_build), interleaved with the rest
 #
 # All traffic stays inside the namespaces this script creates.
 set -euo pipefail
@@ -29,6 +29,8 @@ source "$HERE/../integration/helpers.bash"
 source "$HERE/../integration/helpers-wg.bash"
 # shellcheck source=../integration/helpers-nat.bash
 source "$HERE/../integration/helpers-nat.bash"
+# shellcheck source=lab.bash
+source "$HERE/lab.bash"
 
 cleanup() {
     set +e
@@ -79,14 +81,7 @@ round() {
 PATHS="${PATHS:-direct quic tcp}"
 if [ -n "${LH_BEFORE:-}" ]; then
     commit="$(git -C "$HERE/../.." rev-parse --short "$LH_BEFORE")"
-    dir="/var/cache/flatnet/lh-before-$commit"
-    if [ ! -x "$dir/target/release/lighthouse" ]; then
-        rm -rf "$dir/src"
-        mkdir -p "$dir/src"
-        git -C "$HERE/../.." archive "$commit" | tar -x -C "$dir/src"
-        (cd "$dir/src" && CARGO_TARGET_DIR="$dir/target" cargo build --release --locked -p lighthouse >&2)
-    fi
-    BEFORE="$dir/target/release/lighthouse"
+    BEFORE="$(base_build "$HERE/../.." "$commit" lighthouse)/lighthouse"
     PATHS="${PATHS_BEFORE:-direct quic quic-before tcp}"
 fi
 
