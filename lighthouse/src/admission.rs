@@ -12,10 +12,11 @@
 //! Now a newcomer, when the slots are full, takes the place of the **oldest
 //! connection of the address holding the most slots**, unless its own
 //! address already holds as many, among connections that have held their
-//! slot for [`EVICTABLE_AFTER`] at least. An honest node proves its key
-//! within a few round trips of getting its slot, before it can be evicted,
-//! so a restart storm of honest nodes never evicts itself (it is served
-//! [`MAX_UNPROVEN`] at a time, as before). A flood that never proves
+//! slot for [`EVICTABLE_AFTER`] at least. An honest node normally proves its
+//! key within a few round trips of getting its slot, before it can be
+//! evicted, so a restart storm of honest nodes is served [`MAX_UNPROVEN`] at
+//! a time, as before (on a loaded machine a slow handshake may still be
+//! evicted; docs/benchmarks.md). A flood that never proves
 //! anything loses each slot a quarter second after taking it: to keep
 //! newcomers out it must win every freed slot against them, with a full
 //! QUIC handshake (and a Retry round trip once busy) each time, where
@@ -72,7 +73,8 @@ struct Held {
 pub struct Admission {
     held: HashMap<u64, Held>,
     per_ip: HashMap<IpAddr, usize>,
-    /// Addresses that lost a place to eviction, until when they wait.
+    /// Addresses that lost a place to eviction, until when they may not
+    /// evict anyone.
     cooling: HashMap<IpAddr, Instant>,
     next: u64,
 }
@@ -113,8 +115,8 @@ impl Admission {
         Admit::Yes { id, evict }
     }
 
-    /// `ip` lost a place without proving a key: it waits
-    /// [`EVICTED_COOLDOWN`] before it may take another.
+    /// `ip` lost a place without proving a key: for [`EVICTED_COOLDOWN`]
+    /// it may take only free places, not evict anyone.
     fn cool(&mut self, ip: IpAddr, now: Instant) {
         if self.cooling.len() >= MAX_COOLING {
             self.cooling.retain(|_, until| now < *until);

@@ -857,26 +857,24 @@ impl Lighthouse {
         // Nothing waiting and room in the connection's own buffer: send at
         // once, as fast as before the queue; it is used only when there
         // is a backlog to share fairly.
-        if q.is_empty() && conn.datagram_send_buffer_space() >= d.len() {
-            match conn.send_datagram(d) {
-                Ok(()) => {
-                    self.stats.relay_datagrams.inc();
-                    self.stats.relay_bytes.inc_by(packet.len() as u64);
-                }
-                Err(e) => {
-                    self.stats.relay_drop("send_failed");
-                    debug!(from, to, "relay drop: {e}");
-                }
-            }
-            return;
-        }
-        if q.push(from, d) {
-            self.stats.relay_datagrams.inc();
-            self.stats.relay_bytes.inc_by(packet.len() as u64);
+        let sent = if q.is_empty() && conn.datagram_send_buffer_space() >= d.len() {
+            conn.send_datagram(d).map_err(|e| {
+                debug!(from, to, "relay drop: {e}");
+                "send_failed"
+            })
+        } else if q.push(from, d) {
+            Ok(())
         } else {
             // This source's share of the target's queue is full: the hog
             // loses its own excess, nobody else's.
-            self.stats.relay_drop("fair_share");
+            Err("fair_share")
+        };
+        match sent {
+            Ok(()) => {
+                self.stats.relay_datagrams.inc();
+                self.stats.relay_bytes.inc_by(packet.len() as u64);
+            }
+            Err(reason) => self.stats.relay_drop(reason),
         }
     }
 }

@@ -30,11 +30,10 @@ pub struct Catalog {
 /// Whether `ip` is an address a container can have in `subnet`: inside it,
 /// and neither its network, its gateway (first) nor its broadcast address.
 pub fn is_container_address(subnet: ipnet::Ipv4Net, ip: Ipv4Addr) -> bool {
-    let gateway = u32::from(subnet.network()).saturating_add(1);
     subnet.contains(&ip)
         && ip != subnet.network()
         && ip != subnet.broadcast()
-        && u32::from(ip) != gateway
+        && ip != crate::policy::gateway_of(subnet)
 }
 
 /// How a peer's services got into the Flatnet-wide catalog.

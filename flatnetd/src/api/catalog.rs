@@ -9,13 +9,14 @@
 //! bounded head, timeouts): it serves read-only documents to gateways.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use flatnet_wire::{
     catalog::{is_dns_label, Catalog, Service, ServicePort, CATALOG_VERSION},
+    policy::gateway_of,
     Lease,
 };
 use tokio::{
@@ -187,11 +188,7 @@ async fn catalog_for(server: &Arc<Server>, all: bool) -> Result<Catalog, String>
     let mut own = build(&st.node, &st.leases);
     // Where this host and its peers listen themselves: never gateway targets.
     own.gateways = std::iter::once(st.network.gateway)
-        .chain(
-            st.peers
-                .iter()
-                .map(|p| Ipv4Addr::from(u32::from(p.subnet.network()).saturating_add(1))),
-        )
+        .chain(st.peers.iter().map(|p| gateway_of(p.subnet)))
         .collect();
     let dns = server.service.dns();
     let owned = |mut c: Catalog| {
@@ -222,7 +219,7 @@ async fn catalog_for(server: &Arc<Server>, all: bool) -> Result<Catalog, String>
     for p in due {
         let port = server.port;
         fetches.spawn(async move {
-            let addr = SocketAddr::from((Ipv4Addr::from(u32::from(p.subnet.network()) + 1), port));
+            let addr = SocketAddr::from((gateway_of(p.subnet), port));
             let r = match tokio::time::timeout(PEER_TIMEOUT, fetch(addr)).await {
                 Ok(r) => r,
                 Err(_) => Err(format!("{addr}: no answer within {PEER_TIMEOUT:?}")),
